@@ -1,0 +1,201 @@
+"""The training loop: SGD with clipping and decay as in the paper, periodic validation.
+
+The loop knows nothing of Optuna: it calls ``on_evaluate(step, valid)`` after every
+validation (the objective reports and prunes there, by raising) and raises
+:class:`Diverged` when the loss stops being a finite number.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from optuna_rnn.tasks import Task
+
+__all__ = ["Diverged", "TrainConfig", "TrainResult", "train", "validate"]
+
+#: ``on_evaluate(step, {"loss": ..., "score": ...})``, called after each validation.
+OnEvaluate = Callable[[int, dict[str, float]], None]
+
+
+class Diverged(RuntimeError):
+    """The training or validation loss became NaN or infinite."""
+
+    def __init__(self, step: int, where: str, value: float) -> None:
+        super().__init__(f"the {where} loss is {value} at step {step}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained.
+
+    Attributes:
+        learning_rate: the initial learning rate.
+        max_grad_norm: gradients are clipped to this global norm before each step.
+        optimizer: ``"sgd"`` (plain SGD, the paper's) or ``"adam"``.
+        batch_size: sequences per batch (the paper's 20).
+        max_steps: the step budget.
+        max_seconds: the wall-time budget, validation included (``None``: no limit).
+        eval_every: validate every this many steps (and at the last step).
+        lr_decay: the learning rate is divided by this whenever the validation loss
+            does not improve on the best so far.
+        max_decays: stop early once the learning rate has been divided this many
+            times (``None``: never).
+        seed: seeds the training stream.
+    """
+
+    learning_rate: float
+    max_grad_norm: float
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    batch_size: int = 20
+    max_steps: int = 1000
+    max_seconds: float | None = None
+    eval_every: int = 100
+    lr_decay: float = 2.0
+    max_decays: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        for name in ("batch_size", "max_steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if not self.learning_rate > 0 or not self.max_grad_norm > 0:
+            raise ValueError("learning_rate and max_grad_norm must be positive")
+        if not self.lr_decay >= 1:
+            raise ValueError(f"lr_decay must be at least 1, got {self.lr_decay!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a training run did.
+
+    Attributes:
+        steps: training steps taken.
+        seconds: wall time, validation included.
+        tokens_per_second: input positions (time steps x batch) trained per second of
+            training time, validation excluded.
+        ended_because: ``"max_steps"``, ``"time_limit"`` or ``"converged"`` (the
+            learning rate was decayed ``max_decays`` times).
+        best_step: the step of the best validation score; the model holds its weights.
+        valid: ``{"loss", "score"}`` on validation at ``best_step``.
+        history: ``(step, loss, score)`` of every validation.
+    """
+
+    steps: int
+    seconds: float
+    tokens_per_second: float
+    ended_because: str
+    best_step: int
+    valid: dict[str, float]
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+
+
+def _detach(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, (tuple, list)):
+        return type(state)(_detach(s) for s in state)
+    return state
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    return torch.optim.SGD(model.parameters(), lr=config.learning_rate)
+
+
+def validate(model: nn.Module, task: Task, split: str, batch_size: int) -> dict[str, float]:
+    """``task.evaluate`` with the model in eval mode (dropout off), then back to train."""
+    model.eval()
+    try:
+        return task.evaluate(model, split, batch_size)
+    finally:
+        model.train()
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig,
+    *,
+    on_evaluate: OnEvaluate | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``task``; leaves the weights of the best validation score in it."""
+    optimizer = _optimizer(model, config)
+    better = (lambda a, b: a > b) if task.higher_is_better else (lambda a, b: a < b)
+    best_loss = math.inf
+    best: tuple[int, dict[str, float], dict[str, torch.Tensor]] | None = None
+    history: list[tuple[int, float, float]] = []
+    decays, tokens, train_seconds = 0, 0, 0.0
+    ended_because = "max_steps"
+    start = time.perf_counter()
+    state: Any = None
+    model.train()
+    batches = task.train_batches(config.batch_size, seed=config.seed)
+    step = 0
+    while step < config.max_steps:
+        batch = next(batches)
+        step += 1
+        tick = time.perf_counter()
+        logits, next_state = model(batch, _detach(state) if batch.carry_state else None)
+        loss = task.loss(logits, batch)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise Diverged(step, "training", value)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        state = next_state
+        tokens += batch.inputs.shape[0] * batch.inputs.shape[1]
+        train_seconds += time.perf_counter() - tick
+
+        out_of_time = (
+            config.max_seconds is not None
+            and time.perf_counter() - start >= config.max_seconds
+        )
+        last = step == config.max_steps or out_of_time
+        if step % config.eval_every and not last:
+            continue
+        valid = validate(model, task, "valid", config.batch_size)
+        if not math.isfinite(valid["loss"]):
+            raise Diverged(step, "validation", valid["loss"])
+        history.append((step, valid["loss"], valid["score"]))
+        if best is None or better(valid["score"], best[1]["score"]):
+            best = (step, valid, copy.deepcopy(model.state_dict()))
+        if valid["loss"] < best_loss:
+            best_loss = valid["loss"]
+        else:
+            decays += 1
+            for group in optimizer.param_groups:
+                group["lr"] /= config.lr_decay
+        if on_evaluate is not None:
+            on_evaluate(step, valid)
+        if out_of_time:
+            ended_because = "time_limit"
+            break
+        if config.max_decays is not None and decays >= config.max_decays:
+            ended_because = "converged"
+            break
+    assert best is not None
+    best_step, best_valid, best_weights = best
+    model.load_state_dict(best_weights)
+    return TrainResult(
+        steps=step,
+        seconds=time.perf_counter() - start,
+        tokens_per_second=tokens / train_seconds if train_seconds else math.nan,
+        ended_because=ended_because,
+        best_step=best_step,
+        valid=best_valid,
+        history=history,
+    )
