@@ -184,6 +184,20 @@ class GraphBuilder:
             return self._intern((op, ordered), Node(op, ordered))
         raise CellError(f"unknown operation {op!r}")
 
+    def add(self, node: Node, inputs: tuple[int, ...] | list[int]) -> int:
+        """Add a copy of ``node`` (from another graph) that reads ``inputs`` of this one."""
+        if node.op == X:
+            return self.x()
+        if node.op == ONE:
+            return self.one()
+        if node.op == STATE:
+            return self.state(node.name)
+        if node.op == BIAS:
+            return self.bias(node.name, node.value)
+        if node.op == LINEAR:
+            return self.linear(node.name, inputs[0], node.value)
+        return self.op(node.op, *inputs)
+
     def label(self, node: int, name: str) -> None:
         """Give an intermediate node a printable name (the first name given wins)."""
         if self.nodes[node].op not in LEAF_OPS and node not in self.labels:
@@ -273,24 +287,13 @@ class Cell:
             ):
                 raise CellError(f"node {k} must read only nodes listed before it, got {inputs!r}")
             args = [ids[i] for i in inputs]
-            if op in (X, ONE, STATE, BIAS) and args:
-                raise CellError(f"node {k}: a {op} node has no inputs")
-            if op == X:
-                ids.append(builder.x())
-            elif op == ONE:
-                ids.append(builder.one())
-            elif op == STATE:
-                ids.append(builder.state(name))
-            elif op == BIAS:
-                ids.append(builder.bias(name, value))
-            elif op == LINEAR:
-                if len(args) != 1:
-                    raise CellError(f"node {k}: a linear map reads exactly one node")
-                ids.append(builder.linear(name, args[0], value))
-            elif op in OPS:
-                ids.append(builder.op(op, *args))
-            else:
+            if not isinstance(op, str) or op not in OPS:
                 raise CellError(f"node {k}: unknown operation {op!r}")
+            if op in LEAF_OPS and args:
+                raise CellError(f"node {k}: a {op} node has no inputs")
+            if op == LINEAR and len(args) != 1:
+                raise CellError(f"node {k}: a linear map reads exactly one node")
+            ids.append(builder.add(Node(op, (), name, value), args))
             label = raw.get("label")
             if label is not None:
                 builder.label(ids[-1], _check_name(label, "intermediate"))
@@ -321,18 +324,7 @@ class Cell:
         """A builder pre-filled with this cell's nodes (indices kept), for rewriting it."""
         b = GraphBuilder()
         for i, n in enumerate(self._nodes):
-            if n.op == X:
-                b.x()
-            elif n.op == ONE:
-                b.one()
-            elif n.op == STATE:
-                b.state(n.name)
-            elif n.op == BIAS:
-                b.bias(n.name, n.value)
-            elif n.op == LINEAR:
-                b.linear(n.name, n.inputs[0], n.value)
-            else:
-                b.op(n.op, *n.inputs)
+            b.add(n, n.inputs)
             assert len(b.nodes) == i + 1, "a canonical cell has no duplicate nodes"
         b.labels.update(self._labels)
         return b
