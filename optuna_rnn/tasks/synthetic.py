@@ -1,0 +1,153 @@
+"""Independently sampled, teacher-forced character problems with hash-partitioned splits.
+
+Memorization, Arithmetic and XML share this machinery. Each sequence is a string of
+characters with a flag per character saying whether predicting it is scored. The network
+reads character ``i`` and predicts character ``i + 1`` (teacher forcing); the mask marks
+the scored targets, so the loss trains and the accuracy scores exactly those.
+
+No validation or test problem appears in training: a problem (the operands of a sum, the
+symbols to memorise, a whole XML document) belongs to the split that a keyed hash of it
+selects, and each split samples only its own problems. Randomness that is not part of the
+problem (arithmetic's distractor letters) is drawn afresh.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import random
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+
+from optuna_rnn.tasks.base import Batch, Split, Task
+from optuna_rnn.tasks.vocab import Vocabulary
+
+__all__ = ["SyntheticTask", "pad_batch", "resolve_preset"]
+
+SplitName = Literal["train", "valid", "test"]
+_MAX_REJECTIONS = 100_000
+
+
+def resolve_preset(
+    presets: Mapping[str, Mapping[str, Any]], preset: str, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The preset's settings with every non-``None`` override applied."""
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
+    settings = dict(presets[preset])
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def pad_batch(sequences: Sequence[tuple[list[int], list[bool]]]) -> Batch:
+    """Teacher-forced, time-major batch of ``(ids, scored)`` sequences, padded with id 0.
+
+    Position ``t`` reads ``ids[t]`` and targets ``ids[t + 1]``, counted iff
+    ``scored[t + 1]``; padding is never counted.
+    """
+    steps = max(len(ids) for ids, _ in sequences) - 1
+    inputs = torch.zeros(steps, len(sequences), dtype=torch.long)
+    targets = torch.zeros_like(inputs)
+    mask = torch.zeros(steps, len(sequences), dtype=torch.bool)
+    for b, (ids, scored) in enumerate(sequences):
+        n = len(ids) - 1
+        inputs[:n, b] = torch.tensor(ids[:-1])
+        targets[:n, b] = torch.tensor(ids[1:])
+        mask[:n, b] = torch.tensor(scored[1:])
+    return Batch(inputs, targets, mask)
+
+
+class SyntheticTask(Task):
+    """Base for generated character tasks scored by accuracy on flagged characters.
+
+    Subclasses implement :meth:`sample_problem` and :meth:`render`.
+
+    Args:
+        symbols: the characters of the vocabulary (the id of a character is its index).
+        eval_size: sequences in each of the validation and test sets.
+        seed: seeds the validation and test sets and keys the split hash.
+        valid_fraction: share of the problem space reserved for validation.
+        test_fraction: share of the problem space reserved for testing.
+    """
+
+    input_kind = "tokens"
+    output_kind = "categorical"
+    score_name = "accuracy"
+    higher_is_better = True
+
+    def __init__(
+        self,
+        *,
+        symbols: str,
+        eval_size: int,
+        seed: int,
+        valid_fraction: float,
+        test_fraction: float,
+    ) -> None:
+        if eval_size < 1:
+            raise ValueError(f"eval_size must be positive, got {eval_size}")
+        if not (0 < valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
+            raise ValueError(
+                "valid_fraction and test_fraction must be positive and sum to less than 1, "
+                f"got {valid_fraction} and {test_fraction}"
+            )
+        self._vocabulary = Vocabulary(symbols)
+        self.vocab = self._vocabulary.symbols
+        self.input_size = self.output_size = len(self._vocabulary)
+        self.eval_size = eval_size
+        self.seed = seed
+        self.valid_fraction = valid_fraction
+        self.test_fraction = test_fraction
+        self._eval_sets: dict[str, list[tuple[list[int], list[bool]]]] = {}
+
+    @abc.abstractmethod
+    def sample_problem(self, rng: random.Random) -> Hashable:
+        """Draw one problem; its ``repr`` decides its split, so keep it canonical."""
+
+    @abc.abstractmethod
+    def render(self, problem: Any, rng: random.Random) -> tuple[str, list[bool]]:
+        """The problem as characters, and for each whether predicting it is scored."""
+
+    def split_of(self, problem: Hashable) -> SplitName:
+        """The split that owns ``problem``, by a keyed hash of its ``repr``."""
+        digest = hashlib.blake2b(
+            repr(problem).encode(), digest_size=8, key=f"{self.name}:{self.seed}".encode()
+        ).digest()
+        u = int.from_bytes(digest, "big") / 2**64
+        if u < self.valid_fraction:
+            return "valid"
+        if u < self.valid_fraction + self.test_fraction:
+            return "test"
+        return "train"
+
+    def example(self, split: SplitName, rng: random.Random) -> tuple[str, list[bool]]:
+        """One rendered problem of ``split``."""
+        for _ in range(_MAX_REJECTIONS):
+            problem = self.sample_problem(rng)
+            if self.split_of(problem) == split:
+                return self.render(problem, rng)
+        raise ValueError(
+            f"{self!r}: no {split} problem in {_MAX_REJECTIONS} draws; the problem space "
+            "is too small for the split fractions"
+        )
+
+    def _encoded(self, split: SplitName, rng: random.Random) -> tuple[list[int], list[bool]]:
+        text, scored = self.example(split, rng)
+        return self._vocabulary.encode(text), scored
+
+    def train_batches(self, batch_size: int, *, seed: int) -> Iterator[Batch]:
+        rng = random.Random(seed)
+        while True:
+            yield pad_batch([self._encoded("train", rng) for _ in range(batch_size)])
+
+    def eval_batches(self, split: Split, batch_size: int) -> Iterator[Batch]:
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        if split not in self._eval_sets:
+            rng = random.Random(f"{self.name}:{self.seed}:{split}")
+            self._eval_sets[split] = [self._encoded(split, rng) for _ in range(self.eval_size)]
+        sequences = self._eval_sets[split]
+        for start in range(0, len(sequences), batch_size):
+            yield pad_batch(sequences[start : start + batch_size])
