@@ -1,0 +1,280 @@
+"""Run a study's trials in one process or several, all stopping at one shared count.
+
+Workers share nothing but the storage, so the trial count is kept there too. A trial is
+*live* unless a retry replaced it (its number is in some trial's ``retry_history``, as
+:class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` records) or it ended as
+surplus. A worker starts a trial while fewer live trials have started than the target
+(or an enqueued trial waits) and stops once that many have finished. When two workers
+start the last slot at once, the later trial number ends FAIL at once with
+``ended_because="surplus"`` and counts for nothing; so the study ends with exactly the
+requested number of live finished trials, however many workers join or die.
+
+With heartbeats (RDB storages), a worker with nothing to start waits for the others'
+trials, failing stale ones so that their retries run; without (journal files), it leaves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_rnn.cli.spec import SearchSpec
+from optuna_rnn.storage import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL, open_storage
+
+__all__ = [
+    "Progress",
+    "QuotaState",
+    "SurplusTrial",
+    "TrialQuota",
+    "WorkerOptions",
+    "live_trials",
+    "run_worker",
+    "run_workers",
+    "work",
+]
+
+_logger = optuna.logging.get_logger(__name__)
+
+ENDED_BECAUSE = "ended_because"
+SURPLUS = "surplus"
+WORKER_ATTR = "worker"
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class SurplusTrial(Exception):
+    """A trial that started after the study's last slot was taken; it ends unrun."""
+
+
+def live_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that count toward a study's target, in trial-number order."""
+    superseded = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    return sorted(
+        (
+            t
+            for t in trials
+            if t.number not in superseded and t.user_attrs.get(ENDED_BECAUSE) != SURPLUS
+        ),
+        key=lambda t: t.number,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaState:
+    """One reading of a study against its target."""
+
+    finished: int
+    started: int
+    waiting: int
+    target: int
+
+    @property
+    def complete(self) -> bool:
+        return self.finished >= self.target
+
+    @property
+    def has_room(self) -> bool:
+        """Whether starting a trial now can fill a slot (a fresh one or a waiting one)."""
+        return self.started < self.target or self.waiting > 0
+
+
+class TrialQuota:
+    """At most ``target`` live trials in ``study``, enforced through the storage alone."""
+
+    def __init__(self, study: optuna.Study, target: int) -> None:
+        self.study = study
+        self.target = target
+
+    def state(self) -> QuotaState:
+        live = live_trials(self.study.get_trials(deepcopy=False))
+        waiting = sum(t.state == TrialState.WAITING for t in live)
+        finished = sum(t.state in _FINISHED for t in live)
+        return QuotaState(finished, len(live) - waiting, waiting, self.target)
+
+    def admits(self, number: int) -> bool:
+        """Whether trial ``number`` (already started) holds one of the first target slots."""
+        numbers = [t.number for t in live_trials(self.study.get_trials(deepcopy=False))]
+        return numbers.index(number) < self.target if number in numbers else False
+
+    def guard(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+        """``objective``, run only for trials that hold a slot; records the worker."""
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+
+        def guarded(trial: optuna.Trial) -> float:
+            trial.set_user_attr(WORKER_ATTR, worker)
+            if not self.admits(trial.number):
+                trial.set_user_attr(ENDED_BECAUSE, SURPLUS)
+                raise SurplusTrial(
+                    f"the study already has its {self.target} trials; trial {trial.number} "
+                    "started with another worker's last one and ends unrun"
+                )
+            return objective(trial)
+
+        return guarded
+
+
+def work(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    target: int,
+    *,
+    timeout: float | None = None,
+    poll: float = 1.0,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+) -> None:
+    """Run trials of ``study`` until it has ``target`` live finished trials or time is up.
+
+    A failing trial (an exception in ``objective``) ends FAIL, is logged, and counts; the
+    worker goes on. ``timeout`` stops starting trials after that many seconds.
+    """
+    quota = TrialQuota(study, target)
+    guarded = quota.guard(objective)
+    heartbeat = is_heartbeat_enabled(study._storage)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while deadline is None or time.monotonic() < deadline:
+        if heartbeat:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                fail_stale_trials(study)
+        state = quota.state()
+        if state.complete:
+            return
+        if state.has_room:
+            study.optimize(
+                guarded, n_trials=1, catch=(Exception,), callbacks=list(callbacks)
+            )
+        elif heartbeat:
+            time.sleep(poll)
+        else:
+            return
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerOptions:
+    """How one worker process joins a study (picklable, for spawned processes)."""
+
+    storage: str
+    study_name: str
+    target: int | None = None
+    timeout: float | None = None
+    seed: int | None = None
+    threads: int = 1
+    heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL
+    grace_period: int = DEFAULT_GRACE_PERIOD
+    verbosity: int = optuna.logging.INFO
+
+
+def load(options: WorkerOptions) -> tuple[optuna.Study, SearchSpec]:
+    """Open the storage and the study with the sampler and pruner its spec names."""
+    storage = open_storage(
+        options.storage,
+        heartbeat_interval=options.heartbeat_interval,
+        grace_period=options.grace_period,
+    )
+    spec = SearchSpec.from_study(optuna.load_study(study_name=options.study_name, storage=storage))
+    study = optuna.load_study(
+        study_name=options.study_name,
+        storage=storage,
+        sampler=spec.build_sampler(options.seed),
+        pruner=spec.build_pruner(),
+    )
+    return study, spec
+
+
+def run_worker(
+    options: WorkerOptions,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+) -> None:
+    """One worker: ``options.threads`` torch threads, its own storage connection."""
+    import torch
+
+    optuna.logging.set_verbosity(options.verbosity)
+    torch.set_num_threads(options.threads)
+    study, spec = load(options)
+    work(
+        study,
+        spec.build_objective(),
+        options.target or spec.n_trials,
+        timeout=options.timeout,
+        poll=min(5.0, options.heartbeat_interval),
+        callbacks=callbacks,
+    )
+
+
+def run_workers(
+    options: WorkerOptions,
+    n_workers: int,
+    *,
+    on_poll: Callable[[], None] | None = None,
+) -> list[int]:
+    """Run ``n_workers`` spawned worker processes; worker ``k`` seeds with ``seed + k``.
+
+    Returns their exit codes. ``on_poll`` runs about once a second while they work (the
+    progress bar). Spawned, not forked: each process imports torch and opens the storage
+    itself, so no engine, lock or thread pool is shared by accident.
+    """
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(
+            target=run_worker,
+            args=(
+                dataclasses.replace(
+                    options, seed=None if options.seed is None else options.seed + k
+                ),
+            ),
+            name=f"optuna-rnn-worker-{k}",
+        )
+        for k in range(n_workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        while any(p.is_alive() for p in processes):
+            if on_poll is not None:
+                on_poll()
+            for process in processes:
+                process.join(timeout=1.0 / n_workers)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    if on_poll is not None:
+        on_poll()
+    return [p.exitcode for p in processes]
+
+
+class Progress:
+    """A tqdm bar of a study's live finished trials, read from the storage.
+
+    Call it as an Optuna callback (in-process worker) or with no arguments (polling
+    while spawned workers run); it shows the best value so far.
+    """
+
+    def __init__(self, study: optuna.Study, target: int, *, enabled: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        self._quota = TrialQuota(study, target)
+        self._bar = tqdm(total=target, unit="trial", disable=not enabled, dynamic_ncols=True)
+
+    def __call__(self, *_: object) -> None:
+        state = self._quota.state()
+        self._bar.n = min(state.finished, state.target)
+        try:
+            self._bar.set_postfix(best=f"{self._quota.study.best_value:.4g}", refresh=False)
+        except ValueError:  # no complete trial yet
+            pass
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()

@@ -1,0 +1,195 @@
+"""The commands that run trials: ``search``, ``worker`` and ``baselines``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import optuna
+
+from optuna_rnn.cli.args import (
+    UsageError,
+    add_run_options,
+    add_spec_options,
+    add_storage_options,
+    name_list,
+    open_checked,
+    positive_int,
+    resolve_study_name,
+    spec_from_args,
+    task_name,
+)
+from optuna_rnn.cli.run import Progress, WorkerOptions, run_worker, run_workers
+from optuna_rnn.cli.spec import SAMPLERS, SPEC_ATTR, SearchSpec
+from optuna_rnn.storage import redact
+
+__all__ = ["PAPER_CELLS", "add_parsers", "prepare_study", "run_study"]
+
+_logger = optuna.logging.get_logger(__name__)
+
+#: The cells of the paper's Table 2.
+PAPER_CELLS = ("tanh", "lstm", "lstm_f", "lstm_i", "lstm_o", "lstm_b", "gru", "mut1", "mut2", "mut3")
+
+SEARCH_HELP = """\
+Search cell architectures on one or more tasks. Creates the study (or resumes it: the
+same command run again finishes an interrupted search), stores the search's recipe in it
+so that `optuna-rnn worker` can join from anywhere, runs the trials, and prints the
+leaderboard. Several --task options score each cell by its worst ratio to the GRU over
+the tasks, as the paper did.
+
+example: optuna-rnn search --task arithmetic:small --n-trials 50 --workers 2
+"""
+WORKER_HELP = """\
+Join a study that `optuna-rnn search` created, on this machine or another sharing its
+storage, and run its trials until the study has its trial count. The task, space,
+sampler and pruner come from the study itself.
+
+example: optuna-rnn worker --storage postgresql://USER:PASSWORD@HOST/DB \\
+             --study-name arithmetic-gated-evolution --workers 2
+"""
+BASELINES_HELP = """\
+Train zoo cells with random hyperparameter draws (the paper's baselines): --draws trials
+per cell, hyperparameters from the objective's choice lists.
+
+example: optuna-rnn baselines --task arithmetic:small --cells lstm,lstm_b,gru --draws 10
+"""
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    search = commands.add_parser(
+        "search", help="search cell architectures", description=SEARCH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    search.add_argument("--task", action="append", type=task_name, metavar="NAME[:PRESET]",
+                        help="memorization, arithmetic, xml, ptb or jsb, with an optional "
+                        "preset such as arithmetic:small (repeatable; default: memorization)")
+    search.add_argument("--sampler", choices=SAMPLERS, default="evolution",
+                        help="evolution: the paper's search (default)")
+    search.add_argument("--seed-cells", type=name_list, default=("lstm", "gru"),
+                        metavar="NAMES", help="zoo cells to start from, comma-separated, or "
+                        "'none' (default: lstm,gru)")
+    search.add_argument("--top", type=positive_int, default=10,
+                        help="leaderboard rows to print (default: 10)")
+    add_spec_options(search, n_trials=20)
+    add_storage_options(search)
+    add_run_options(search)
+    search.set_defaults(run=_search)
+
+    worker = commands.add_parser(
+        "worker", help="join a study from this or another machine", description=WORKER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_storage_options(worker)
+    add_run_options(worker)
+    worker.set_defaults(run=_worker)
+
+    baselines = commands.add_parser(
+        "baselines", help="train zoo cells with random hyperparameters",
+        description=BASELINES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    baselines.add_argument("--task", type=task_name, default="memorization",
+                           metavar="NAME[:PRESET]", help="the task (default: memorization)")
+    baselines.add_argument("--cells", type=name_list, default=PAPER_CELLS, metavar="NAMES",
+                           help="zoo cells, comma-separated (default: the paper's ten)")
+    baselines.add_argument("--draws", type=positive_int, default=5,
+                           help="hyperparameter draws per cell (default: 5)")
+    baselines.add_argument("--top", type=positive_int, default=20,
+                           help="leaderboard rows to print (default: 20)")
+    add_spec_options(baselines)
+    add_storage_options(baselines)
+    add_run_options(baselines)
+    baselines.set_defaults(run=_baselines)
+
+
+def prepare_study(storage: optuna.storages.BaseStorage, name: str, spec: SearchSpec) -> optuna.Study:
+    """Create the study with ``spec`` (and its seed trials), or resume it with a new count."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        study = optuna.create_study(storage=storage, study_name=name, direction=spec.direction())
+        study.set_user_attr(SPEC_ATTR, spec.to_json())
+        spec.enqueue_seeds(study)
+        return study
+    try:
+        stored = SearchSpec.from_study(study)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if not stored.same_search(spec):
+        raise UsageError(
+            f"study {name!r} already runs a different search ({stored.to_json()}); join it "
+            "with `optuna-rnn worker` or pick another --study-name"
+        )
+    if stored.n_trials != spec.n_trials:
+        study.set_user_attr(SPEC_ATTR, dataclasses.replace(stored, n_trials=spec.n_trials).to_json())
+    return study
+
+
+def run_study(study: optuna.Study, options: WorkerOptions, *, workers: int, progress: bool) -> None:
+    """Run ``workers`` workers on ``study`` (in this process when one) with a progress bar."""
+    spec = SearchSpec.from_study(study)
+    bar = Progress(study, spec.n_trials, enabled=progress)
+    if progress:
+        options = dataclasses.replace(options, verbosity=optuna.logging.WARNING)
+    try:
+        if workers == 1:
+            run_worker(options, callbacks=[bar])
+        else:
+            codes = run_workers(options, workers, on_poll=bar)
+            failed = [c for c in codes if c != 0]
+            if failed:
+                _logger.warning(f"{len(failed)} of {workers} workers exited with {failed}")
+    finally:
+        bar.close()
+
+
+def _options(args: argparse.Namespace, study_name: str) -> WorkerOptions:
+    return WorkerOptions(
+        storage=args.storage,
+        study_name=study_name,
+        timeout=args.timeout,
+        seed=args.seed,
+        threads=args.threads,
+        heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period,
+        verbosity=optuna.logging.get_verbosity(),
+    )
+
+
+def _run_and_report(args: argparse.Namespace, study: optuna.Study) -> None:
+    from optuna_rnn import leaderboard
+    from optuna_rnn.export import format_leaderboard
+
+    print(f"study {study.study_name!r} in {redact(args.storage)}")
+    run_study(study, _options(args, study.study_name), workers=args.workers,
+              progress=not args.no_progress)
+    print(format_leaderboard(leaderboard(study), top=args.top))
+
+
+def _search(args: argparse.Namespace) -> None:
+    spec = spec_from_args(
+        args, tasks=tuple(args.task or ("memorization",)), sampler=args.sampler,
+        seed_cells=args.seed_cells,
+    )
+    name = args.study_name or f"{'+'.join(spec.tasks)}-{spec.space}-{spec.sampler}"
+    _run_and_report(args, prepare_study(open_checked(args), name, spec))
+
+
+def _baselines(args: argparse.Namespace) -> None:
+    spec = spec_from_args(
+        args, tasks=(args.task,), sampler="random", n_trials=len(args.cells) * args.draws,
+        seed_cells=args.cells, seed_draws=args.draws,
+    )
+    name = args.study_name or f"baselines-{args.task}"
+    _run_and_report(args, prepare_study(open_checked(args), name, spec))
+
+
+def _worker(args: argparse.Namespace) -> None:
+    storage = open_checked(args)
+    study = optuna.load_study(study_name=resolve_study_name(args, storage), storage=storage)
+    try:
+        SearchSpec.from_study(study)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"joining study {study.study_name!r} in {redact(args.storage)}")
+    run_study(study, _options(args, study.study_name), workers=args.workers,
+              progress=not args.no_progress)

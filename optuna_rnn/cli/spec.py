@@ -1,0 +1,204 @@
+"""A search's recipe, kept in the study so that any worker, anywhere, rebuilds it.
+
+A :class:`SearchSpec` names the tasks, search space, sampler, pruner and objective
+options of a search in plain JSON. ``optuna-rnn search`` stores it as the study's user
+attribute ``optuna_rnn:spec``; ``optuna-rnn worker`` reads it back, so joining a study
+takes only its storage URL and name. The builders are thin: each maps a name onto the
+library's own classes and functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+
+__all__ = ["SPEC_ATTR", "SAMPLERS", "PRUNERS", "SPACES", "TASKS", "SearchSpec", "parse_task"]
+
+SPEC_ATTR = "optuna_rnn:spec"
+
+#: Command-line task names and the classes of :mod:`optuna_rnn.tasks` they name.
+TASKS = {
+    "memorization": "Memorization",
+    "arithmetic": "Arithmetic",
+    "xml": "XML",
+    "ptb": "PennTreebank",
+    "jsb": "JSBChorales",
+}
+SPACES = ("gated", "graph")
+SAMPLERS = ("evolution", "tpe", "random", "gp")
+PRUNERS = ("median", "hyperband", "none")
+
+
+def parse_task(text: str) -> tuple[str, str | None]:
+    """Split ``NAME[:PRESET]`` (``arithmetic:small``) and check the name."""
+    name, _, preset = text.partition(":")
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return name, preset or None
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpec:
+    """What a search runs, JSON-safe.
+
+    Attributes:
+        tasks: ``NAME[:PRESET]`` per task; several tasks make the paper's min-over-tasks
+            score relative to ``reference`` (:func:`optuna_rnn.make_multitask_objective`).
+        space: ``"gated"`` (:class:`~optuna_rnn.GatedSpace`) or ``"graph"``
+            (:class:`~optuna_rnn.GraphSpace` with ``max_nodes``).
+        sampler: ``"evolution"`` (:class:`~optuna_rnn.CellEvolutionSampler`), ``"tpe"``,
+            ``"random"`` or ``"gp"``.
+        pruner: ``"median"``, ``"hyperband"`` or ``"none"``.
+        n_trials: the study's total trial count, shared by all its workers.
+        seed: seeds the sampler (worker ``k`` of a local pool uses ``seed + k``).
+        seed_cells: zoo cells enqueued first (:func:`optuna_rnn.seed_study`).
+        seed_draws: how often each seed cell is enqueued, each time with its own
+            hyperparameter draw (``optuna-rnn baselines``).
+        objective: keyword arguments of :func:`optuna_rnn.make_objective`;
+            ``hyperparameters`` is a dict of :class:`~optuna_rnn.objective.Hyperparameters`
+            choice lists.
+    """
+
+    tasks: tuple[str, ...] = ("memorization",)
+    space: str = "gated"
+    max_nodes: int = 12
+    sampler: str = "evolution"
+    pruner: str = "median"
+    n_trials: int = 20
+    seed: int | None = 0
+    seed_cells: tuple[str, ...] = ("lstm", "gru")
+    seed_draws: int = 1
+    reference: str = "gru"
+    objective: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "seed_cells", tuple(self.seed_cells))
+        object.__setattr__(self, "objective", dict(self.objective))
+        if not self.tasks:
+            raise ValueError("a search needs at least one task")
+        for task in self.tasks:
+            parse_task(task)
+        for value, choices, what in (
+            (self.space, SPACES, "space"),
+            (self.sampler, SAMPLERS, "sampler"),
+            (self.pruner, PRUNERS, "pruner"),
+        ):
+            if value not in choices:
+                raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+        from optuna_rnn.cell import zoo
+
+        unknown = [name for name in self.seed_cells if name not in zoo.names()]
+        if unknown:
+            raise ValueError(f"unknown zoo cells {unknown}; choose from {', '.join(zoo.names())}")
+        seeded = len(self.seed_cells) * self.seed_draws
+        if self.n_trials < seeded:
+            raise ValueError(
+                f"n_trials ({self.n_trials}) is smaller than the {seeded} seeded trials; "
+                "raise n_trials or seed fewer cells"
+            )
+
+    # ------------------------------------------------------------------ storage form
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchSpec:
+        return cls(**json.loads(text))
+
+    @classmethod
+    def from_study(cls, study: optuna.Study) -> SearchSpec:
+        """The spec that ``optuna-rnn search`` stored in ``study``."""
+        text = study.user_attrs.get(SPEC_ATTR)
+        if text is None:
+            raise ValueError(
+                f"study {study.study_name!r} was not created by `optuna-rnn search` "
+                "(it has no search spec to join)"
+            )
+        return cls.from_json(text)
+
+    def same_search(self, other: SearchSpec) -> bool:
+        """Whether two specs run the same search, whatever their trial counts."""
+        ignored = {"n_trials": 0, "seed": None, "seed_cells": (), "seed_draws": 1}
+        return dataclasses.replace(self, **ignored) == dataclasses.replace(other, **ignored)
+
+    # ------------------------------------------------------------------- builders
+    @property
+    def multitask(self) -> bool:
+        return len(self.tasks) > 1
+
+    def build_tasks(self) -> list[Any]:
+        """The task objects, built from :mod:`optuna_rnn.tasks` (imports torch)."""
+        from optuna_rnn import tasks
+
+        built = []
+        for text in self.tasks:
+            name, preset = parse_task(text)
+            cls = getattr(tasks, TASKS[name])
+            built.append(cls() if preset is None else cls(preset=preset))
+        return built
+
+    def build_space(self) -> Any:
+        from optuna_rnn import GatedSpace, GraphSpace
+
+        return GatedSpace() if self.space == "gated" else GraphSpace(max_nodes=self.max_nodes)
+
+    def enqueue_seeds(self, study: optuna.Study) -> None:
+        """Enqueue the seed cells, each ``seed_draws`` times, as the study's first trials."""
+        from optuna_rnn import seed_study, zoo
+
+        space = self.build_space()
+        if self.seed_draws == 1:
+            seed_study(study, self.seed_cells, space=space)
+            return
+        for name in self.seed_cells:
+            params = space.encode(zoo.get(name))
+            for _ in range(self.seed_draws):
+                # Not seed_study: it skips a cell that is already enqueued.
+                study.enqueue_trial(params)
+
+    def build_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
+        if self.sampler == "evolution":
+            from optuna_rnn import CellEvolutionSampler
+
+            return CellEvolutionSampler(space=self.build_space(), seed=seed)
+        if self.sampler == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        if self.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def build_pruner(self) -> optuna.pruners.BasePruner:
+        if self.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        if self.pruner == "hyperband":
+            return optuna.pruners.HyperbandPruner()
+        return optuna.pruners.NopPruner()
+
+    def build_objective(self) -> Callable[[optuna.Trial], float]:
+        """The objective every worker runs (imports torch)."""
+        from optuna_rnn import make_multitask_objective, make_objective
+
+        options = dict(self.objective)
+        if "hyperparameters" in options:  # JSON choice lists -> Hyperparameters
+            from optuna_rnn.objective import Hyperparameters
+
+            options["hyperparameters"] = Hyperparameters(**options["hyperparameters"])
+        space = self.build_space()
+        tasks = self.build_tasks()
+        if self.multitask:
+            return make_multitask_objective(tasks, reference=self.reference, space=space, **options)
+        return make_objective(tasks[0], space=space, **options)
+
+    def direction(self) -> str:
+        """``maximize`` for the multi-task ratio score, else the task's own direction."""
+        if self.multitask:
+            return "maximize"
+        from optuna_rnn import tasks
+
+        cls = getattr(tasks, TASKS[parse_task(self.tasks[0])[0]])
+        return "maximize" if cls.higher_is_better else "minimize"

@@ -1,0 +1,105 @@
+"""Storage URLs: one string names where a search lives, on one machine or many.
+
+- ``sqlite:///optuna_rnn.db`` (the default): one file, no server. Several local processes
+  may share it: trials last seconds to minutes, so writes are rare, and a 60 s busy timeout
+  turns SQLite's file lock into a short wait instead of a "database is locked" error.
+- ``journal:PATH``: Optuna's append-only journal file, made for several processes on one
+  machine (no heartbeats: a killed process leaves its trial RUNNING).
+- ``postgresql://user:password@host/db`` (or ``mysql://...``): a server that workers on
+  several machines share.
+
+Every RDB storage gets heartbeats (``heartbeat_interval``, ``grace_period``) and a
+:class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`, so a trial whose worker died
+is failed once its heartbeat is ``grace_period`` seconds old and run again as a new trial.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_GRACE_PERIOD",
+    "DEFAULT_STORAGE",
+    "check_url",
+    "open_storage",
+    "redact",
+    "study_names",
+]
+
+DEFAULT_STORAGE = "sqlite:///optuna_rnn.db"
+DEFAULT_HEARTBEAT_INTERVAL = 60
+DEFAULT_GRACE_PERIOD = 180
+JOURNAL_PREFIX = "journal:"
+_RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def check_url(url: str) -> str:
+    """Return ``url`` if it names a storage this module opens, else raise ValueError."""
+    if url.startswith(JOURNAL_PREFIX):
+        if not url[len(JOURNAL_PREFIX) :]:
+            raise ValueError(f"storage URL {url!r} names no journal file (journal:PATH)")
+        return url
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if "://" not in url or scheme not in _RDB_SCHEMES:
+        raise ValueError(
+            f"storage URL {url!r} is not one of sqlite:///FILE, journal:FILE, "
+            "postgresql://USER:PASSWORD@HOST/DB or mysql://..."
+        )
+    return url
+
+
+def open_storage(
+    url: str = DEFAULT_STORAGE,
+    *,
+    heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL,
+    grace_period: int = DEFAULT_GRACE_PERIOD,
+    max_retry: int | None = 3,
+) -> BaseStorage:
+    """Open the storage that ``url`` names, with heartbeats and stale-trial retry for RDBs.
+
+    ``max_retry`` bounds how often one trial is run again after its worker died
+    (``None``: without bound). Each process opens its own storage: engines and file
+    handles do not cross process boundaries.
+    """
+    check_url(url)
+    if url.startswith(JOURNAL_PREFIX):
+        return JournalStorage(JournalFileBackend(url[len(JOURNAL_PREFIX) :]))
+    if grace_period <= heartbeat_interval:
+        raise ValueError(
+            f"grace_period ({grace_period} s) must exceed heartbeat_interval "
+            f"({heartbeat_interval} s), or live trials would be failed as stale"
+        )
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+        )
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs and printed messages."""
+    if url.startswith(JOURNAL_PREFIX) or "@" not in url:
+        return url
+    import sqlalchemy.engine
+
+    return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def study_names(storage: BaseStorage) -> list[str]:
+    """Names of the studies in ``storage``, oldest first."""
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
