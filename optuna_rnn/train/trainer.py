@@ -26,10 +26,10 @@ OnEvaluate = Callable[[int, dict[str, float]], None]
 
 
 class Diverged(RuntimeError):
-    """The training or validation loss became NaN or infinite."""
+    """The loss became NaN, infinite, or far larger than at the start of training."""
 
-    def __init__(self, step: int, where: str, value: float) -> None:
-        super().__init__(f"the {where} loss is {value} at step {step}")
+    def __init__(self, step: int, message: str) -> None:
+        super().__init__(f"{message} at step {step}")
         self.step = step
 
 
@@ -49,6 +49,10 @@ class TrainConfig:
             does not improve on the best so far.
         max_decays: stop early once the learning rate has been divided this many
             times (``None``: never).
+        divergence_factor: a training loss above this multiple of the first batch's
+            loss counts as divergence, as does a NaN or infinite loss. Clipping bounds
+            each step, so a far too large learning rate grows the weights (and the
+            loss) without ever overflowing: this catches that.
         seed: seeds the training stream.
     """
 
@@ -61,6 +65,7 @@ class TrainConfig:
     eval_every: int = 100
     lr_decay: float = 2.0
     max_decays: int | None = None
+    divergence_factor: float = 100.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,6 +78,8 @@ class TrainConfig:
             raise ValueError("learning_rate and max_grad_norm must be positive")
         if not self.lr_decay >= 1:
             raise ValueError(f"lr_decay must be at least 1, got {self.lr_decay!r}")
+        if not self.divergence_factor > 1:
+            raise ValueError(f"divergence_factor must exceed 1, got {self.divergence_factor!r}")
 
 
 @dataclass
@@ -137,6 +144,7 @@ def train(
     best: tuple[int, dict[str, float], dict[str, torch.Tensor]] | None = None
     history: list[tuple[int, float, float]] = []
     decays, tokens, train_seconds = 0, 0, 0.0
+    loss_limit = math.inf
     ended_because = "max_steps"
     start = time.perf_counter()
     state: Any = None
@@ -150,8 +158,10 @@ def train(
         logits, next_state = model(batch, _detach(state) if batch.carry_state else None)
         loss = task.loss(logits, batch)
         value = loss.item()
-        if not math.isfinite(value):
-            raise Diverged(step, "training", value)
+        if not math.isfinite(value) or value > loss_limit:
+            raise Diverged(step, f"the training loss is {value:.4g} (limit {loss_limit:.4g})")
+        if step == 1:
+            loss_limit = config.divergence_factor * value
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -169,7 +179,7 @@ def train(
             continue
         valid = validate(model, task, "valid", config.batch_size)
         if not math.isfinite(valid["loss"]):
-            raise Diverged(step, "validation", valid["loss"])
+            raise Diverged(step, f"the validation loss is {valid['loss']}")
         history.append((step, valid["loss"], valid["score"]))
         if best is None or better(valid["score"], best[1]["score"]):
             best = (step, valid, copy.deepcopy(model.state_dict()))

@@ -1,0 +1,95 @@
+"""The training loop on a tiny memorisation task: learning, checkpoints, budgets, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from optuna_rnn.cell import zoo
+from optuna_rnn.tasks.memorization import Memorization
+from optuna_rnn.train import Diverged, TrainConfig, build_model, train, validate
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def task() -> Memorization:
+    return Memorization(length=3, alphabet=6, eval_size=200)
+
+
+def _model(task: Memorization, name: str = "gru", seed: int = 0, **kw: float):
+    torch.manual_seed(seed)
+    return build_model(zoo.get(name), task, hidden_size=16, backend="reference", **kw)
+
+
+def test_gru_learns_and_the_best_checkpoint_is_kept(task: Memorization) -> None:
+    model = _model(task)
+    seen: list[tuple[int, float]] = []
+    result = train(
+        model, task, TrainConfig(learning_rate=1.0, max_grad_norm=5.0, max_steps=300, eval_every=50),
+        on_evaluate=lambda step, valid: seen.append((step, valid["score"])),
+    )
+    assert [s for s, _ in seen] == [50, 100, 150, 200, 250, 300]
+    assert result.steps == 300 and result.ended_because == "max_steps"
+    # Chance is 1/7; the GRU reproduces three letters well within 300 steps.
+    assert result.valid["score"] > 0.6
+    assert result.valid["score"] == max(score for _, score in seen)
+    assert result.best_step == max(seen, key=lambda s: s[1])[0]
+    # The model holds the best checkpoint's weights.
+    assert validate(model, task, "valid", 20) == pytest.approx(result.valid)
+    assert result.tokens_per_second > 0
+
+
+def test_same_seed_same_result(task: Memorization) -> None:
+    config = TrainConfig(learning_rate=0.5, max_grad_norm=1.0, max_steps=40, eval_every=20, seed=3)
+    a = train(_model(task, "lstm", seed=1), task, config)
+    b = train(_model(task, "lstm", seed=1), task, config)
+    assert a.history == b.history
+
+
+def test_huge_learning_rate_diverges(task: Memorization) -> None:
+    config = TrainConfig(learning_rate=1e6, max_grad_norm=5.0, max_steps=100, eval_every=50)
+    with pytest.raises(Diverged, match="training loss") as info:
+        train(_model(task), task, config)
+    assert info.value.step < 100
+
+
+def test_time_budget_stops_after_the_step_it_runs_out(task: Memorization) -> None:
+    config = TrainConfig(learning_rate=1.0, max_grad_norm=5.0, max_steps=100, max_seconds=0.0)
+    result = train(_model(task), task, config)
+    assert (result.steps, result.ended_because, result.best_step) == (1, "time_limit", 1)
+
+
+def test_learning_rate_decays_and_training_stops_after_max_decays(task: Memorization) -> None:
+    # At a learning rate of 5 with tiny clipping the loss stalls; every stall halves it.
+    config = TrainConfig(learning_rate=5.0, max_grad_norm=0.1, max_steps=400, eval_every=5,
+                         lr_decay=2.0, max_decays=2)
+    result = train(_model(task, "tanh"), task, config)
+    assert result.ended_because == "converged"
+    losses = [loss for _, loss, _ in result.history]
+    stalls = sum(1 for k in range(1, len(losses)) if losses[k] >= min(losses[:k]))
+    assert stalls == 2 and result.steps == result.history[-1][0] < 400
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("optimizer", "rmsprop"), ("max_steps", 0), ("learning_rate", -1.0), ("lr_decay", 0.5),
+     ("divergence_factor", 1.0)],
+)
+def test_bad_config_is_an_error(field: str, value: object) -> None:
+    kw = {"learning_rate": 1.0, "max_grad_norm": 1.0, field: value}
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**kw)
+
+
+def test_adam_trains_too(task: Memorization) -> None:
+    config = TrainConfig(learning_rate=1e-2, max_grad_norm=5.0, optimizer="adam", max_steps=60,
+                         eval_every=30)
+    result = train(_model(task), task, config)
+    assert math.isfinite(result.valid["loss"])
+    assert result.history[-1][1] < math.log(task.output_size)
