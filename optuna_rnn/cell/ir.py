@@ -102,6 +102,14 @@ class GraphBuilder:
         self.nodes: list[Node] = []
         self.labels: dict[int, str] = {}
         self._index: dict[tuple, int] = {}
+        self._kinds: dict[str, str] = {}
+
+    def _claim(self, name: str, kind: str) -> None:
+        """One name, one thing: a weight, a bias and a state never share a name."""
+        _check_name(name, kind)
+        other = self._kinds.setdefault(name, kind)
+        if other != kind:
+            raise CellError(f"{name!r} names both a {other} and a {kind}")
 
     def _intern(self, key: tuple, node: Node) -> int:
         found = self._index.get(key)
@@ -118,12 +126,12 @@ class GraphBuilder:
         return self._intern((ONE,), Node(ONE))
 
     def state(self, name: str) -> int:
-        _check_name(name, "state")
+        self._claim(name, "state")
         return self._intern((STATE, name), Node(STATE, (), name))
 
     def bias(self, name: str, init: float | None = None) -> int:
         """The bias vector ``name``; ``init`` sets (or must agree with) its initial value."""
-        _check_name(name, "bias")
+        self._claim(name, "bias")
         if not name.startswith("b"):
             raise CellError(f"bias name {name!r} must start with 'b'")
         key = (BIAS, name)
@@ -139,7 +147,7 @@ class GraphBuilder:
 
     def linear(self, name: str, operand: int, diag: float | None = None) -> int:
         """The linear map ``name`` of ``operand``: ``(W + diag * I) operand``."""
-        _check_name(name, "weight")
+        self._claim(name, "weight")
         key = (LINEAR, name)
         if key in self._index:
             old = self.nodes[self._index[key]]

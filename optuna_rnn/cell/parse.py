@@ -12,6 +12,10 @@ Grammar (one equation per line or ``;``; ``#`` starts a comment)::
     WEIGHT   := NAME ["[" NUMBER "]"]          # W[a]: diagonal offset a
     NAME     := NAME ["[" NUMBER "]"]          # b[v]: bias with initial value v
 
+A name written right against ``(`` (``sin(x)``) is a function call, so an unknown
+function is an error rather than a linear map; a linear map of a parenthesised operand
+takes a space, ``W (r * h)``, as PAPER.md writes it.
+
 A name is, in this order: ``x``; a state (it has an equation ``name' = ...``; ``name'``
 on a right-hand side is its new value); an intermediate (it has an equation); a bias
 (any other name starting with ``b``). Nothing is evaluated: the text only ever becomes IR.
@@ -67,11 +71,12 @@ class _Tok:
     kind: str
     text: str
     line: int
+    spaced: bool = False  # whitespace or a comment comes right before it
 
 
 def _tokenize(text: str) -> list[_Tok]:
     toks: list[_Tok] = []
-    pos, line = 0, 1
+    pos, line, spaced = 0, 1, False
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
@@ -82,7 +87,8 @@ def _tokenize(text: str) -> list[_Tok]:
             toks.append(_Tok("nl", m.group(), line))
             line += m.group() == "\n"
         elif kind not in ("ws", "comment"):
-            toks.append(_Tok(kind, m.group(), line))
+            toks.append(_Tok(kind, m.group(), line, spaced))
+        spaced = kind in ("ws", "comment")
         pos = m.end()
     toks.append(_Tok("end", "", line))
     return toks
@@ -206,6 +212,11 @@ class _Parser:
             arg = self.sum()
             self.expect(")")
             result = ("call", FUNCTIONS[tok.text], arg, tok.line)
+        elif tok.kind == "name" and self.peek().text == "(" and not self.peek().spaced:
+            raise CellError(
+                f"line {tok.line}: unknown function {tok.text!r} (functions: "
+                f"{', '.join(FUNCTIONS)}, linear); for a linear map write {tok.text} (...)"
+            )
         elif tok.kind == "name":
             self.names.add(tok.text)
             annot = self._annotation()
@@ -265,10 +276,11 @@ class _Resolver:
         key = (name, primed)
         if key in self.done:
             return self.done[key]
-        if key in self.active:
-            cycle = " -> ".join(n + ("'" if p else "") for n, p in self.active + [key])
-            raise CellError(f"cycle in the equations: {cycle}")
         eq = (self.states if primed else self.defs)[name]
+        if key in self.active:
+            loop = self.active[self.active.index(key) :] + [key]
+            cycle = " -> ".join(n + ("'" if p else "") for n, p in loop)
+            raise CellError(f"line {eq.line}: cycle in the equations: {cycle}")
         self.active.append(key)
         node = self.expr(eq.expr)
         self.active.pop()
@@ -321,7 +333,7 @@ class _Resolver:
                 return self.b.linear(weight, self.expr(operand), annot)
         except CellError as err:
             msg = str(err)
-            if not msg.startswith(("line ", "cycle")):
+            if not msg.startswith("line "):
                 line = e[-1] if isinstance(e[-1], int) else "?"
                 raise CellError(f"line {line}: {msg}") from None
             raise
