@@ -1,0 +1,98 @@
+"""mutate: the paper's six transformations, valid results, reproducible per seed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from optuna_rnn import Cell, CellError, mutate, zoo
+from optuna_rnn.cell.mutate import TRANSFORMATIONS, Mutation
+
+
+@pytest.fixture(scope="module")
+def lstm_mutations() -> list[Mutation]:
+    rng = np.random.default_rng(2015)
+    return [mutate(zoo.get("lstm"), rng, return_log=True) for _ in range(2000)]
+
+
+def test_each_transformation_fires_from_lstm(lstm_mutations: list[Mutation]) -> None:
+    fired = Counter(t for m in lstm_mutations for t in m.transformations)
+    assert set(fired) == set(TRANSFORMATIONS)
+
+
+def test_every_mutant_is_a_valid_different_cell(lstm_mutations: list[Mutation]) -> None:
+    lstm = zoo.get("lstm")
+    for m in lstm_mutations:
+        assert m.parent is lstm and isinstance(m.cell, Cell)
+        assert m.cell.fingerprint != lstm.fingerprint
+        assert m.cell.num_inner_nodes <= 64
+        assert 0.0 <= m.p <= 1.0 and m.attempts >= 1 and m.steps
+        assert all(0 <= s.node < len(lstm.nodes) for s in m.steps)
+
+
+def test_mutants_round_trip_through_text_and_json(lstm_mutations: list[Mutation]) -> None:
+    for m in lstm_mutations[:1000]:
+        cell = m.cell
+        assert Cell.parse(str(cell)) == cell, str(cell)
+        assert Cell.from_dict(json.loads(json.dumps(cell.to_dict()))) == cell
+
+
+def test_same_seed_same_mutant() -> None:
+    def run(seed: int) -> list[tuple[str, tuple]]:
+        rng = np.random.default_rng(seed)
+        out = []
+        for name in zoo.names():
+            m = mutate(zoo.get(name), rng, return_log=True)
+            out.append((str(m.cell), m.steps))
+        return out
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_max_nodes_is_respected() -> None:
+    rng = np.random.default_rng(0)
+    lstm = zoo.get("lstm")
+    sizes = [mutate(lstm, rng, max_nodes=26).num_inner_nodes for _ in range(300)]
+    assert max(sizes) <= 26
+
+
+def test_repeated_mutation_stays_valid() -> None:
+    rng = np.random.default_rng(1)
+    cell = zoo.get("gru")
+    for _ in range(200):
+        if cell.num_inner_nodes <= 1:
+            cell = zoo.get("gru")
+        cell = mutate(cell, rng, max_nodes=40)
+        assert cell.num_inner_nodes <= 40
+        assert Cell.parse(str(cell)) == cell
+
+
+def test_linear_a_activations_get_fresh_names() -> None:
+    rng = np.random.default_rng(5)
+    parent = zoo.get("tanh")
+    offsets = set()
+    for _ in range(300):
+        m = mutate(parent, rng, return_log=True)
+        names = [n.name for n in m.cell.nodes if n.name]
+        assert len(names) == len(set(names))
+        offsets |= {n.value for n in m.cell.nodes if n.op == "linear"}
+    assert offsets == {0.0, 0.9, 1.0, 1.1}
+
+
+def test_bad_input() -> None:
+    with pytest.raises(CellError, match="no operation node"):
+        mutate(Cell.parse("h' = x"), np.random.default_rng(0))
+    with pytest.raises(TypeError, match="Generator"):
+        mutate(zoo.get("gru"), 0)  # type: ignore[arg-type]
+
+
+def test_importing_mutate_does_not_import_torch() -> None:
+    code = "import sys, optuna_rnn; optuna_rnn.mutate; optuna_rnn.zoo.get('lstm'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
