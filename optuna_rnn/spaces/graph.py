@@ -1,0 +1,232 @@
+"""GraphSpace: the paper's open-ended space of computation graphs, as node slots.
+
+Slots ``n0 .. n{max_nodes-1}`` are numbered from the output: ``n0`` is h', and a slot
+reads only leaves and slots with a *larger* number, so every assignment is acyclic. For
+each slot in use, a trial suggests (names get the space's prefix):
+
+``n{k}.op``
+    ``linear`` (W s, or (W + a I) s), ``add``, ``mul``, ``sub``, ``tanh``, ``sigmoid``,
+    ``relu`` or ``bias`` (a learned vector, a leaf).
+``n{k}.in0``, ``n{k}.in1``
+    the operands (one for linear maps and activations, two for add, mul and sub), each
+    from the fixed list: ``x``, the states (``h``, ``c``...), ``1``, then ``n{k+1}`` ..
+    ``n{max_nodes-1}``. Absolute slot names keep the choices of each parameter fixed, and
+    a slot named by two operands is one shared node.
+``n{k}.diag``, ``n{k}.init``
+    a linear map's diagonal offset a (the paper's Linear(a, x)), a bias's initial value.
+``{state}.update`` (states other than h, suggested when the cell reads that state)
+    the node that becomes the state's next value: a leaf or a slot.
+
+Slots are suggested only when an operand or a state update names them, lowest number
+first, so unused slots are never suggested. A sum or product of k operands takes k - 1
+slots (a chain; the cell language flattens it back), so ``max_nodes`` counts slots: the
+cell's nodes (biases included) plus, for each sum or product, its operands minus two.
+Cells whose other states read h' (the new h) are outside the space: h' is slot ``n0``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from optuna_rnn.cell.ir import (
+    ACTIVATIONS,
+    ADD,
+    BIAS,
+    LEAF_OPS,
+    LINEAR,
+    MAX_STATES,
+    MUL,
+    ONE,
+    RESERVED,
+    STATE,
+    SUB,
+    X,
+    Cell,
+    CellError,
+    GraphBuilder,
+    Node,
+)
+from optuna_rnn.spaces.base import CellSpace, Chooser, check_numbers, check_options
+
+__all__ = ["GraphSpace"]
+
+OPS = (LINEAR, ADD, MUL, SUB, *ACTIVATIONS, BIAS)
+_BINARY = frozenset({ADD, MUL, SUB})
+_SLOT = re.compile(r"^n\d+$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _slot(ref: str) -> int | None:
+    return int(ref[1:]) if _SLOT.match(ref) else None
+
+
+class GraphSpace(CellSpace):
+    """Cells as graphs of up to ``max_nodes`` slots (see the module docs for the params).
+
+    Every cell that fits is a point: the zoo's cells with at most ``len(states)`` states
+    (the LSTM takes 29 slots, the GRU 23, the peephole LSTM 38). Random params can make
+    an invalid cell (one that never reads x, say): :meth:`suggest` then raises CellError
+    after suggesting every param, so the trial keeps them and the objective ends it.
+
+    Args:
+        max_nodes: the number of slots.
+        states: the state names a cell may have, ``h`` first.
+        ops: the operations a slot may take, from ``OPS``.
+        bias_inits: initial values a bias may take.
+        diagonals: diagonal offsets a linear map may take.
+        prefix: the prefix of every parameter name.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_nodes: int = 40,
+        states: Sequence[str] = ("h", "c"),
+        ops: Sequence[str] = OPS,
+        bias_inits: Sequence[float] = (-1.0, 0.0, 1.0),
+        diagonals: Sequence[float] = (0.0, 0.9, 1.0, 1.1),
+        prefix: str = "cell.",
+    ) -> None:
+        super().__init__(prefix=prefix)
+        if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
+            raise ValueError(f"max_nodes must be a positive int, got {max_nodes!r}")
+        states = tuple(states)
+        if not states or states[0] != "h" or len(states) > MAX_STATES:
+            raise ValueError(f"states must start with 'h' and name at most {MAX_STATES}, got {states}")
+        for s in states:
+            if not isinstance(s, str) or not _NAME.match(s) or s in RESERVED or _SLOT.match(s):
+                raise ValueError(f"state name {s!r} is not an identifier free for a state")
+        check_options("states", states, states)
+        self._max_nodes = max_nodes
+        self._states = states
+        self._ops = check_options("ops", ops, OPS)
+        self._bias_inits = check_numbers("bias_inits", bias_inits)
+        self._diagonals = check_numbers("diagonals", diagonals)
+        self._leaves = (X, *states, "1")
+        self._operands = [self._leaves + self._slots(k + 1) for k in range(max_nodes)]
+        self._updates = (X, *states) + self._slots(0)
+
+    @property
+    def max_nodes(self) -> int:
+        """The number of slots."""
+        return self._max_nodes
+
+    def _slots(self, start: int) -> tuple[str, ...]:
+        return tuple(f"n{j}" for j in range(start, self._max_nodes))
+
+    # ---------------------------------------------------------------- program
+    def _program(self, choose: Chooser) -> Cell:
+        specs: dict[int, tuple[str, tuple[str, ...], float]] = {}
+        updates = {"h": "n0"}
+        pending = [0]
+        read: set[str] = set()
+        while True:
+            while pending:
+                k = heapq.heappop(pending)
+                if k in specs:
+                    continue
+                specs[k] = self._suggest_slot(choose, k)
+                self._visit(specs[k][1], pending, read)
+            todo = [s for s in self._states if s in read and s not in updates]
+            if not todo:
+                break
+            updates[todo[0]] = choose(f"{todo[0]}.update", self._updates)
+            self._visit((updates[todo[0]],), pending, read)
+        return self._build(specs, updates)
+
+    def _visit(self, refs: Sequence[str], pending: list[int], read: set[str]) -> None:
+        for ref in refs:
+            k = _slot(ref)
+            if k is None:
+                read.add(ref)
+            else:
+                heapq.heappush(pending, k)
+
+    def _suggest_slot(self, choose: Chooser, k: int) -> tuple[str, tuple[str, ...], float]:
+        op = choose(f"n{k}.op", self._ops)
+        if op == BIAS:
+            return op, (), choose(f"n{k}.init", self._bias_inits)
+        arity = 2 if op in _BINARY else 1
+        refs = tuple(choose(f"n{k}.in{i}", self._operands[k]) for i in range(arity))
+        value = choose(f"n{k}.diag", self._diagonals) if op == LINEAR else 0.0
+        return op, refs, value
+
+    def _build(self, specs: dict, updates: dict[str, str]) -> Cell:
+        b = GraphBuilder()
+        built: dict[int, int] = {}
+
+        def node(ref: str) -> int:
+            k = _slot(ref)
+            if k is not None:
+                return built[k]
+            return b.x() if ref == X else b.one() if ref == "1" else b.state(ref)
+
+        for k in sorted(specs, reverse=True):
+            op, refs, value = specs[k]
+            name = f"b{k}" if op == BIAS else f"W{k}" if op == LINEAR else None
+            built[k] = b.add(Node(op, (), name, value), [node(r) for r in refs])
+        return Cell(b.nodes, {s: node(r) for s, r in updates.items()}, max_nodes=self._max_nodes)
+
+    # ----------------------------------------------------------------- encode
+    def encode(self, cell: Cell) -> dict[str, Any]:
+        """The slot params of ``cell``: slots numbered from h', readers before operands."""
+        if not isinstance(cell, Cell):
+            raise CellError(f"expected a Cell, got {type(cell).__name__}")
+        nodes, updates = cell.nodes, cell.updates
+        extra = sorted(set(cell.states) - set(self._states))
+        if extra:
+            raise CellError(f"the cell's states {extra} are not among this space's {self._states}")
+        h_new = updates["h"]
+        if nodes[h_new].op in LEAF_OPS:
+            raise CellError("h' is a leaf; GraphSpace needs h' to be a computed node (slot n0)")
+        if cell.consumers()[h_new]:
+            raise CellError("the cell reads h' (the new h); GraphSpace cannot hold that")
+        inner = [i for i, n in enumerate(nodes) if n.op not in (X, STATE, ONE)]
+        order = [h_new] + sorted((i for i in inner if i != h_new), reverse=True)
+        first: dict[int, int] = {}
+        used = 0
+        for i in order:
+            first[i] = used
+            used += len(nodes[i].inputs) - 1 if nodes[i].op in (ADD, MUL) else 1
+        if used > self._max_nodes:
+            raise CellError(f"the cell needs {used} slots, more than max_nodes={self._max_nodes}")
+
+        def ref(i: int) -> str:
+            n = nodes[i]
+            return X if n.op == X else "1" if n.op == ONE else n.name if n.op == STATE else f"n{first[i]}"
+
+        params: dict[str, Any] = {}
+
+        def put(name: str, choices: tuple, value: Any) -> None:
+            if value not in choices:
+                raise CellError(f"{name} would be {value!r}, not one of {list(choices)}")
+            if len(choices) > 1:
+                params[self.prefix + name] = value
+
+        for i in order:
+            n, k = nodes[i], first[i]
+            if n.op in (ADD, MUL):
+                # k-ary sum or product as a chain: n_k = a1 op n_{k+1}, ..., last = a_{m-1} op a_m
+                for t in range(len(n.inputs) - 1):
+                    put(f"n{k + t}.op", self._ops, n.op)
+                    put(f"n{k + t}.in0", self._operands[k + t], ref(n.inputs[t]))
+                    last = t == len(n.inputs) - 2
+                    rest = ref(n.inputs[t + 1]) if last else f"n{k + t + 1}"
+                    put(f"n{k + t}.in1", self._operands[k + t], rest)
+                continue
+            put(f"n{k}.op", self._ops, n.op)
+            for pos, j in enumerate(n.inputs):
+                put(f"n{k}.in{pos}", self._operands[k], ref(j))
+            if n.op == LINEAR:
+                put(f"n{k}.diag", self._diagonals, n.value)
+            elif n.op == BIAS:
+                put(f"n{k}.init", self._bias_inits, n.value)
+        for s in cell.states[1:]:
+            put(f"{s}.update", self._updates, ref(updates[s]))
+        decoded, chooser = self._replay(params)
+        if decoded.fingerprint != cell.fingerprint:
+            raise CellError(f"the cell is not in canonical form, so not a point of GraphSpace:\n{cell}")
+        return dict(chooser.params)
