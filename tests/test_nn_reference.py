@@ -7,12 +7,18 @@ import torch
 from torch import nn
 
 import optuna_rnn
-from optuna_rnn import CellRNN, zoo
+from optuna_rnn import zoo
+from optuna_rnn import CellRNN as _CellRNN
 
 H = 5
 
 
-def _copy_lstm(rnn: CellRNN, ref: nn.LSTM) -> None:
+def CellRNN(*args, **kwargs) -> _CellRNN:
+    """The module under test, pinned to the reference backend."""
+    return _CellRNN(*args, backend="reference", **kwargs)
+
+
+def _copy_lstm(rnn: _CellRNN, ref: nn.LSTM) -> None:
     """nn.LSTM gate order is (input gate, forget, candidate, output) = our (j, f, i, o)."""
     with torch.no_grad():
         for k, layer in enumerate(rnn.layers):
@@ -25,7 +31,7 @@ def _copy_lstm(rnn: CellRNN, ref: nn.LSTM) -> None:
                 layer.bias[f"b{name}"].copy_(bias[rows])
 
 
-def _copy_gru(rnn: CellRNN, ref: nn.GRU) -> None:
+def _copy_gru(rnn: _CellRNN, ref: nn.GRU) -> None:
     """nn.GRU rows are (r, z, n); the candidate keeps its two biases apart."""
     with torch.no_grad():
         for k, layer in enumerate(rnn.layers):
@@ -167,7 +173,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="dropout"):
         CellRNN(cell, 3, 4, dropout=1.0)
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
-        CellRNN(cell, 3, 4, backend="nope")
+        _CellRNN(cell, 3, 4, backend="nope")
     with pytest.raises(TypeError, match="Cell"):
         CellRNN("h' = tanh(W x)", 3, 4)
 

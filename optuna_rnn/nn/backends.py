@@ -48,8 +48,9 @@ BackendFactory = Callable[[Cell], LayerRunner]
 # name -> "module:attribute" of the factory (imported on first use) or the factory itself.
 BACKENDS: dict[str, str | BackendFactory] = {
     "reference": "optuna_rnn.nn.reference:reference_backend",
+    "fused": "optuna_rnn.kernels.fused:fused_backend",
 }
-_AUTO_ORDER: list[str] = ["reference"]
+_AUTO_ORDER: list[str] = ["fused", "reference"]
 
 
 def register_backend(name: str, factory: str | BackendFactory, *, auto_rank: int | None = None) -> None:

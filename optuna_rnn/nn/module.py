@@ -80,7 +80,8 @@ class CellRNN(nn.Module):
     applied to the outputs of every layer but the last, as nn.LSTM does.
 
     ``backend`` picks how a layer runs ("reference": per-node autograd, the oracle;
-    "auto": the fastest that works here); all backends share one parameter layout, so a
+    "fused": generated kernels, see README "Fast kernels"; "auto": the fastest that works
+    here); all backends share one parameter layout, so a
     ``state_dict`` moves between them. ``init_scale`` is the paper's initialisation scale
     ``s``: matrices start as ``U(-s/sqrt(n), s/sqrt(n))`` with ``n`` their fan-in.
     """
@@ -94,7 +95,7 @@ class CellRNN(nn.Module):
         num_layers: int = 1,
         batch_first: bool = False,
         dropout: float = 0.0,
-        backend: str = "reference",
+        backend: str = "auto",
         init_scale: float = 1.0,
     ) -> None:
         super().__init__()

@@ -1,0 +1,87 @@
+"""Run a pointwise program at one time step: compiled C through ctypes, or plain torch.
+
+Binding happens once per sequence: the C binder precomputes every step's argument
+pointers in one table, so a kernel call costs a single ctypes call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from optuna_rnn.kernels.layout import Slot
+from optuna_rnn.kernels.program import Program
+
+__all__ = ["StepFn", "bind_c", "bind_torch", "interpret"]
+
+StepFn = Callable[[int], None]
+
+_TORCH_OPS: dict[str, Callable[..., torch.Tensor]] = {
+    "add": torch.add,
+    "sub": torch.sub,
+    "mul": torch.mul,
+    "neg": torch.neg,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "dtanh": lambda y: 1 - y * y,
+    "dsigmoid": lambda y: y * (1 - y),
+    "drelu": lambda y: (y > 0).to(y.dtype),
+}
+
+
+def interpret(prog: Program, views: Sequence[torch.Tensor]) -> None:
+    """Execute ``prog`` with torch ops on whole ``(B, H)`` tensors."""
+    env: dict[int, torch.Tensor] = {}
+    for ins in prog.body:
+        a = ins.args
+        if ins.op == "load":
+            env[ins.out] = views[a[0]].clone()
+        elif ins.op == "store":
+            views[a[0]].copy_(env[a[1]].expand_as(views[a[0]]))
+        elif ins.op == "accum":
+            views[a[0]].add_(env[a[1]])
+        elif ins.op == "zero":
+            views[a[0]].zero_()
+        elif ins.op == "const":
+            env[ins.out] = views[0].new_tensor(a[0]) if views else torch.tensor(a[0])
+        else:
+            env[ins.out] = _TORCH_OPS[ins.op](*(env[i] for i in a))
+
+
+def bind_torch(
+    prog: Program, slots: Sequence[Slot], buffers: Mapping[str, torch.Tensor], H: int
+) -> StepFn:
+    """Step function that interprets ``prog`` (the fallback without a compiler)."""
+    return lambda t: interpret(prog, [s.view(buffers, t, H) for s in slots])
+
+
+def bind_c(
+    fn: ctypes._CFuncPtr,
+    slots: Sequence[Slot],
+    buffers: Mapping[str, torch.Tensor],
+    T: int,
+    B: int,
+    H: int,
+) -> StepFn:
+    """Step function that calls the compiled ``fn`` with step ``t``'s pointers."""
+    steps = np.arange(T, dtype=np.int64)
+    table = np.empty((T, max(len(slots), 1)), dtype=np.uint64)
+    for i, s in enumerate(slots):
+        buf = buffers[s.buffer]
+        item = buf.element_size()
+        if s.vec:
+            table[:, i] = buf.data_ptr()
+            continue
+        rows = (steps + s.shift) % s.mod if s.mod else steps + s.shift
+        table[:, i] = buf.data_ptr() + s.block * H * item + rows * buf.stride(0) * item
+    base, stride = table.ctypes.data, table.shape[1] * 8
+
+    def run(t: int) -> None:
+        fn(B, H, base + t * stride)
+
+    run.table = table  # type: ignore[attr-defined]  # keep the pointers alive with the closure
+    return run

@@ -1,0 +1,205 @@
+"""The fused backend: a cell's plan run as a custom autograd function.
+
+Forward: the maps of ``x`` for all steps in one product (plain autograd outside the
+function); then per step, per round, one product per source and one fused pointwise
+kernel. Backward through time runs the stages in reverse with their generated backward
+kernels and pushes gradients through the products; weight, bias, input and initial-state
+gradients come out after the loop, each weight gradient as one product over all steps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import torch
+
+from optuna_rnn.cell import Cell
+from optuna_rnn.cell.ir import BIAS
+from optuna_rnn.kernels import executors
+from optuna_rnn.kernels.build import load_library
+from optuna_rnn.kernels.codegen_c import c_source, function_name
+from optuna_rnn.kernels.layout import Slot, slot
+from optuna_rnn.kernels.plan import Plan, make_plan
+from optuna_rnn.kernels.program import Program, backward_program, forward_program
+from optuna_rnn.nn.backends import LayerParams, LayerRunner
+
+__all__ = ["FusedCell", "fused_backend"]
+
+_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+
+
+class FusedCell:
+    """A cell compiled for the fused backend: plan, programs and (if built) C kernels."""
+
+    def __init__(self, cell: Cell) -> None:
+        self.plan: Plan = make_plan(cell)
+        plan = self.plan
+        self.forward_programs = [forward_program(plan, k) if s else None for k, s in enumerate(plan.stages)]
+        self.backward_programs = [backward_program(plan, k) if s else None for k, s in enumerate(plan.stages)]
+        programs = [p for p in self.forward_programs + self.backward_programs if p is not None]
+        self.slots = {p.name: [slot(plan, loc) for loc in p.args] for p in programs}
+        self.source = c_source([(p, [None if s.vec else s.width for s in self.slots[p.name]]) for p in programs])
+        self.library = load_library(self.source)
+        self.biases = tuple(
+            dict.fromkeys(n.name for n in plan.nodes if n.op == BIAS and any(
+                ("val", plan.nodes.index(n)) in p.args for p in programs
+            ))
+        )
+        self.bias_nodes = {n.name: i for i, n in enumerate(plan.nodes) if n.op == BIAS}
+        self._functions: dict[str, Any] = {}
+
+    @property
+    def compiled(self) -> bool:
+        return self.library is not None
+
+    def step_fn(
+        self, prog: Program, buffers: dict[str, torch.Tensor], T: int, B: int, H: int, dtype: torch.dtype
+    ) -> executors.StepFn:
+        slots = self.slots[prog.name]
+        if self.library is None or dtype not in _DTYPES or buffers["S0"].device.type != "cpu":
+            return executors.bind_torch(prog, slots, buffers, H)
+        name = function_name(prog, _DTYPES[dtype])
+        fn = self._functions.get(name)
+        if fn is None:
+            fn = getattr(self.library, name)
+            fn.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
+            fn.restype = None
+            self._functions[name] = fn
+        return executors.bind_c(fn, slots, buffers, T, B, H)
+
+    def weight_names(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+        """Names of the x maps (XW's blocks) and of each product's maps."""
+        nodes = self.plan.nodes
+        return (
+            tuple(nodes[i].name for i in self.plan.x_linears),
+            [tuple(nodes[i].name for i in p.linears) for p in self.plan.products],
+        )
+
+    def __call__(
+        self, params: LayerParams, x: torch.Tensor, states: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        x_names, product_names = self.weight_names()
+        T, B = x.shape[:2]
+        xw = None
+        if x_names:
+            wx = _stack([params.weights[n] for n in x_names])
+            xw = (x.reshape(T * B, -1) @ wx.T).view(T, B, -1)
+        weights = [_stack([params.weights[n] for n in names]) for names in product_names]
+        biases = [params.biases[n] for n in self.biases]
+        raw = x if self.plan.reads_x else None
+        outs = _Fused.apply(self, xw, raw, len(states), len(weights), *states, *weights, *biases)
+        return outs[0], tuple(outs[1:])
+
+
+def _stack(mats: list[torch.Tensor]) -> torch.Tensor:
+    return mats[0] if len(mats) == 1 else torch.cat(mats)
+
+
+class _Fused(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, core: FusedCell, xw: torch.Tensor | None, x: torch.Tensor | None,
+                n_states: int, n_weights: int, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        plan = core.plan
+        states = rest[:n_states]
+        weights = rest[n_states : n_states + n_weights]
+        biases = rest[n_states + n_weights :]
+        ref = states[0]
+        T = (xw if xw is not None else x).shape[0]
+        B, H = ref.shape
+        buffers: dict[str, torch.Tensor] = {}
+        if xw is not None:
+            buffers["xw"] = xw.contiguous()
+        if x is not None:
+            buffers["x"] = x.contiguous()
+        for i, s in enumerate(states):
+            buffers[f"S{i}"] = ref.new_empty(T + 1, B, H)
+            buffers[f"S{i}"][0].copy_(s)
+        for p, prod in enumerate(plan.products):
+            buffers[f"Y{p}"] = ref.new_empty(T, B, len(prod.linears) * H)
+        for n in plan.exports:
+            if n not in plan.updates.values():
+                buffers[f"E{n}"] = ref.new_empty(T, B, H)
+        for name, b in zip(core.biases, biases):
+            buffers[f"b:{name}"] = b.contiguous()
+        kernels = [core.step_fn(p, buffers, T, B, H, ref.dtype) if p else None for p in core.forward_programs]
+        by_round = _products_by_round(plan)
+        sources = [slot(plan, ("val", prod.source)) for prod in plan.products]
+        w_t = [w.t() for w in weights]
+        for t in range(T):
+            for k, kernel in enumerate(kernels):
+                for p in by_round[k]:
+                    torch.mm(sources[p].view(buffers, t, H), w_t[p], out=buffers[f"Y{p}"][t])
+                if kernel is not None:
+                    kernel(t)
+        ctx.core, ctx.buffers, ctx.weights, ctx.shape = core, buffers, weights, (T, B, H)
+        ctx.has = (xw is not None, x is not None, n_states, len(biases))
+        finals = [buffers[f"S{i}"][T].clone() for i in range(n_states)]
+        return (buffers["S0"][1:], *finals)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, dout: torch.Tensor | None, *dfinals: torch.Tensor | None) -> tuple:
+        core, buffers, weights = ctx.core, dict(ctx.buffers), ctx.weights
+        plan = core.plan
+        T, B, H = ctx.shape
+        has_xw, has_x, n_states, n_biases = ctx.has
+        ref = buffers["S0"]
+        buffers["dout"] = dout.contiguous() if dout is not None else ref.new_zeros(T, B, H)
+        if has_xw:
+            buffers["dxw"] = torch.zeros_like(buffers["xw"])
+        if has_x:
+            buffers["dx"] = torch.zeros_like(buffers["x"])
+        for p, prod in enumerate(plan.products):
+            buffers[f"dY{p}"] = ref.new_zeros(T, B, len(prod.linears) * H)
+        for n in plan.grad_exports:
+            buffers[f"gE{n}"] = ref.new_zeros(1, B, H)
+        for i in range(n_states):
+            buffers[f"gS{i}"] = ref.new_zeros(2, B, H)
+            if dfinals[i] is not None:
+                buffers[f"gS{i}"][T % 2].copy_(dfinals[i])
+        for name in core.biases:
+            buffers[f"gb:{name}"] = ref.new_zeros(1, B, H)
+        kernels = [core.step_fn(p, buffers, T, B, H, ref.dtype) if p else None for p in core.backward_programs]
+        by_round = _products_by_round(plan)
+        grads = [slot(plan, ("grad", prod.source)) for prod in plan.products]
+        for t in reversed(range(T)):
+            for k in reversed(range(len(kernels))):
+                if kernels[k] is not None:
+                    kernels[k](t)
+                for p in by_round[k]:
+                    grads[p].view(buffers, t, H).addmm_(buffers[f"dY{p}"][t], weights[p])
+        dweights = []
+        for p, prod in enumerate(plan.products):
+            src = slot(plan, ("val", prod.source)).rows(buffers, T, H).reshape(T * B, H)
+            dweights.append(buffers[f"dY{p}"].view(T * B, -1).T @ src)
+        dbiases = [buffers[f"gb:{name}"][0].sum(0) for name in core.biases]
+        dstates = [buffers[f"gS{i}"][0].clone() for i in range(n_states)]
+        return (
+            None,
+            buffers["dxw"] if has_xw else None,
+            buffers["dx"] if has_x else None,
+            None,
+            None,
+            *dstates,
+            *dweights,
+            *dbiases,
+        )
+
+
+def _products_by_round(plan: Plan) -> list[list[int]]:
+    out: list[list[int]] = [[] for _ in plan.stages]
+    for p, prod in enumerate(plan.products):
+        out[prod.round].append(p)
+    return out
+
+
+_compiled: dict[tuple, FusedCell] = {}
+
+
+def fused_backend(cell: Cell) -> LayerRunner:
+    """Bind ``cell`` to the fused backend (compiled once per structure and process)."""
+    key = (cell.nodes, tuple(cell.updates.items()))
+    if key not in _compiled:
+        _compiled[key] = FusedCell(cell)
+    return _compiled[key]

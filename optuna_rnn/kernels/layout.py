@@ -1,0 +1,97 @@
+"""Where every value and gradient of a plan lives in memory, step by step.
+
+Buffers are ``(rows, B, width * H)`` tensors. A :class:`Slot` names a buffer, a column
+block and which row a time step uses: step ``t`` reads row ``t + shift``, or
+``(t + shift) % mod`` for buffers reused across steps (``mod=1``: one row; ``mod=2``:
+two alternating rows, for state gradients handed from step ``t`` to ``t - 1``). Biases
+are ``(H,)`` vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from optuna_rnn.cell.ir import BIAS, LINEAR, STATE, X
+from optuna_rnn.kernels.plan import Plan
+from optuna_rnn.kernels.program import Loc
+
+__all__ = ["Slot", "buffer_width", "slot"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One argument's memory: ``buffer[row(t), :, block*H:(block+1)*H]``."""
+
+    buffer: str
+    shift: int = 0
+    mod: int | None = None
+    block: int = 0
+    width: int = 1
+    vec: bool = False
+
+    def row(self, t: int) -> int:
+        return (t + self.shift) % self.mod if self.mod else t + self.shift
+
+    def view(self, buffers: Mapping[str, torch.Tensor], t: int, H: int) -> torch.Tensor:
+        """The ``(B, H)`` (or ``(H,)``) tensor this slot means at step ``t``."""
+        buf = buffers[self.buffer]
+        if self.vec:
+            return buf
+        return buf[self.row(t), :, self.block * H : (self.block + 1) * H]
+
+    def rows(self, buffers: Mapping[str, torch.Tensor], T: int, H: int) -> torch.Tensor:
+        """``(T, B, H)``: this slot at every step (per-step buffers only)."""
+        assert self.mod is None and not self.vec
+        buf = buffers[self.buffer]
+        return buf[self.shift : self.shift + T, :, self.block * H : (self.block + 1) * H]
+
+
+def buffer_width(plan: Plan, buffer: str) -> int:
+    """Row width of ``buffer`` in units of H."""
+    if buffer in ("xw", "dxw"):
+        return len(plan.x_linears)
+    if buffer.startswith(("Y", "dY")):
+        return len(plan.products[int(buffer.lstrip("dY"))].linears)
+    return 1
+
+
+def _linear_block(plan: Plan, node: int, grad: bool) -> Slot:
+    d = "d" if grad else ""
+    if node in plan.x_linears:
+        return Slot(d + "xw", block=plan.x_linears.index(node), width=len(plan.x_linears))
+    for p, prod in enumerate(plan.products):
+        if node in prod.linears:
+            return Slot(f"{d}Y{p}", block=prod.linears.index(node), width=len(prod.linears))
+    raise AssertionError(f"linear node {node} is in no product")
+
+
+def slot(plan: Plan, loc: Loc) -> Slot:
+    """The memory behind ``loc`` (see :data:`optuna_rnn.kernels.program.Loc`)."""
+    kind = loc[0]
+    if kind == "dout":
+        return Slot("dout")
+    if kind in ("carry", "state_out"):
+        i = plan.states.index(loc[1])
+        return Slot(f"gS{i}", shift=1, mod=2) if kind == "carry" else Slot(f"S{i}", shift=1)
+    node = loc[1]
+    op = plan.nodes[node].op
+    grad = kind == "grad"
+    if op == X:
+        return Slot("dx" if grad else "x")
+    if op == STATE:
+        i = plan.states.index(plan.nodes[node].name)
+        return Slot(f"gS{i}", mod=2) if grad else Slot(f"S{i}")
+    if op == BIAS:
+        name = plan.nodes[node].name
+        return Slot(f"gb:{name}", mod=1) if grad else Slot(f"b:{name}", vec=True)
+    if op == LINEAR:
+        return _linear_block(plan, node, grad)
+    if grad:
+        return Slot(f"gE{node}", mod=1)
+    owners = [s for s in plan.states if plan.updates[s] == node]
+    if owners:
+        return Slot(f"S{plan.states.index(owners[0])}", shift=1)
+    return Slot(f"E{node}")

@@ -1,0 +1,156 @@
+"""A cell's execution plan: which matrix products run when, and which pointwise nodes
+fuse into one kernel between them.
+
+Rounds: a linear map of ``x`` is round 0 (all time steps in one product before the
+loop); a linear map of any other node ``n`` is round ``r(n) + 1``; a pointwise node's
+round is the largest of its inputs'. Per step, product round ``k`` runs one product per
+source node (the maps of one operand, concatenated), then pointwise stage ``k`` runs as
+one fused kernel. Pointwise nodes are placed as late as their readers allow, so most
+cells need one or two stages per step. Each stage's backward recomputes its nodes from
+the stage's inputs instead of storing them.
+
+The plan works on a copy of the cell's nodes with a few ``copy`` nodes added, so that
+every state update and every product source is a pointwise node the kernels write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optuna_rnn.cell import Cell
+from optuna_rnn.cell.ir import BIAS, LINEAR, ONE, STATE, X
+
+__all__ = ["COPY", "POINTWISE_LEAVES", "Plan", "PlanNode", "make_plan"]
+
+COPY = "copy"
+POINTWISE_LEAVES = frozenset({X, STATE, ONE, BIAS})
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    """A node of the plan graph: the cell's op, or ``copy`` (the identity)."""
+
+    op: str
+    inputs: tuple[int, ...]
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Product:
+    """One matrix product per step: ``source`` times the stacked maps ``linears``."""
+
+    round: int
+    source: int
+    linears: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the fused backend needs to know about a cell, by plan-node index."""
+
+    nodes: tuple[PlanNode, ...]
+    states: tuple[str, ...]
+    updates: dict[str, int]
+    x_linears: tuple[int, ...]            # round-0 maps, in XW's column-block order
+    products: tuple[Product, ...]          # per-step products, by round then source
+    stages: tuple[tuple[int, ...], ...]    # pointwise nodes of each stage, topological
+    exports: tuple[int, ...]               # pointwise nodes stored: updates, grad_exports
+    grad_exports: tuple[int, ...]          # ... read in-step outside their stage
+    reads_x: bool                          # a pointwise node reads raw x
+
+    @property
+    def num_rounds(self) -> int:
+        return len(self.stages)
+
+    def stage_inputs(self, k: int) -> tuple[int, ...]:
+        """Nodes outside stage ``k`` that its nodes read, in node order."""
+        inside = set(self.stages[k])
+        return tuple(sorted({i for n in self.stages[k] for i in self.nodes[n].inputs} - inside))
+
+    def owner(self, s: str) -> int:
+        """The stage that computes state ``s``'s next value."""
+        u = self.updates[s]
+        return next(k for k, stage in enumerate(self.stages) if u in stage)
+
+
+def _graph(cell: Cell) -> tuple[list[PlanNode], dict[str, int]]:
+    """The cell's nodes plus copies for updates and product sources that no kernel writes."""
+    nodes = [PlanNode(n.op, n.inputs, n.name) for n in cell.nodes]
+    xi = cell.index(X)
+    for i, n in enumerate(cell.nodes):
+        src = n.inputs[0] if n.op == LINEAR else None
+        if src is not None and src != xi and nodes[src].op in (ONE, BIAS):
+            nodes.append(PlanNode(COPY, (src,)))
+            nodes[i] = PlanNode(LINEAR, (len(nodes) - 1,), n.name)
+    updates = cell.updates
+    copies: dict[int, int] = {}
+    for s, u in updates.items():
+        if nodes[u].op in POINTWISE_LEAVES or nodes[u].op == LINEAR:
+            if u not in copies:
+                nodes.append(PlanNode(COPY, (u,)))
+                copies[u] = len(nodes) - 1
+            updates[s] = copies[u]
+    # Copies are appended after everything they read; reorder topologically anyway.
+    return _toposort(nodes, updates)
+
+
+def _toposort(nodes: list[PlanNode], updates: dict[str, int]) -> tuple[list[PlanNode], dict[str, int]]:
+    order: list[int] = []
+    seen: set[int] = set()
+
+    def visit(i: int) -> None:
+        if i not in seen:
+            seen.add(i)
+            for j in nodes[i].inputs:
+                visit(j)
+            order.append(i)
+
+    for i in range(len(nodes)):
+        visit(i)
+    remap = {old: new for new, old in enumerate(order)}
+    out = [PlanNode(nodes[i].op, tuple(remap[j] for j in nodes[i].inputs), nodes[i].name) for i in order]
+    return out, {s: remap[u] for s, u in updates.items()}
+
+
+def make_plan(cell: Cell) -> Plan:
+    """Rounds, products, stages and exports for ``cell``."""
+    nodes, updates = _graph(cell)
+    xi = next(i for i, n in enumerate(nodes) if n.op == X)
+    rounds: list[int] = []
+    for n in nodes:
+        if n.op in POINTWISE_LEAVES:
+            rounds.append(0)
+        elif n.op == LINEAR:
+            rounds.append(0 if n.inputs[0] == xi else rounds[n.inputs[0]] + 1)
+        else:
+            rounds.append(max(rounds[i] for i in n.inputs))
+    pointwise = [i for i, n in enumerate(nodes) if n.op not in POINTWISE_LEAVES and n.op != LINEAR]
+    last = max(rounds[i] for i in pointwise)
+    readers: list[list[int]] = [[] for _ in nodes]
+    for i, n in enumerate(nodes):
+        for j in n.inputs:
+            readers[j].append(i)
+    stage: dict[int, int] = {}
+    for i in reversed(pointwise):
+        stage[i] = min(
+            [last]
+            + [stage[r] if r in stage else rounds[r] - 1 for r in readers[i]]
+        )
+    grad_exports = tuple(
+        i for i in pointwise if any(nodes[r].op == LINEAR or stage[r] != stage[i] for r in readers[i])
+    )
+    products: dict[tuple[int, int], list[int]] = {}
+    for i, n in enumerate(nodes):
+        if n.op == LINEAR and n.inputs[0] != xi:
+            products.setdefault((rounds[i], n.inputs[0]), []).append(i)
+    return Plan(
+        nodes=tuple(nodes),
+        states=cell.states,
+        updates=updates,
+        x_linears=tuple(i for i, n in enumerate(nodes) if n.op == LINEAR and n.inputs[0] == xi),
+        products=tuple(Product(r, s, tuple(ls)) for (r, s), ls in sorted(products.items())),
+        stages=tuple(tuple(i for i in pointwise if stage[i] == k) for k in range(last + 1)),
+        exports=tuple(i for i in pointwise if i in grad_exports or i in updates.values()),
+        grad_exports=grad_exports,
+        reads_x=any(xi in nodes[i].inputs for i in pointwise),
+    )
