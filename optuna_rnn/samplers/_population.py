@@ -55,8 +55,7 @@ def collect_architectures(
 def _losses(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> np.ndarray:
     sign = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions])
     values = np.array([t.values for t in trials], dtype=float).reshape(len(trials), -1)
-    losses = values * sign
-    return np.where(np.isnan(losses), np.inf, losses)
+    return values * sign
 
 
 def rank_architectures(

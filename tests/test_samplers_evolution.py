@@ -1,0 +1,254 @@
+"""CellEvolutionSampler in real studies: plans, dedupe, re-evaluation, determinism,
+threads, processes on a journal file, HyperbandPruner, multi-objective."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from optuna_rnn import CellError, zoo
+from optuna_rnn.samplers import CellEvolutionSampler
+from optuna_rnn.samplers._records import FINGERPRINT_KEY, read_plan
+from optuna_rnn.spaces import GraphSpace
+
+SPACE = GraphSpace(max_nodes=12)
+LR = [0.1, 0.3, 1.0]
+SEEDS = ["tanh", "indrnn"]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def objective(trial: optuna.Trial) -> float:
+    """Cheap and architecture-dependent: prefers cells of about 8 nodes."""
+    try:
+        cell = SPACE.suggest(trial)
+    except CellError:
+        raise optuna.TrialPruned() from None
+    lr = trial.suggest_categorical("lr", LR)
+    return -abs(cell.num_inner_nodes - 8) + lr
+
+
+def _study(storage=None, **kwargs) -> optuna.Study:
+    kwargs.setdefault("seed", 0)
+    study = optuna.create_study(
+        storage=storage,
+        sampler=CellEvolutionSampler(space=SPACE, population_size=10, **kwargs),
+        direction="maximize",
+        study_name="evo",
+        load_if_exists=True,
+    )
+    for name in SEEDS:
+        study.enqueue_trial(SPACE.encode(zoo.get(name)), skip_if_exists=True)
+    return study
+
+
+def _actions(study: optuna.Study) -> list[tuple]:
+    out = []
+    for t in study.trials:
+        plan = read_plan(t)
+        out.append(
+            (plan.action if plan else None, t.system_attrs.get(FINGERPRINT_KEY), t.params)
+        )
+    return out
+
+
+def _assert_no_repeats_but_reevaluations(study: optuna.Study) -> None:
+    fresh = collections.Counter()
+    for t in study.trials:
+        plan = read_plan(t)
+        if plan is None or plan.action != "reevaluate":
+            fresh[t.system_attrs[FINGERPRINT_KEY]] += 1
+    assert max(fresh.values()) == 1, [fp for fp, n in fresh.items() if n > 1]
+    reevaluated = collections.defaultdict(list)
+    for t in study.trials:
+        reevaluated[t.system_attrs[FINGERPRINT_KEY]].append(t.params.get("lr"))
+    for lrs in reevaluated.values():
+        assert len(lrs) == len(set(lrs)), "a hyperparameter draw was repeated"
+
+
+def test_trials_follow_the_plan_and_never_repeat_an_architecture() -> None:
+    study = _study(reevaluate_prob=0.3)
+    study.optimize(objective, n_trials=40)
+    actions = collections.Counter(a for a, _, _ in _actions(study))
+    assert actions["enqueued"] == 2 and actions["mutate"] > 20 and actions["reevaluate"] > 3
+    parents = set()
+    for t in study.trials:
+        plan = read_plan(t)
+        assert SPACE.decode(t.params).fingerprint == plan.fingerprint
+        assert t.system_attrs[FINGERPRINT_KEY] == plan.fingerprint
+        if plan.action == "mutate":
+            assert plan.mutations and plan.parent in parents
+        if plan.action == "reevaluate":
+            assert plan.parent == plan.fingerprint in parents
+        parents.add(plan.fingerprint)
+    _assert_no_repeats_but_reevaluations(study)
+
+
+def test_evolution_climbs_from_the_seeds() -> None:
+    study = _study()
+    study.optimize(objective, n_trials=40)
+    seed_best = max(t.value for t in study.trials[:2])
+    assert study.best_value > seed_best
+
+
+def test_reevaluation_exhausts_the_hyperparameters_then_mutates() -> None:
+    study = _study(reevaluate_prob=1.0)
+    study.optimize(objective, n_trials=12)
+    _assert_no_repeats_but_reevaluations(study)
+    tries = collections.Counter(t.system_attrs[FINGERPRINT_KEY] for t in study.trials)
+    assert max(tries.values()) == len(LR)
+    assert "mutate" in {a for a, _, _ in _actions(study)}
+
+
+def test_same_seed_same_proposals() -> None:
+    runs = []
+    for seed in (3, 3, 4):
+        study = _study(seed=seed, reevaluate_prob=0.3)
+        study.optimize(objective, n_trials=20)
+        runs.append(_actions(study))
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_reseed_rng_changes_proposals() -> None:
+    runs = []
+    for reseed in (False, True):
+        study = _study(seed=3)
+        if reseed:
+            study.sampler.reseed_rng()
+        study.optimize(objective, n_trials=10)
+        runs.append(_actions(study))
+    assert runs[0] != runs[1]
+
+
+def test_a_running_trials_architecture_is_not_proposed_again() -> None:
+    """Two studies that differ only in the architecture a RUNNING trial holds."""
+
+    def propose(running_cell):
+        study = _study()
+        study.optimize(objective, n_trials=2)
+        params = SPACE.encode(running_cell)
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.RUNNING, params=params, distributions=SPACE.distributions(params)
+            )
+        )
+        trial = study.ask()  # trial 3 in both studies: the same random draws
+        return SPACE.decode(read_plan(study._storage.get_trial(trial._trial_id)).params)
+
+    proposed = propose(zoo.get("tanh"))  # tanh is a seed: the RUNNING trial changes nothing
+    assert propose(proposed) != proposed
+
+
+def test_two_threads_share_one_sampler() -> None:
+    study = _study(seed=None, reevaluate_prob=0.3)
+    study.optimize(objective, n_trials=40, n_jobs=2)
+    assert len(study.trials) == 40
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    _assert_no_repeats_but_reevaluations(study)
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    import test_samplers_evolution as m
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    study = m._study(JournalStorage(JournalFileBackend({path!r})), seed=None,
+                     reevaluate_prob=0.3)
+    study.optimize(m.objective, n_trials=10)
+    """
+)
+
+
+def test_four_processes_on_one_journal_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "journal.log")
+    _study(JournalStorage(JournalFileBackend(path)))
+    script = WORKER.format(tests=str(Path(__file__).parent), path=path)
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    study = optuna.load_study(study_name="evo", storage=JournalStorage(JournalFileBackend(path)))
+    assert len(study.trials) == 40
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    _assert_no_repeats_but_reevaluations(study)
+
+
+def test_hyperband_pruner_hands_the_sampler_a_bracket_view() -> None:
+    def reporting(trial: optuna.Trial) -> float:
+        value = objective(trial)
+        for step in range(9):
+            trial.report(value + step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    study = _study(reevaluate_prob=0.3)
+    study.pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9)
+    study.optimize(reporting, n_trials=30)
+    states = collections.Counter(t.state for t in study.trials)
+    assert states[TrialState.PRUNED] > 0 and states[TrialState.COMPLETE] > 2
+    # The dedupe holds across brackets: the sampler reads the whole study.
+    _assert_no_repeats_but_reevaluations(study)
+
+
+def test_multi_objective_study() -> None:
+    def two(trial: optuna.Trial) -> tuple[float, float]:
+        value = objective(trial)
+        return value, float(SPACE.decode(trial.params).num_inner_nodes)
+
+    study = optuna.create_study(
+        directions=["maximize", "minimize"],
+        sampler=CellEvolutionSampler(space=SPACE, population_size=5, seed=0),
+    )
+    for name in SEEDS:
+        study.enqueue_trial(SPACE.encode(zoo.get(name)))
+    study.optimize(two, n_trials=20)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    _assert_no_repeats_but_reevaluations(study)
+
+
+def test_without_seeds_the_first_cell_is_random_then_evolves() -> None:
+    study = optuna.create_study(
+        sampler=CellEvolutionSampler(space=SPACE, seed=1), direction="maximize"
+    )
+    study.optimize(objective, n_trials=15)
+    first_complete = next(t for t in study.trials if t.state == TrialState.COMPLETE)
+    assert read_plan(first_complete) is None  # drawn by the hyperparameter sampler
+    assert first_complete.system_attrs[FINGERPRINT_KEY] == SPACE.decode(
+        first_complete.params
+    ).fingerprint
+    later = [read_plan(t) for t in study.trials[first_complete.number + 1 :]]
+    assert later and all(p is not None and p.action in ("mutate", "reevaluate") for p in later)
+
+
+def test_importing_the_sampler_does_not_import_torch() -> None:
+    code = (
+        "import sys, optuna_rnn\n"
+        "optuna_rnn.CellEvolutionSampler(seed=0)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"population_size": 0}, "population_size"),
+        ({"reevaluate_prob": 1.5}, "reevaluate_prob"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"tournament_size": 0}, "tournament size"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        CellEvolutionSampler(space=SPACE, **kwargs)

@@ -1,0 +1,113 @@
+"""Population, selection and re-evaluation strategies of the evolution sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_rnn.samplers import (
+    AgingPopulation,
+    ElitePopulation,
+    Reevaluation,
+    TournamentSelection,
+)
+from optuna_rnn.samplers._population import collect_architectures
+from optuna_rnn.samplers._records import hyperparameter_key
+
+MAX, MIN = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
+
+
+def _trials(rows: list[tuple[str, object]]) -> list[FrozenTrial]:
+    """One COMPLETE trial per (fingerprint, value or values), numbered in order."""
+    out = []
+    for number, (fp, value) in enumerate(rows):
+        values = list(value) if isinstance(value, tuple) else [value]
+        t = optuna.trial.create_trial(values=values, user_attrs={"fingerprint": fp})
+        t.number = number
+        out.append(t)
+    return out
+
+
+def _archs(rows: list[tuple[str, object]]):
+    return collect_architectures(_trials(rows), lambda t: t.user_attrs["fingerprint"]).values()
+
+
+ROWS = [("a", 0.5), ("b", 0.9), ("a", 0.95), ("c", 0.1), ("d", 0.7), ("b", 0.2)]
+
+
+@pytest.mark.parametrize(
+    "direction,expected",
+    [(MAX, ["a", "b", "d", "c"]), (MIN, ["c", "b", "a", "d"])],
+)
+def test_elite_ranks_by_best_trial_in_the_direction(direction, expected) -> None:
+    population = ElitePopulation(10)(_archs(ROWS), [direction])
+    assert [a.fingerprint for a in population] == expected
+    best = {a.fingerprint: a.best.value for a in population}
+    assert best["a"] == (0.95 if direction == MAX else 0.5)
+
+
+def test_elite_keeps_only_the_best() -> None:
+    population = ElitePopulation(2)(_archs(ROWS), [MAX])
+    assert [a.fingerprint for a in population] == ["a", "b"]
+
+
+def test_aging_keeps_the_youngest_ranked_best_first() -> None:
+    # Births: a=0, b=1, c=3, d=4. The two youngest are c and d, whatever their scores.
+    population = AgingPopulation(2)(_archs(ROWS), [MAX])
+    assert [a.fingerprint for a in population] == ["d", "c"]
+
+
+def test_only_complete_trials_with_a_fingerprint_count() -> None:
+    trials = _trials([("a", 1.0), ("b", 2.0)])
+    pruned = optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={"fingerprint": "c"})
+    archs = collect_architectures(trials + [pruned], lambda t: t.user_attrs["fingerprint"])
+    assert sorted(archs) == ["a", "b"]
+
+
+def test_multi_objective_ranks_by_pareto_front() -> None:
+    # Maximize both. Front 0: a (1, 3), b (3, 1), d's second trial (2, 2.5); front 1: c.
+    rows = [("a", (1.0, 3.0)), ("b", (3.0, 1.0)), ("c", (1.5, 1.5)), ("d", (0.0, 0.0)),
+            ("d", (2.0, 2.5))]
+    population = ElitePopulation(10)(_archs(rows), [MAX, MAX])
+    ranks = {a.fingerprint: a.rank for a in population}
+    assert ranks["a"] == ranks["b"] == ranks["d"] == 0
+    assert ranks["c"] == 1
+    assert population[-1].fingerprint == "c"
+    assert {a.fingerprint: a.best.values for a in population}["d"] == [2.0, 2.5]
+
+
+def test_tournament_of_everyone_picks_the_best() -> None:
+    rng = np.random.default_rng(0)
+    assert {TournamentSelection(5)(list("abcde"), rng) for _ in range(50)} == {"a"}
+
+
+def test_tournament_of_one_is_uniform() -> None:
+    rng = np.random.default_rng(0)
+    picks = [TournamentSelection(1)(list("abcd"), rng) for _ in range(4000)]
+    counts = np.array([picks.count(c) for c in "abcd"])
+    assert np.all(np.abs(counts - 1000) < 150)
+
+
+def test_tournament_size_is_checked() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        TournamentSelection(0)
+
+
+def test_reevaluation_draws_only_untried_hyperparameters() -> None:
+    dists = {"lr": CategoricalDistribution([0.1, 0.2, 0.3])}
+    rng = np.random.default_rng(0)
+    draw = lambda name, dist: dist.choices[rng.integers(len(dist.choices))]  # noqa: E731
+    tried: set[str] = set()
+    seen = []
+    for _ in range(3):
+        params = Reevaluation(max_attempts=200)(dists, tried, draw)
+        assert params is not None
+        tried.add(hyperparameter_key(params, ("lr",)))
+        seen.append(params["lr"])
+    assert sorted(seen) == [0.1, 0.2, 0.3]
+    assert Reevaluation(max_attempts=200)(dists, tried, draw) is None
+    assert Reevaluation()({}, set(), draw) is None
