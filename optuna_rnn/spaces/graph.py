@@ -21,7 +21,7 @@ Slots are suggested only when an operand or a state update names them, lowest nu
 first, so unused slots are never suggested. A sum or product of k operands takes k - 1
 slots (a chain; the cell language flattens it back), so ``max_nodes`` counts slots: the
 cell's nodes (biases included) plus, for each sum or product, its operands minus two.
-Cells whose other states read h' (the new h) are outside the space: h' is slot ``n0``.
+Slot ``n0`` is h', so cells whose other states read h' (the new h) are outside the space.
 """
 
 from __future__ import annotations
@@ -175,30 +175,15 @@ class GraphSpace(CellSpace):
         """The slot params of ``cell``: slots numbered from h', readers before operands."""
         if not isinstance(cell, Cell):
             raise CellError(f"expected a Cell, got {type(cell).__name__}")
-        nodes, updates = cell.nodes, cell.updates
         extra = sorted(set(cell.states) - set(self._states))
         if extra:
             raise CellError(f"the cell's states {extra} are not among this space's {self._states}")
-        h_new = updates["h"]
-        if nodes[h_new].op in LEAF_OPS:
-            raise CellError("h' is a leaf; GraphSpace needs h' to be a computed node (slot n0)")
-        if cell.consumers()[h_new]:
-            raise CellError("the cell reads h' (the new h); GraphSpace cannot hold that")
-        inner = [i for i, n in enumerate(nodes) if n.op not in (X, STATE, ONE)]
-        order = [h_new] + sorted((i for i in inner if i != h_new), reverse=True)
-        first: dict[int, int] = {}
-        used = 0
-        for i in order:
-            first[i] = used
-            used += len(nodes[i].inputs) - 1 if nodes[i].op in (ADD, MUL) else 1
-        if used > self._max_nodes:
-            raise CellError(f"the cell needs {used} slots, more than max_nodes={self._max_nodes}")
+        nodes, first = cell.nodes, self._number(cell)
+        params: dict[str, Any] = {}
 
         def ref(i: int) -> str:
             n = nodes[i]
             return X if n.op == X else "1" if n.op == ONE else n.name if n.op == STATE else f"n{first[i]}"
-
-        params: dict[str, Any] = {}
 
         def put(name: str, choices: tuple, value: Any) -> None:
             if value not in choices:
@@ -206,27 +191,46 @@ class GraphSpace(CellSpace):
             if len(choices) > 1:
                 params[self.prefix + name] = value
 
-        for i in order:
-            n, k = nodes[i], first[i]
-            if n.op in (ADD, MUL):
-                # k-ary sum or product as a chain: n_k = a1 op n_{k+1}, ..., last = a_{m-1} op a_m
-                for t in range(len(n.inputs) - 1):
-                    put(f"n{k + t}.op", self._ops, n.op)
-                    put(f"n{k + t}.in0", self._operands[k + t], ref(n.inputs[t]))
-                    last = t == len(n.inputs) - 2
-                    rest = ref(n.inputs[t + 1]) if last else f"n{k + t + 1}"
-                    put(f"n{k + t}.in1", self._operands[k + t], rest)
-                continue
-            put(f"n{k}.op", self._ops, n.op)
-            for pos, j in enumerate(n.inputs):
-                put(f"n{k}.in{pos}", self._operands[k], ref(j))
+        h_new = cell.updates["h"]
+        if h_new not in first:  # a leaf h' (h' = x): slot n0 is x * 1, which the builder reduces to x
+            for name, value in (("op", MUL), ("in0", ref(h_new)), ("in1", "1")):
+                put(f"n0.{name}", self._operands[0] if name != "op" else self._ops, value)
+        for i, k in first.items():
+            n = nodes[i]
+            # A sum or product of m operands: the chain n_k = a_1 op n_{k+1}, ..., a_{m-1} op a_m.
+            chain = len(n.inputs) - 1 if n.op in (ADD, MUL) else 1
+            for t in range(chain):
+                put(f"n{k + t}.op", self._ops, n.op)
+                last = t == chain - 1
+                refs = [ref(j) for j in (n.inputs[t:] if last else n.inputs[t : t + 1])]
+                refs += [] if last else [f"n{k + t + 1}"]
+                for pos, r in enumerate(refs):
+                    put(f"n{k + t}.in{pos}", self._operands[k + t], r)
             if n.op == LINEAR:
                 put(f"n{k}.diag", self._diagonals, n.value)
             elif n.op == BIAS:
                 put(f"n{k}.init", self._bias_inits, n.value)
         for s in cell.states[1:]:
-            put(f"{s}.update", self._updates, ref(updates[s]))
+            put(f"{s}.update", self._updates, ref(cell.updates[s]))
         decoded, chooser = self._replay(params)
         if decoded.fingerprint != cell.fingerprint:
             raise CellError(f"the cell is not in canonical form, so not a point of GraphSpace:\n{cell}")
         return dict(chooser.params)
+
+    def _number(self, cell: Cell) -> dict[int, int]:
+        """The first slot of each computed node: h' in n0, then readers before operands."""
+        nodes, h_new = cell.nodes, cell.updates["h"]
+        leaf_h = nodes[h_new].op in LEAF_OPS
+        if not leaf_h and cell.consumers()[h_new]:
+            raise CellError("the cell reads h' (the new h); GraphSpace cannot hold that")
+        # Canonical order lists operands before readers, so reversed it lists readers first.
+        inner = [i for i in reversed(range(len(nodes))) if nodes[i].op not in (X, STATE, ONE)]
+        order = ([] if leaf_h else [h_new]) + [i for i in inner if i != h_new]
+        first: dict[int, int] = {}
+        used = int(leaf_h)
+        for i in order:
+            first[i] = used
+            used += len(nodes[i].inputs) - 1 if nodes[i].op in (ADD, MUL) else 1
+        if used > self._max_nodes:
+            raise CellError(f"the cell needs {used} slots, more than max_nodes={self._max_nodes}")
+        return first

@@ -1,0 +1,128 @@
+"""GraphSpace: slot params hold any cell that fits, zoo cells and mutants round-trip."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import optuna
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from optuna_rnn.cell import Cell, CellError, zoo
+from optuna_rnn.cell.mutate import mutate
+from optuna_rnn.spaces import GraphSpace
+
+WIDE = GraphSpace(max_nodes=64, states=("h", "c", "g"))
+SLOTS = {"tanh": 6, "gru": 23, "lstm": 29, "mgu": 17, "peephole": 38, "fgr": 44}
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_every_zoo_cell_round_trips(name: str) -> None:
+    cell = zoo.get(name)
+    params = WIDE.encode(cell)
+    assert WIDE.decode(params).fingerprint == cell.fingerprint
+    assert list(WIDE.distributions(params)) == list(params)
+    assert WIDE.suggest(optuna.trial.FixedTrial(params)) == cell
+
+
+@pytest.mark.parametrize("name", sorted(SLOTS))
+def test_max_nodes_counts_slots(name: str) -> None:
+    cell, slots = zoo.get(name), SLOTS[name]
+    states = ("h", "c", "g")
+    assert cell in GraphSpace(max_nodes=slots, states=states)
+    with pytest.raises(CellError, match=f"needs {slots} slots, more than max_nodes={slots - 1}"):
+        GraphSpace(max_nodes=slots - 1, states=states).encode(cell)
+
+
+def test_default_space_holds_every_two_state_zoo_cell() -> None:
+    space = GraphSpace()
+    for name in zoo.names():
+        cell = zoo.get(name)
+        assert (cell in space) == (len(cell.states) <= 2), name
+
+
+def test_sums_become_chains_and_shared_nodes_one_slot() -> None:
+    cell = Cell.parse("t = tanh(W x)\nh' = t + U h + V t + b[1]")
+    params = GraphSpace(max_nodes=8).encode(cell)
+    ops = {k: v for k, v in params.items() if k.endswith(".op")}
+    assert list(ops.values()).count("add") == 3  # a 4-term sum takes three slots
+    assert list(ops.values()).count("tanh") == 1  # t is read twice but is one node
+    assert [v for k, v in params.items() if k.endswith(".init")] == [1.0]
+
+
+def test_mutants_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    for k in range(40):
+        cell = mutate(zoo.get(("lstm", "gru")[k % 2]), rng)
+        assert WIDE.decode(WIDE.encode(cell)) == cell
+
+
+def test_a_leaf_h_is_slot_n0_times_one() -> None:
+    cell = Cell.parse("h' = c; c' = tanh(W x + U c)")
+    params = GraphSpace().encode(cell)
+    assert params["cell.n0.op"] == "mul" and params["cell.n0.in1"] == "1"
+    assert GraphSpace().decode(params) == cell
+
+
+@pytest.mark.parametrize(
+    ("equations", "message"),
+    [
+        ("h' = tanh(W x + U h + b[0.5])", r"init would be 0.5, not one of \[-1.0, 0.0, 1.0\]"),
+        ("h' = tanh(W[2] x + U h)", "diag would be 2.0"),
+        ("h' = tanh(W x + U c); c' = V h'", "reads h'"),
+        ("h' = tanh(W x + U m); m' = V m + x", r"states \['m'\] are not among"),
+    ],
+)
+def test_cells_outside_the_space_raise(equations: str, message: str) -> None:
+    cell = Cell.parse(equations)
+    with pytest.raises(CellError, match=message):
+        GraphSpace().encode(cell)
+    assert cell not in GraphSpace()
+
+
+def test_invalid_params_raise_after_suggesting_everything() -> None:
+    params = {"cell.n0.op": "tanh", "cell.n0.in0": "n1", "cell.n1.op": "bias", "cell.n1.init": 0.0}
+    with pytest.raises(CellError, match="ignores x and every state"):
+        GraphSpace().decode(params)
+    study = optuna.create_study()
+    study.enqueue_trial(params)
+    trial = study.ask()
+    with pytest.raises(CellError):
+        GraphSpace().suggest(trial)
+    assert trial.params == params
+    with pytest.raises(CellError, match=r"'cell.n1.in0' is 'n1', not one of"):
+        GraphSpace().decode({"cell.n0.op": "tanh", "cell.n0.in0": "n1", "cell.n1.op": "tanh", "cell.n1.in0": "n1"})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_nodes": 0}, {"max_nodes": True}, {"states": ("c", "h")}, {"states": ("h", "n3")},
+     {"states": ("h", "x")}, {"states": ("h", "c", "d", "e")}, {"ops": ("conv",)},
+     {"bias_inits": ()}],
+)
+def test_bad_options_raise(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        GraphSpace(**kwargs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), max_nodes=st.integers(1, 24))
+def test_random_points_round_trip_and_use_only_reached_slots(seed: int, max_nodes: int) -> None:
+    space = GraphSpace(max_nodes=max_nodes)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    trial = study.ask()
+    try:
+        cell = space.suggest(trial)
+    except CellError:
+        cell = None
+    # Only slots that h' or an operand reaches are suggested.
+    named = {"n0"} | {v for k, v in trial.params.items() if re.search(r"\.(in\d|update)$", k)}
+    slots = {k.split(".")[1] for k in trial.params if re.match(r"cell\.n\d+\.", k)}
+    assert slots <= named
+    if cell is None:
+        return
+    assert space.decode(trial.params) == cell
+    assert space.distributions(trial.params) == trial.distributions
+    assert space.decode(space.encode(cell)) == cell
