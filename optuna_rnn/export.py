@@ -63,8 +63,9 @@ def format_leaderboard(board: pd.DataFrame, *, top: int | None = 10) -> str:
         return "(no finished trials yet)"
     summary = _summary(board, top)
     text = summary.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
-    best = board.iloc[0]
-    return f"{text}\n\nbest cell ({summary['cell'].iloc[0]}):\n{best['equations']}"
+    if math.isnan(board["best_score"].iloc[0]):
+        return f"{text}\n\n(no trial completed)"
+    return f"{text}\n\nbest cell ({summary['cell'].iloc[0]}):\n{board['equations'].iloc[0]}"
 
 
 def write_table(frame: pd.DataFrame, directory: Path, stem: str) -> list[Path]:

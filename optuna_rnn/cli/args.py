@@ -7,12 +7,11 @@ Each type turns a bad value into :class:`argparse.ArgumentTypeError`, so argpars
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import optuna
 
-from optuna_rnn.cli.spec import PRUNERS, SPACES, SearchSpec, parse_task
+from optuna_rnn.cli.spec import PRUNERS, SPACES, SearchSpec, parse_assignment, parse_task
 from optuna_rnn.storage import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -60,16 +59,6 @@ def _positive(kind: type) -> Any:
     return _typed(convert, f"positive {kind.__name__}")
 
 
-def _key_value(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def _task(text: str) -> str:
     parse_task(text)
     return text
@@ -83,7 +72,7 @@ positive_int = _positive(int)
 positive_float = _positive(float)
 storage_url = _typed(check_url, "storage URL")
 task_name = _typed(_task, "task")
-key_value = _typed(_key_value, "KEY=VALUE")
+key_value = _typed(parse_assignment, "KEY=VALUE")
 name_list = _typed(_names, "comma-separated names")
 
 

@@ -60,9 +60,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "search", help="search cell architectures", description=SEARCH_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    search.add_argument("--task", action="append", type=task_name, metavar="NAME[:PRESET]",
-                        help="memorization, arithmetic, xml, ptb or jsb, with an optional "
-                        "preset such as arithmetic:small (repeatable; default: memorization)")
+    search.add_argument("--task", action="append", type=task_name, metavar="TASK",
+                        help="NAME[:PRESET][,KEY=VALUE...]: memorization, arithmetic, xml, "
+                        "ptb or jsb, an optional preset and options of the task class, e.g. "
+                        "arithmetic:small or memorization,length=3 (repeatable; default: "
+                        "memorization)")
     search.add_argument("--sampler", choices=SAMPLERS, default="evolution",
                         help="evolution: the paper's search (default)")
     search.add_argument("--seed-cells", type=name_list, default=("lstm", "gru"),
@@ -87,8 +89,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "baselines", help="train zoo cells with random hyperparameters",
         description=BASELINES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    baselines.add_argument("--task", type=task_name, default="memorization",
-                           metavar="NAME[:PRESET]", help="the task (default: memorization)")
+    baselines.add_argument("--task", type=task_name, default="memorization", metavar="TASK",
+                           help="NAME[:PRESET][,KEY=VALUE...] as for search (default: "
+                           "memorization)")
     baselines.add_argument("--cells", type=name_list, default=PAPER_CELLS, metavar="NAMES",
                            help="zoo cells, comma-separated (default: the paper's ten)")
     baselines.add_argument("--draws", type=positive_int, default=5,

@@ -16,7 +16,8 @@ from typing import Any
 
 import optuna
 
-__all__ = ["SPEC_ATTR", "SAMPLERS", "PRUNERS", "SPACES", "TASKS", "SearchSpec", "parse_task"]
+__all__ = ["SPEC_ATTR", "SAMPLERS", "PRUNERS", "SPACES", "TASKS", "SearchSpec", "parse_assignment",
+           "parse_task"]
 
 SPEC_ATTR = "optuna_rnn:spec"
 
@@ -33,12 +34,27 @@ SAMPLERS = ("evolution", "tpe", "random", "gp")
 PRUNERS = ("median", "hyperband", "none")
 
 
-def parse_task(text: str) -> tuple[str, str | None]:
-    """Split ``NAME[:PRESET]`` (``arithmetic:small``) and check the name."""
-    name, _, preset = text.partition(":")
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON where it parses (``3``, ``true``, ``[1, 2]``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def parse_task(text: str) -> tuple[str, str | None, dict[str, Any]]:
+    """Split ``NAME[:PRESET][,KEY=VALUE...]`` (``arithmetic:small,eval_size=200``).
+
+    Returns the name, the preset (or ``None``) and the keyword arguments of the task class.
+    """
+    head, *assignments = text.split(",")
+    name, _, preset = head.partition(":")
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    return name, preset or None
+    return name, preset or None, dict(parse_assignment(a) for a in assignments)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +62,9 @@ class SearchSpec:
     """What a search runs, JSON-safe.
 
     Attributes:
-        tasks: ``NAME[:PRESET]`` per task; several tasks make the paper's min-over-tasks
-            score relative to ``reference`` (:func:`optuna_rnn.make_multitask_objective`).
+        tasks: ``NAME[:PRESET][,KEY=VALUE...]`` per task (:func:`parse_task`); several
+            tasks make the paper's min-over-tasks score relative to ``reference``
+            (:func:`optuna_rnn.make_multitask_objective`).
         space: ``"gated"`` (:class:`~optuna_rnn.GatedSpace`) or ``"graph"``
             (:class:`~optuna_rnn.GraphSpace` with ``max_nodes``).
         sampler: ``"evolution"`` (:class:`~optuna_rnn.CellEvolutionSampler`), ``"tpe"``,
@@ -137,9 +154,13 @@ class SearchSpec:
 
         built = []
         for text in self.tasks:
-            name, preset = parse_task(text)
-            cls = getattr(tasks, TASKS[name])
-            built.append(cls() if preset is None else cls(preset=preset))
+            name, preset, options = parse_task(text)
+            if preset is not None:
+                options["preset"] = preset
+            try:
+                built.append(getattr(tasks, TASKS[name])(**options))
+            except TypeError as err:  # an option the task class does not take
+                raise ValueError(f"task {text!r}: {err}") from None
         return built
 
     def build_space(self) -> Any:
@@ -181,8 +202,6 @@ class SearchSpec:
 
     def build_objective(self) -> Callable[[optuna.Trial], float]:
         """The objective every worker runs (imports torch)."""
-        from optuna_rnn import make_multitask_objective, make_objective
-
         options = dict(self.objective)
         if "hyperparameters" in options:  # JSON choice lists -> Hyperparameters
             from optuna_rnn.objective import Hyperparameters
@@ -191,7 +210,11 @@ class SearchSpec:
         space = self.build_space()
         tasks = self.build_tasks()
         if self.multitask:
+            from optuna_rnn import make_multitask_objective
+
             return make_multitask_objective(tasks, reference=self.reference, space=space, **options)
+        from optuna_rnn import make_objective
+
         return make_objective(tasks[0], space=space, **options)
 
     def direction(self) -> str:
