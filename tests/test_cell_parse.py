@@ -245,6 +245,17 @@ def test_zoo_round_trips_through_text_and_json(name: str) -> None:
     assert again == cell and again.nodes == cell.nodes and again.labels == cell.labels
 
 
+def test_from_dict_drops_labels_that_clash_with_a_state() -> None:
+    nodes = [
+        {"op": "x"},
+        {"op": "linear", "inputs": [0], "name": "W"},
+        {"op": "tanh", "inputs": [1], "label": "h"},
+        {"op": "relu", "inputs": [2]},
+    ]
+    cell = Cell.from_dict({"version": 1, "nodes": nodes, "states": {"h": 3}})
+    assert cell.labels == {} and Cell.parse(str(cell)) == cell
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -317,7 +328,7 @@ _node = st.fixed_dictionaries(
         "inputs": st.lists(st.integers(-1, 6), max_size=3),
         "name": st.sampled_from(["h", "c", "W", "b", "bq", "x", 3, ""]),
         "value": st.one_of(st.floats(), st.text(max_size=2)),
-        "label": st.sampled_from(["t", "W", "1a", None]),
+        "label": st.sampled_from(["t", "W", "h", "c", "1a", None]),
     },
 )
 
@@ -330,4 +341,5 @@ def test_fuzz_from_dict_gives_a_cell_or_a_cell_error(nodes: list, states: dict) 
     except CellError:
         return
     assert Cell.from_dict(cell.to_dict()) == cell
+    assert Cell.parse(str(cell)) == cell
     assert all(isinstance(n, Node) for n in cell.nodes)

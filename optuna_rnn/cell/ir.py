@@ -259,7 +259,7 @@ class Cell:
             raise CellError(f"the cell has {inner} nodes, more than the limit of {max_nodes}")
         self._nodes = tuple(nodes)
         self._updates = updates
-        self._labels = _clean_labels(nodes, labels)
+        self._labels = _clean_labels(nodes, labels, updates)
         self._hashes = tuple(hashes)
         self._fingerprint = _digest(
             sorted(hashes), [(s, hashes[i]) for s, i in updates.items()]
@@ -542,9 +542,11 @@ def _canonical_order(
     )
 
 
-def _clean_labels(nodes: tuple[Node, ...] | list[Node], labels: dict[int, str]) -> dict[int, str]:
+def _clean_labels(
+    nodes: tuple[Node, ...] | list[Node], labels: dict[int, str], states: Iterable[str]
+) -> dict[int, str]:
     """Keep labels that are unique and collide with no weight, bias or state name."""
-    taken = {n.name for n in nodes if n.name is not None}
+    taken = {n.name for n in nodes if n.name is not None} | set(states)
     out: dict[int, str] = {}
     for i in sorted(labels):
         lab = labels[i]
