@@ -1,7 +1,7 @@
 """A cell as an SVG diagram: a layered (Sugiyama-style) drawing of its DAG, pure Python.
 
-Data flows top to bottom: ``x`` and the previous states on the first row, biases just
-above the node that reads them, the new states (``h'``...) on the last row. Edges that
+Data flows top to bottom: ``x`` and the previous states on the first row, every other
+node just above its first reader, the new states (``h'``...) on the last row. Edges that
 skip rows bend through invisible waypoints, and rows are ordered by the barycentre of
 their neighbours to keep crossings few. The subtracted operand of ``a - b`` enters
 through a dashed edge. Used by the dashboard (an artifact per trial) and the CLI.
@@ -71,8 +71,8 @@ def _boxes(cell: Cell) -> list[_Box]:
     for box in boxes[len(nodes) :]:
         box.layer = last
     readers = _readers(boxes)
-    for k, n in enumerate(nodes):
-        if n.op in (BIAS, ONE):  # constants sit right above their first reader
+    for k in reversed(range(len(nodes))):  # all but x and the states sink to their readers
+        if nodes[k].op not in (X, STATE):
             boxes[k].layer = min(boxes[r].layer for r in readers[k]) - 1
     for k in range(len(boxes)):
         box = boxes[k]
