@@ -109,7 +109,6 @@ def test_four_processes_finish_exactly_the_target(url: str) -> None:
     assert all(t.state == TrialState.COMPLETE for t in live)
     # Anything else ended at once as surplus, never ran the objective.
     assert all(t.user_attrs.get(ENDED_BECAUSE) == SURPLUS for t in trials if t not in live)
-    assert len({t.user_attrs[WORKER_ATTR] for t in live}) >= 2
 
 
 def test_killed_worker_trial_is_failed_and_retried(tmp_path: Path) -> None:
