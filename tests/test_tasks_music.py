@@ -60,7 +60,10 @@ def test_malicious_pickle_is_refused_without_running(tmp_path: Path) -> None:
         (b"", "is empty"),
         (b"\x80\x04garbage", "not a plain-data pickle"),
         (pickle.dumps([1, 2]), "not a dict"),
-        (pickle.dumps({"train": PIECES["train"], "valid": PIECES["valid"]}), "'test' split is missing"),
+        (
+            pickle.dumps({"train": PIECES["train"], "valid": PIECES["valid"]}),
+            "'test' split is missing",
+        ),
         (pickle.dumps({**PIECES, "test": [[[20]]]}), "pitch 20 at step 0"),
     ],
 )
@@ -82,7 +85,7 @@ def test_music_batches_predict_every_step_from_the_previous(tmp_path: Path) -> N
     assert torch.equal(batch.inputs[1:, 0], roll[:-1]) and not batch.inputs[0].any()
     first = [next(task.train_batches(1, seed=5)).targets for _ in range(2)]
     again = [next(task.train_batches(1, seed=5)).targets for _ in range(2)]
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     # Zero logits: every key is a coin flip, 88 log 2 nats per step.
     result = task.evaluate(lambda b, state: (torch.zeros_like(b.targets), state), "valid", 4)
     assert result["score"] == pytest.approx(88 * math.log(2))
@@ -106,7 +109,11 @@ def test_jsb_limited_parse_is_cached(tmp_path: Path) -> None:
     roll = task.rolls["train"][0]
     assert 20 <= len(roll) <= 300 and roll.sum(dim=1).max() <= 8 and roll.sum(dim=1).mean() >= 3
     again = JSBChorales(cache_dir=tmp_path, limit=1)
-    assert all(torch.equal(a, b) for s in task.rolls for a, b in zip(task.rolls[s], again.rolls[s]))
+    assert all(
+        torch.equal(a, b)
+        for s in task.rolls
+        for a, b in zip(task.rolls[s], again.rolls[s], strict=True)
+    )
     task.cache_path.write_text("{not json")
     rebuilt = JSBChorales(cache_dir=tmp_path, limit=1)
     assert torch.equal(rebuilt.rolls["test"][0], task.rolls["test"][0])

