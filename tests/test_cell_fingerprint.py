@@ -29,7 +29,11 @@ def spell(cell: Cell, rnd: random.Random) -> str:
     """
     nodes = cell.nodes
     fresh = (f"n{k}_{rnd.randrange(10**6)}" for k in itertools.count())
-    rename = {n.name: ("b" if n.op == "bias" else "Q") + next(fresh) for n in nodes if n.op in ("bias", "linear")}
+    rename = {
+        n.name: ("b" if n.op == "bias" else "Q") + next(fresh)
+        for n in nodes
+        if n.op in ("bias", "linear")
+    }
     state_of: dict[int, str] = {}
     for s, i in cell.updates.items():
         state_of.setdefault(i, s)
@@ -119,7 +123,9 @@ def test_zoo_source_text_rewritten_keeps_the_fingerprint(name: str) -> None:
         rnd.shuffle(shuffled)
         shuffled.append(f"dead{seed} = sigm(Wdead x)  # never read")
         text = "\n".join(shuffled)
-        for old in sorted({n.name for n in cell.nodes if n.op in ("linear", "bias")}, key=len, reverse=True):
+        for old in sorted(
+            {n.name for n in cell.nodes if n.op in ("linear", "bias")}, key=len, reverse=True
+        ):
             text = text.replace(old, old[0] + f"_r{seed}" + old[1:])
         assert Cell.parse(text) == cell, text
 
@@ -131,7 +137,9 @@ def test_distinct_zoo_cells_have_distinct_fingerprints() -> None:
 
 
 def _anonymous(cell: Cell) -> tuple:
-    nodes = tuple(Node(n.op, n.inputs, n.name if n.op == "state" else None, n.value) for n in cell.nodes)
+    nodes = tuple(
+        Node(n.op, n.inputs, n.name if n.op == "state" else None, n.value) for n in cell.nodes
+    )
     return nodes, tuple(cell.updates.items())
 
 

@@ -93,6 +93,9 @@ def test_bad_input() -> None:
 
 
 def test_importing_mutate_does_not_import_torch() -> None:
-    code = "import sys, optuna_rnn; optuna_rnn.mutate; optuna_rnn.zoo.get('lstm'); print('torch' in sys.modules)"
+    code = (
+        "import sys, optuna_rnn; optuna_rnn.mutate; optuna_rnn.zoo.get('lstm');"
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -25,7 +25,7 @@ def _check(cell: Cell) -> ET.Element:
     width, height = float(root.get("width")), float(root.get("height"))
     for rect in root.iter(f"{SVG}rect"):
         x, y = float(rect.get("x")), float(rect.get("y"))
-        assert 0 <= x and x + float(rect.get("width")) <= width and 0 <= y <= height
+        assert x >= 0 and x + float(rect.get("width")) <= width and 0 <= y <= height
     edges = sum(len(n.inputs) for n in cell.nodes) + len(cell.states)
     assert len(list(root.iter(f"{SVG}polyline"))) == edges
     return root

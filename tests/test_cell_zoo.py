@@ -54,7 +54,14 @@ def test_lstm_b_is_lstm_with_forget_bias_one() -> None:
 
 @pytest.mark.parametrize(
     ("variant", "removed"),
-    [("lstm_f", "bf"), ("lstm_i", "bj"), ("lstm_o", "bo"), ("nig", "bj"), ("nfg", "bf"), ("nog", "bo")],
+    [
+        ("lstm_f", "bf"),
+        ("lstm_i", "bj"),
+        ("lstm_o", "bo"),
+        ("nig", "bj"),
+        ("nfg", "bf"),
+        ("nog", "bo"),
+    ],
 )
 def test_gate_removals(variant: str, removed: str) -> None:
     biases = {n.name for n in zoo.get(variant).nodes if n.op == "bias"}
@@ -86,7 +93,11 @@ def test_lstm_is_pytorchs_lstm() -> None:
     params = {}
     for block, gate in enumerate("jfio"):  # PyTorch order i, f, g, o -> our j, f, i, o
         rows = slice(block * k, (block + 1) * k)
-        params |= {f"Wx{gate}": w_ih[rows], f"Wh{gate}": w_hh[rows], f"b{gate}": b_ih[rows] + b_hh[rows]}
+        params |= {
+            f"Wx{gate}": w_ih[rows],
+            f"Wh{gate}": w_hh[rows],
+            f"b{gate}": b_ih[rows] + b_hh[rows],
+        }
     got = evaluate(zoo.get("lstm"), params, x, {"h": h, "c": c})
     want_h, want_c = _torch_lstm(w_ih, w_hh, b_ih, b_hh, x, h, c)
     np.testing.assert_allclose(got["h"], want_h, rtol=1e-12)
@@ -105,8 +116,14 @@ def test_gru_torch_is_pytorchs_gru_and_gru_is_not() -> None:
         "Wxn": w_ih[n], "Whn": w_hh[n], "bxn": b_ih[n], "bhn": b_hh[n],
     }  # fmt: skip
     want = _torch_gru(w_ih, w_hh, b_ih, b_hh, x, h)
-    np.testing.assert_allclose(evaluate(zoo.get("gru_torch"), params, x, {"h": h})["h"], want, rtol=1e-12)
-    paper = params | {"Wxh": params["Wxn"], "Whh": params["Whn"], "bh": params["bxn"] + params["bhn"]}
+    np.testing.assert_allclose(
+        evaluate(zoo.get("gru_torch"), params, x, {"h": h})["h"], want, rtol=1e-12
+    )
+    paper = params | {
+        "Wxh": params["Wxn"],
+        "Whh": params["Whn"],
+        "bh": params["bxn"] + params["bhn"],
+    }
     assert not np.allclose(evaluate(zoo.get("gru"), paper, x, {"h": h})["h"], want)
 
 
@@ -114,5 +131,10 @@ def test_gru_torch_is_pytorchs_gru_and_gru_is_not() -> None:
 def test_every_zoo_cell_evaluates_to_finite_values(name: str) -> None:
     cell = zoo.get(name)
     rng = np.random.default_rng(0)
-    out = evaluate(cell, random_params(cell, rng, 3), rng.normal(size=3), {s: rng.normal(size=3) for s in cell.states})
+    out = evaluate(
+        cell,
+        random_params(cell, rng, 3),
+        rng.normal(size=3),
+        {s: rng.normal(size=3) for s in cell.states},
+    )
     assert set(out) == set(cell.states) and all(np.isfinite(v).all() for v in out.values())

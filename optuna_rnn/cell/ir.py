@@ -55,9 +55,7 @@ DEFAULT_MAX_NODES = 64
 FORMAT_VERSION = 1
 
 # Words that cannot name a weight, bias, state or intermediate.
-RESERVED = frozenset(
-    {"x", "tanh", "sigm", "sigmoid", "relu", "identity", "id", "linear", "init"}
-)
+RESERVED = frozenset({"x", "tanh", "sigm", "sigmoid", "relu", "identity", "id", "linear", "init"})
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -261,9 +259,7 @@ class Cell:
         self._updates = updates
         self._labels = _clean_labels(nodes, labels, updates)
         self._hashes = tuple(hashes)
-        self._fingerprint = _digest(
-            sorted(hashes), [(s, hashes[i]) for s, i in updates.items()]
-        )
+        self._fingerprint = _digest(sorted(hashes), [(s, hashes[i]) for s, i in updates.items()])
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -401,7 +397,8 @@ class Cell:
         return to_equations(self)
 
     def __repr__(self) -> str:
-        return f"Cell(states={self.states}, nodes={len(self._nodes)}, fingerprint={self._fingerprint[:12]})"
+        fp = self._fingerprint[:12]
+        return f"Cell(states={self.states}, nodes={len(self._nodes)}, fingerprint={fp})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Cell) and other._fingerprint == self._fingerprint

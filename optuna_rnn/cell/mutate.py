@@ -46,10 +46,10 @@ from optuna_rnn.cell.ir import (
     STATE,
     SUB,
     TANH,
-    X,
     Cell,
     CellError,
     GraphBuilder,
+    X,
 )
 
 __all__ = ["TRANSFORMATIONS", "Mutation", "Step", "mutate"]
@@ -142,7 +142,8 @@ def mutate(
         raise CellError(f"the cell {str(cell)!r} has no operation node to mutate")
     p = float(rng.random())
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        fire = [i for i, u in zip(graph.visitable, rng.random(len(graph.visitable))) if u < p]
+        draws = rng.random(len(graph.visitable))
+        fire = [i for i, u in zip(graph.visitable, draws, strict=True) if u < p]
         if not fire:
             continue
         rewrite = _Rewrite(graph, rng)

@@ -140,7 +140,9 @@ class _Parser:
                 continue
             tok = self.next()
             if tok.kind != "name":
-                raise CellError(f"line {tok.line}: an equation starts with a name, found {tok.text!r}")
+                raise CellError(
+                    f"line {tok.line}: an equation starts with a name, found {tok.text!r}"
+                )
             primed = self.peek().text == "'"
             if primed:
                 self.next()
@@ -190,9 +192,7 @@ class _Parser:
         tok = self.next()
         if tok.kind == "number":
             if float(tok.text) != 1.0:
-                raise CellError(
-                    f"line {tok.line}: only the constant 1 may appear in an equation, got {tok.text}"
-                )
+                raise CellError(f"line {tok.line}: only the constant 1 may appear, got {tok.text}")
             result: tuple = ("one", tok.line)
         elif tok.text == "(":
             result = self.sum()
@@ -202,7 +202,9 @@ class _Parser:
             sign = -1.0 if self.peek().text == "-" and self.next() else 1.0
             num = self.next()
             if num.kind != "number":
-                raise CellError(f"line {num.line}: linear(a, ...) needs a number a, found {num.text!r}")
+                raise CellError(
+                    f"line {num.line}: linear(a, ...) needs a number a, found {num.text!r}"
+                )
             self.expect(",")
             operand = self.sum()
             self.expect(")")
@@ -302,7 +304,9 @@ class _Resolver:
             if name in self.defs:
                 return self.define(name, False)
         elif name in self.states or name in self.defs or name == "x":
-            raise CellError(f"line {line}: [...] gives a bias its initial value; {name!r} is not a bias")
+            raise CellError(
+                f"line {line}: [...] gives a bias its initial value; {name!r} is not a bias"
+            )
         if name.startswith("b"):
             return self.b.bias(name, annot)
         hint = f" (a state needs an equation {name}' = ...)" if len(name) == 1 else ""

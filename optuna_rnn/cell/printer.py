@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, MUL, ONE, STATE, SUB, X, Cell
+from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, MUL, ONE, STATE, SUB, Cell, X
 
 __all__ = ["to_equations"]
 
@@ -75,7 +75,7 @@ def to_equations(cell: Cell) -> str:
             # a - b as a later operand would re-associate: a + (b - c), not a + b - c
             parts = [parts[0]] + [
                 f"({p})" if nodes[j].op == SUB and j not in names else p
-                for j, p in zip(inputs[1:], parts[1:])
+                for j, p in zip(inputs[1:], parts[1:], strict=True)
             ]
             text = " + ".join(parts)
         else:

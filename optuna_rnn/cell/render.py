@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
-from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, MUL, ONE, RELU, SIGMOID, STATE, SUB, TANH, X, Cell
+from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, MUL, ONE, RELU, SIGMOID, STATE, SUB, TANH, Cell, X
 
 __all__ = ["node_label", "render_svg"]
 
@@ -107,21 +107,22 @@ def _order(boxes: list[_Box]) -> list[list[int]]:
     pos = {k: p for row in rows for p, k in enumerate(row)}
     for sweep in range(_SWEEPS):
         down = sweep % 2 == 0
+        near = [box.inputs for box in boxes] if down else readers
         for row in rows[1:] if down else rows[-2::-1]:
-            def centre(k: int) -> float:
-                near = boxes[k].inputs if down else readers[k]
-                return sum(pos[j] for j in near) / len(near) if near else pos[k]
-
-            row.sort(key=lambda k: (centre(k), pos[k]))
+            row.sort(key=lambda k: (_mean([pos[j] for j in near[k]], pos[k]), pos[k]))
             pos.update({k: p for p, k in enumerate(row)})
     return rows
+
+
+def _mean(values: list[int], default: float) -> float:
+    return sum(values) / len(values) if values else default
 
 
 def _place(boxes: list[_Box], rows: list[list[int]]) -> float:
     """Set each box's centre x; return the drawing's width."""
     widths = [sum(boxes[k].width for k in row) + _GAP * (len(row) - 1) for row in rows]
     total = max(widths)
-    for row, width in zip(rows, widths):
+    for row, width in zip(rows, widths, strict=True):
         left = _MARGIN + (total - width) / 2
         for k in row:
             boxes[k].x = left + boxes[k].width / 2
