@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -85,14 +86,23 @@ def annotate_trial(
             )
 
 
-def save_leaderboard_note(study: optuna.Study, *, top: int = 20) -> None:
-    """Write the study's leaderboard (best ``top`` architectures) as its dashboard note."""
+def save_leaderboard_note(
+    study: optuna.Study,
+    *,
+    trials: Sequence[optuna.trial.FrozenTrial] | None = None,
+    top: int = 20,
+) -> None:
+    """Write the leaderboard (best ``top`` architectures) as the study's dashboard note.
+
+    ``trials`` as in :func:`optuna_rnn.leaderboard`: the objective passes the study's
+    trials with the one ending now already marked complete.
+    """
     from optuna_dashboard import save_note
 
     from optuna_rnn.export import cell_labels, to_markdown
     from optuna_rnn.study import leaderboard
 
-    board = leaderboard(study)
+    board = leaderboard(study, trials=trials)
     table = board.assign(cell=cell_labels(board))[list(NOTE_COLUMNS)].head(top)
     body = (
         f"## Leaderboard ({len(board)} architectures)\n\n"

@@ -6,6 +6,7 @@ share :class:`Hyperparameters` without paying for it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import math
@@ -15,7 +16,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import optuna
 
-from optuna_rnn.dashboard import ArtifactStoreLike, annotate_trial, as_artifact_store
+from optuna_rnn.dashboard import (
+    ArtifactStoreLike,
+    annotate_trial,
+    as_artifact_store,
+    save_leaderboard_note,
+)
 
 if TYPE_CHECKING:
     from optuna_rnn.cell import Cell
@@ -271,10 +277,16 @@ class CellObjective:
         }.items():
             trial.set_user_attr(key, value)
         if self.notes:
-            from optuna_rnn.dashboard import save_leaderboard_note
-
-            save_leaderboard_note(trial.study)
+            save_leaderboard_note(trial.study, trials=_as_completed(trial, result.valid["score"]))
         return result.valid["score"]
+
+
+def _as_completed(trial: optuna.Trial, value: float) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials, ``trial`` (still running) shown complete with ``value``."""
+    trials = trial.study.get_trials(deepcopy=False)
+    mine = copy.deepcopy(trials[trial.number])
+    mine.state, mine.value = optuna.trial.TrialState.COMPLETE, value
+    return [mine if t.number == trial.number else t for t in trials]
 
 
 def make_objective(task: Task, **kwargs: Any) -> CellObjective:

@@ -7,7 +7,7 @@ imports torch.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -68,17 +68,22 @@ def seed_study(
         study.enqueue_trial({**space.encode(cell), **fixed}, skip_if_exists=True)
 
 
-def leaderboard(study: optuna.Study) -> pd.DataFrame:
+def leaderboard(
+    study: optuna.Study, *, trials: Sequence[optuna.trial.FrozenTrial] | None = None
+) -> pd.DataFrame:
     """One row per architecture (fingerprint), best first.
 
     ``best_score`` and ``median_score`` are over the completed trials; ``n_trials``
     counts every finished trial of the architecture (complete, pruned or failed).
     ``best_params`` are the best trial's hyperparameters. Architectures with no
-    completed trial come last with a NaN score.
+    completed trial come last with a NaN score. ``trials`` ranks these instead of the
+    study's (the study still gives the direction).
     """
     by_cell: dict[str, list[optuna.trial.FrozenTrial]] = {}
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    for trial in study.get_trials(deepcopy=False, states=finished):
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=finished)
+    for trial in (t for t in trials if t.state in finished):
         fingerprint = trial.user_attrs.get("fingerprint")
         if fingerprint is not None:
             by_cell.setdefault(fingerprint, []).append(trial)
