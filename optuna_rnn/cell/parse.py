@@ -97,7 +97,7 @@ def _tokenize(text: str) -> list[_Tok]:
 # AST: tuples tagged by their first element.
 #   ("ref", name, primed, annot, line)  ("one", line)  ("call", fn, arg, line)
 #   ("apply", weight, annot, operand, line)  ("linear", a, operand, line)
-#   ("bin", op, left, right, line)
+#   ("op", op, [operands], line): n-ary add and mul, binary sub
 
 
 @dataclass
@@ -158,19 +158,23 @@ class _Parser:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise CellError(f"line {self.peek().line}: expression nested too deeply")
-        left = self.product()
+        line = self.peek().line
+        terms = [self.product()]
         while self.peek().text in ("+", "-"):
-            tok = self.next()
-            left = ("bin", ADD if tok.text == "+" else SUB, left, self.product(), tok.line)
+            if self.next().text == "+":
+                terms.append(self.product())
+            else:
+                terms = [("op", SUB, [_nary(ADD, terms, line), self.product()], line)]
         self.depth -= 1
-        return left
+        return _nary(ADD, terms, line)
 
     def product(self) -> tuple:
-        left = self.factor()
+        line = self.peek().line
+        factors = [self.factor()]
         while self.peek().text == "*":
-            tok = self.next()
-            left = ("bin", MUL, left, self.factor(), tok.line)
-        return left
+            self.next()
+            factors.append(self.factor())
+        return _nary(MUL, factors, line)
 
     def _annotation(self) -> float | None:
         if self.peek().text != "[":
@@ -237,6 +241,11 @@ class _Parser:
             raise CellError(f"line {tok.line}: expected an operand, found {found}")
         self.depth -= 1
         return result
+
+
+def _nary(op: str, operands: list[tuple], line: int) -> tuple:
+    """One n-ary node for ``a + b + c`` (flat, so long sums do not nest deeply)."""
+    return operands[0] if len(operands) == 1 else ("op", op, operands, line)
 
 
 class _Resolver:
@@ -321,8 +330,8 @@ class _Resolver:
                 return self.b.one()
             if tag == "call":
                 return self.b.op(e[1], self.expr(e[2]))
-            if tag == "bin":
-                return self.b.op(e[1], self.expr(e[2]), self.expr(e[3]))
+            if tag == "op":
+                return self.b.op(e[1], *[self.expr(t) for t in e[2]])
             if tag == "linear":
                 operand = self.expr(e[2])
                 w = self.b.linear(self.fresh("W"), operand, e[1])
