@@ -32,8 +32,15 @@ if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
 
 #: The leaderboard columns the study note shows.
-NOTE_COLUMNS = ("cell", "best_score", "median_score", "n_trials", "n_pruned", "best_trial",
-                "best_params")
+NOTE_COLUMNS = (
+    "cell",
+    "best_score",
+    "median_score",
+    "n_trials",
+    "n_pruned",
+    "best_trial",
+    "best_params",
+)
 
 ArtifactStoreLike = Union["ArtifactStore", str, "os.PathLike[str]"]
 

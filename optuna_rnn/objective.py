@@ -28,8 +28,13 @@ if TYPE_CHECKING:
     from optuna_rnn.spaces import CellSpace
     from optuna_rnn.tasks import Task
 
-__all__ = ["ADAM_LEARNING_RATES", "PAPER_DROPOUTS", "CellObjective", "Hyperparameters",
-           "make_objective"]
+__all__ = [
+    "ADAM_LEARNING_RATES",
+    "PAPER_DROPOUTS",
+    "CellObjective",
+    "Hyperparameters",
+    "make_objective",
+]
 
 _logger = optuna.logging.get_logger(__name__)
 
@@ -57,7 +62,12 @@ class Hyperparameters:
 
     #: The Optuna parameter names, in the order of the fields above.
     names: ClassVar[tuple[str, ...]] = (
-        "init_scale", "learning_rate", "max_grad_norm", "num_layers", "param_budget", "dropout",
+        "init_scale",
+        "learning_rate",
+        "max_grad_norm",
+        "num_layers",
+        "param_budget",
+        "dropout",
     )
 
     def __post_init__(self) -> None:
@@ -78,8 +88,14 @@ class Hyperparameters:
                 raise ValueError(f"Hyperparameters.{field_name} has invalid choices {bad}")
 
     def _choices(self) -> dict[str, tuple]:
-        fields = ("init_scales", "learning_rates", "max_grad_norms", "layer_counts",
-                  "param_budgets", "dropouts")
+        fields = (
+            "init_scales",
+            "learning_rates",
+            "max_grad_norms",
+            "layer_counts",
+            "param_budgets",
+            "dropouts",
+        )
         return {f: tuple(getattr(self, f)) for f in fields}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -90,7 +106,7 @@ class Hyperparameters:
         """
         return {
             name: trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
-            for name, choices in zip(self.names, self._choices().values())
+            for name, choices in zip(self.names, self._choices().values(), strict=True)
         }
 
 

@@ -112,5 +112,7 @@ def leaderboard(
     board = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS).astype(
         {"best_trial": "Int64", "param_count": "Int64"}
     )
-    board = board.sort_values("best_score", ascending=not maximize, na_position="last", kind="stable")
+    board = board.sort_values(
+        "best_score", ascending=not maximize, na_position="last", kind="stable"
+    )
     return board.reset_index(drop=True)

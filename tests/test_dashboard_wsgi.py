@@ -6,12 +6,12 @@ import io
 import json
 from pathlib import Path
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore
 from optuna_dashboard import wsgi
-from wsgiref.util import setup_testing_defaults
 
 from optuna_rnn import make_objective, seed_study
 from optuna_rnn.cell import Cell, zoo
@@ -19,12 +19,25 @@ from optuna_rnn.cell.render import render_svg
 from optuna_rnn.objective import Hyperparameters
 from optuna_rnn.tasks.memorization import Memorization
 
-TRIAL_ATTRS = {"equations", "fingerprint", "zoo_name", "param_count", "width", "score",
-               "test_score", "tokens_per_second", "ended_because"}
+TRIAL_ATTRS = {
+    "equations",
+    "fingerprint",
+    "zoo_name",
+    "param_count",
+    "width",
+    "score",
+    "test_score",
+    "tokens_per_second",
+    "ended_because",
+}
 
 
 def _get(app: Any, path: str) -> tuple[str, dict[str, str], bytes]:
-    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+    environ: dict[str, Any] = {
+        "PATH_INFO": path,
+        "REQUEST_METHOD": "GET",
+        "wsgi.input": io.BytesIO(),
+    }
     setup_testing_defaults(environ)
     reply: dict[str, Any] = {}
 
@@ -44,7 +57,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, optuna.Study]
     objective = make_objective(
         Memorization(length=3, alphabet=6, eval_size=40),
         hyperparameters=Hyperparameters(param_budgets=(1500,), layer_counts=(1,)),
-        max_steps=20, eval_every=10, backend="reference", artifact_store=root / "artifacts",
+        max_steps=20,
+        eval_every=10,
+        backend="reference",
+        artifact_store=root / "artifacts",
     )
     study.optimize(objective, n_trials=2)
     app = wsgi(storage, artifact_store=FileSystemArtifactStore(root / "artifacts"))
@@ -61,7 +77,7 @@ def _detail(served: tuple[Any, optuna.Study]) -> dict[str, Any]:
 def test_trials_carry_the_cell_and_its_results(served: tuple[Any, optuna.Study]) -> None:
     trials = _detail(served)["trials"]
     assert len(trials) == 2
-    for trial, name in zip(trials, ["gru", "mut1"]):
+    for trial, name in zip(trials, ["gru", "mut1"], strict=True):
         attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
         assert TRIAL_ATTRS <= set(attrs)
         assert attrs["zoo_name"] == name and attrs["fingerprint"] == zoo.get(name).fingerprint

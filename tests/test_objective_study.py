@@ -12,7 +12,6 @@ from optuna.trial import TrialState
 from optuna_rnn import leaderboard, make_objective, seed_study
 from optuna_rnn.cell import zoo
 from optuna_rnn.objective import Hyperparameters
-from optuna_rnn.spaces import GatedSpace
 from optuna_rnn.tasks.memorization import Memorization
 
 
@@ -28,12 +27,19 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
     )
     seed_study(study, ["lstm", "gru"], hyperparameters={"learning_rate": 1.0})
     hyperparameters = Hyperparameters(
-        param_budgets=(1500,), layer_counts=(1, 2), learning_rates=(0.5, 1.0, 2.0),
-        init_scales=(0.7, 1.0), max_grad_norms=(5.0,),
+        param_budgets=(1500,),
+        layer_counts=(1, 2),
+        learning_rates=(0.5, 1.0, 2.0),
+        init_scales=(0.7, 1.0),
+        max_grad_norms=(5.0,),
     )
     objective = make_objective(
-        Memorization(length=3, alphabet=6, eval_size=60), hyperparameters=hyperparameters,
-        max_steps=60, eval_every=20, backend="reference", notes=False,
+        Memorization(length=3, alphabet=6, eval_size=60),
+        hyperparameters=hyperparameters,
+        max_steps=60,
+        eval_every=20,
+        backend="reference",
+        notes=False,
     )
     study.optimize(objective, n_trials=12)
     return optuna.load_study(study_name="memorization", storage=f"sqlite:///{path}")
@@ -47,7 +53,9 @@ def test_every_trial_ends_and_some_are_pruned(study: optuna.Study) -> None:
     for trial in study.trials:
         assert trial.user_attrs["ended_because"] in {"max_steps", "pruned", "diverged"}
         pruned = trial.user_attrs["ended_because"] == "pruned"
-        assert (trial.state == TrialState.PRUNED) == (pruned or trial.user_attrs["ended_because"] == "diverged")
+        assert (trial.state == TrialState.PRUNED) == (
+            pruned or trial.user_attrs["ended_because"] == "diverged"
+        )
 
 
 def test_seeded_cells_run_first_with_their_fixed_hyperparameters(study: optuna.Study) -> None:

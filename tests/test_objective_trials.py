@@ -50,13 +50,24 @@ class PruneAt(optuna.pruners.BasePruner):
 
 TASK = Memorization(length=3, alphabet=6, eval_size=60)
 SPACE = EquationSpace({"gru": str(zoo.get("gru")), "tanh": str(zoo.get("tanh")), "broken": BROKEN})
-SMALL = Hyperparameters(param_budgets=(1500,), layer_counts=(1,), learning_rates=(1.0,),
-                        init_scales=(1.0,), max_grad_norms=(5.0,))
+SMALL = Hyperparameters(
+    param_budgets=(1500,),
+    layer_counts=(1,),
+    learning_rates=(1.0,),
+    init_scales=(1.0,),
+    max_grad_norms=(5.0,),
+)
 
 
 def _objective(**kw: Any):
-    settings = dict(space=SPACE, hyperparameters=SMALL, max_steps=60, eval_every=20,
-                    backend="reference", notes=False)
+    settings = dict(
+        space=SPACE,
+        hyperparameters=SMALL,
+        max_steps=60,
+        eval_every=20,
+        backend="reference",
+        notes=False,
+    )
     return make_objective(TASK, **{**settings, **kw})
 
 
@@ -118,8 +129,12 @@ def test_a_completed_trial_records_its_model_and_scores() -> None:
     assert abs(attrs["param_count"] - 1500) <= 0.1 * 1500
     assert attrs["width"] >= 1 and attrs["tokens_per_second"] > 0
     assert attrs["hyperparameters"] == {
-        "init_scale": 1.0, "learning_rate": 1.0, "max_grad_norm": 5.0, "num_layers": 1,
-        "param_budget": 1500, "dropout": 0.0,
+        "init_scale": 1.0,
+        "learning_rate": 1.0,
+        "max_grad_norm": 5.0,
+        "num_layers": 1,
+        "param_budget": 1500,
+        "dropout": 0.0,
     }
     # Single-choice hyperparameters are not parameters; the cell's choice is.
     assert trial.params == {"eq.name": "gru"}
@@ -140,7 +155,12 @@ def test_the_study_direction_must_match_the_task() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("learning_rates", ()), ("layer_counts", (0,)), ("dropouts", (1.0,)), ("param_budgets", (1.5,))],
+    [
+        ("learning_rates", ()),
+        ("layer_counts", (0,)),
+        ("dropouts", (1.0,)),
+        ("param_budgets", (1.5,)),
+    ],
 )
 def test_bad_hyperparameter_choices_are_an_error(field: str, value: tuple) -> None:
     with pytest.raises(ValueError, match=field):

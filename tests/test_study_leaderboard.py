@@ -14,15 +14,29 @@ from optuna_rnn.spaces import GatedSpace
 from optuna_rnn.study import LEADERBOARD_COLUMNS
 
 
-def _add(study: optuna.Study, fingerprint: str | None, value: float | None, state: TrialState,
-         **attrs: object) -> None:
+def _add(
+    study: optuna.Study,
+    fingerprint: str | None,
+    value: float | None,
+    state: TrialState,
+    **attrs: object,
+) -> None:
     user_attrs = dict(attrs)
     if fingerprint is not None:
-        user_attrs.update(fingerprint=fingerprint, equations=f"h' = {fingerprint}",
-                          hyperparameters={"learning_rate": value})
+        user_attrs.update(
+            fingerprint=fingerprint,
+            equations=f"h' = {fingerprint}",
+            hyperparameters={"learning_rate": value},
+        )
     intermediate = {10: -1.0} if state == TrialState.PRUNED else {}
-    study.add_trial(create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
-                                 user_attrs=user_attrs, intermediate_values=intermediate))
+    study.add_trial(
+        create_trial(
+            state=state,
+            value=value if state == TrialState.COMPLETE else None,
+            user_attrs=user_attrs,
+            intermediate_values=intermediate,
+        )
+    )
 
 
 def _study(direction: str) -> optuna.Study:

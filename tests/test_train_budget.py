@@ -29,9 +29,7 @@ def test_within_two_percent_of_realistic_budgets(name: str, num_layers: int, bud
     num_layers=st.integers(1, 4),
     input_kind=st.sampled_from(["tokens", "dense"]),
 )
-def test_width_is_the_closest(
-    name: str, budget: int, num_layers: int, input_kind: str
-) -> None:
+def test_width_is_the_closest(name: str, budget: int, num_layers: int, input_kind: str) -> None:
     cell = zoo.get(name)
     kw = dict(num_layers=num_layers, input_kind=input_kind, **SIZES)
     width = hidden_size_for_budget(cell, budget, **kw)

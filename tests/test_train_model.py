@@ -13,11 +13,18 @@ from optuna_rnn.train import SequenceModel, build_model, count_parameters
 
 @pytest.mark.parametrize("name", zoo.names())
 @pytest.mark.parametrize(("input_kind", "num_layers"), [("tokens", 1), ("dense", 2), ("tokens", 3)])
-def test_count_parameters_matches_the_built_model(name: str, input_kind: str, num_layers: int) -> None:
+def test_count_parameters_matches_the_built_model(
+    name: str, input_kind: str, num_layers: int
+) -> None:
     cell = zoo.get(name)
     model = SequenceModel(
-        cell, input_kind=input_kind, input_size=11, output_size=7, hidden_size=9,
-        num_layers=num_layers, backend="reference",
+        cell,
+        input_kind=input_kind,
+        input_size=11,
+        output_size=7,
+        hidden_size=9,
+        num_layers=num_layers,
+        backend="reference",
     )
     built = sum(p.numel() for p in model.parameters())
     assert built == count_parameters(
@@ -59,5 +66,11 @@ def test_init_scale_bounds_the_embedding_and_output_weights() -> None:
 
 def test_unknown_input_kind_is_an_error() -> None:
     with pytest.raises(ValueError, match="input_kind"):
-        SequenceModel(zoo.get("gru"), input_kind="pixels", input_size=3, output_size=3,
-                      hidden_size=4, backend="reference")
+        SequenceModel(
+            zoo.get("gru"),
+            input_kind="pixels",
+            input_size=3,
+            output_size=3,
+            hidden_size=4,
+            backend="reference",
+        )

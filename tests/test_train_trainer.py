@@ -31,7 +31,9 @@ def test_gru_learns_and_the_best_checkpoint_is_kept(task: Memorization) -> None:
     model = _model(task)
     seen: list[tuple[int, float]] = []
     result = train(
-        model, task, TrainConfig(learning_rate=1.0, max_grad_norm=5.0, max_steps=300, eval_every=50),
+        model,
+        task,
+        TrainConfig(learning_rate=1.0, max_grad_norm=5.0, max_steps=300, eval_every=50),
         on_evaluate=lambda step, valid: seen.append((step, valid["score"])),
     )
     assert [s for s, _ in seen] == [50, 100, 150, 200, 250, 300]
@@ -67,8 +69,14 @@ def test_time_budget_stops_after_the_step_it_runs_out(task: Memorization) -> Non
 
 def test_learning_rate_decays_and_training_stops_after_max_decays(task: Memorization) -> None:
     # At a learning rate of 5 with tiny clipping the loss stalls; every stall halves it.
-    config = TrainConfig(learning_rate=5.0, max_grad_norm=0.1, max_steps=400, eval_every=5,
-                         lr_decay=2.0, max_decays=2)
+    config = TrainConfig(
+        learning_rate=5.0,
+        max_grad_norm=0.1,
+        max_steps=400,
+        eval_every=5,
+        lr_decay=2.0,
+        max_decays=2,
+    )
     result = train(_model(task, "tanh"), task, config)
     assert result.ended_because == "converged"
     losses = [loss for _, loss, _ in result.history]
@@ -78,8 +86,13 @@ def test_learning_rate_decays_and_training_stops_after_max_decays(task: Memoriza
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("optimizer", "rmsprop"), ("max_steps", 0), ("learning_rate", -1.0), ("lr_decay", 0.5),
-     ("divergence_factor", 1.0)],
+    [
+        ("optimizer", "rmsprop"),
+        ("max_steps", 0),
+        ("learning_rate", -1.0),
+        ("lr_decay", 0.5),
+        ("divergence_factor", 1.0),
+    ],
 )
 def test_bad_config_is_an_error(field: str, value: object) -> None:
     kw = {"learning_rate": 1.0, "max_grad_norm": 1.0, field: value}
@@ -88,8 +101,9 @@ def test_bad_config_is_an_error(field: str, value: object) -> None:
 
 
 def test_adam_trains_too(task: Memorization) -> None:
-    config = TrainConfig(learning_rate=1e-2, max_grad_norm=5.0, optimizer="adam", max_steps=60,
-                         eval_every=30)
+    config = TrainConfig(
+        learning_rate=1e-2, max_grad_norm=5.0, optimizer="adam", max_steps=60, eval_every=30
+    )
     result = train(_model(task), task, config)
     assert math.isfinite(result.valid["loss"])
     assert result.history[-1][1] < math.log(task.output_size)

@@ -44,8 +44,13 @@ def count_parameters(
     ``input_kind="tokens"``: an ``input_size x H`` embedding; ``"dense"``: a linear
     projection with bias. The output layer is ``H x output_size`` with bias.
     """
-    _check_sizes(hidden_size=hidden_size, input_size=input_size, output_size=output_size,
-                 num_layers=num_layers, input_kind=input_kind)
+    _check_sizes(
+        hidden_size=hidden_size,
+        input_size=input_size,
+        output_size=output_size,
+        num_layers=num_layers,
+        input_kind=input_kind,
+    )
     a, b = _cell_coefficients(cell)
     h = hidden_size
     embed = input_size * h + (h if input_kind == "dense" else 0)
@@ -72,8 +77,14 @@ def hidden_size_for_budget(
         raise ValueError(f"budget must be a positive int, got {budget!r}")
 
     def count(h: int) -> int:
-        return count_parameters(cell, h, input_size=input_size, output_size=output_size,
-                                num_layers=num_layers, input_kind=input_kind)
+        return count_parameters(
+            cell,
+            h,
+            input_size=input_size,
+            output_size=output_size,
+            num_layers=num_layers,
+            input_kind=input_kind,
+        )
 
     smallest = count(1)
     if smallest > budget:
@@ -97,8 +108,12 @@ def hidden_size_for_budget(
 def _check_sizes(
     *, hidden_size: int, input_size: int, output_size: int, num_layers: int, input_kind: str
 ) -> None:
-    for name, value in (("hidden_size", hidden_size), ("input_size", input_size),
-                        ("output_size", output_size), ("num_layers", num_layers)):
+    for name, value in (
+        ("hidden_size", hidden_size),
+        ("input_size", input_size),
+        ("output_size", output_size),
+        ("num_layers", num_layers),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if input_kind not in ("tokens", "dense"):

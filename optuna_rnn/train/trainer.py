@@ -171,8 +171,7 @@ def train(
         train_seconds += time.perf_counter() - tick
 
         out_of_time = (
-            config.max_seconds is not None
-            and time.perf_counter() - start >= config.max_seconds
+            config.max_seconds is not None and time.perf_counter() - start >= config.max_seconds
         )
         last = step == config.max_steps or out_of_time
         if step % config.eval_every and not last:
