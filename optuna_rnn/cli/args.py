@@ -51,9 +51,12 @@ def _typed(convert: Any, what: str) -> Any:
 
 def _positive(kind: type) -> Any:
     def convert(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise ValueError(f"must be positive, got {text}")
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise ValueError(f"must be a positive {kind.__name__}, got {text!r}")
         return value
 
     return _typed(convert, f"positive {kind.__name__}")
@@ -96,11 +99,11 @@ def add_spec_options(parser: argparse.ArgumentParser, *, n_trials: int | None = 
         default=[], help="an option of make_objective, VALUE as JSON, e.g. --set "
         "max_steps=500 --set max_seconds=30 --set artifact_store=artifacts (repeatable)",
     )
-    parser.add_argument("--space", choices=SPACES, default=defaults.space,
+    parser.add_argument("--space", choices=SPACES,
                         help="gated: gate-wiring space; graph: open-ended node graphs "
-                        f"(default: {defaults.space})")
-    parser.add_argument("--max-nodes", type=positive_int, default=defaults.max_nodes,
-                        help=f"node limit of the graph space (default: {defaults.max_nodes})")
+                        "(default: graph for the evolution sampler, else gated)")
+    parser.add_argument("--max-nodes", type=positive_int,
+                        help="node limit of the graph space (default: GraphSpace's)")
     parser.add_argument("--pruner", choices=PRUNERS, default=defaults.pruner,
                         help=f"stops poor trials early (default: {defaults.pruner})")
     if n_trials is not None:

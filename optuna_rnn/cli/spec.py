@@ -66,7 +66,8 @@ class SearchSpec:
             tasks make the paper's min-over-tasks score relative to ``reference``
             (:func:`optuna_rnn.make_multitask_objective`).
         space: ``"gated"`` (:class:`~optuna_rnn.GatedSpace`) or ``"graph"``
-            (:class:`~optuna_rnn.GraphSpace` with ``max_nodes``).
+            (:class:`~optuna_rnn.GraphSpace` with ``max_nodes``, if given); by default ``"graph"``
+            for evolution (mutants leave the gated space) and ``"gated"`` otherwise.
         sampler: ``"evolution"`` (:class:`~optuna_rnn.CellEvolutionSampler`), ``"tpe"``,
             ``"random"`` or ``"gp"``.
         pruner: ``"median"``, ``"hyperband"`` or ``"none"``.
@@ -81,8 +82,8 @@ class SearchSpec:
     """
 
     tasks: tuple[str, ...] = ("memorization",)
-    space: str = "gated"
-    max_nodes: int = 12
+    space: str | None = None
+    max_nodes: int | None = None
     sampler: str = "evolution"
     pruner: str = "median"
     n_trials: int = 20
@@ -96,6 +97,8 @@ class SearchSpec:
         object.__setattr__(self, "tasks", tuple(self.tasks))
         object.__setattr__(self, "seed_cells", tuple(self.seed_cells))
         object.__setattr__(self, "objective", dict(self.objective))
+        if self.space is None:
+            object.__setattr__(self, "space", "graph" if self.sampler == "evolution" else "gated")
         if not self.tasks:
             raise ValueError("a search needs at least one task")
         for task in self.tasks:
@@ -166,7 +169,9 @@ class SearchSpec:
     def build_space(self) -> Any:
         from optuna_rnn import GatedSpace, GraphSpace
 
-        return GatedSpace() if self.space == "gated" else GraphSpace(max_nodes=self.max_nodes)
+        if self.space == "gated":
+            return GatedSpace()
+        return GraphSpace() if self.max_nodes is None else GraphSpace(max_nodes=self.max_nodes)
 
     def enqueue_seeds(self, study: optuna.Study) -> None:
         """Enqueue the seed cells, each ``seed_draws`` times, as the study's first trials."""

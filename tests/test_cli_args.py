@@ -1,0 +1,97 @@
+"""optuna-rnn's help and its answers to bad arguments (exit status 2 and a message)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optuna_rnn.cli import main
+from optuna_rnn.cli.spec import SearchSpec, parse_task
+
+COMMANDS = ("search", "worker", "baselines", "leaderboard", "show", "export")
+
+
+def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(command in out for command in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: optuna-rnn {command}") and "--storage" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "required: COMMAND"),
+        (["serach"], "invalid choice: 'serach'"),
+        (["search", "--task", "sudoku"], "unknown task 'sudoku'"),
+        (["search", "--task", "arithmetic:small,digits"], "expected KEY=VALUE"),
+        (["search", "--workers", "0"], "--workers: must be a positive int, got '0'"),
+        (["search", "--n-trials", "many"], "--n-trials: must be a positive int, got 'many'"),
+        (["search", "--storage", "redis://host"], "is not one of sqlite:///FILE"),
+        (["search", "--sampler", "cmaes"], "invalid choice: 'cmaes'"),
+        (["search", "--seed-cells", "lstm,lstmm"], "unknown zoo cells ['lstmm']"),
+        (["search", "--seed-cells", "lstm,gru", "--n-trials", "1"], "smaller than the 2 seeded"),
+        (["search", "--set", "max_steps"], "expected KEY=VALUE"),
+        (["search", "--grace-period", "5", "--heartbeat-interval", "10"], "must exceed"),
+        (["baselines", "--n-trials", "3"], "unrecognized arguments: --n-trials"),
+        (["show"], "name a cell"),
+        (["show", "lstm", "--trial", "0"], "name a cell"),
+        (["show", "no_such_cell"], "neither a zoo cell"),
+        (["export"], "--out"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(
+    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default storage lands here, if anywhere
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_or_ambiguous_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/two.db"
+    for name in ("a", "b"):
+        optuna.create_study(study_name=name, storage=url)
+    for argv, message in [
+        (["leaderboard", "--storage", url], "--study-name is needed; " + url + " holds studies: a, b"),
+        (["leaderboard", "--storage", url, "--study-name", "c"], "no study 'c'"),
+        (["worker", "--storage", url, "--study-name", "a"], "was not created by `optuna-rnn search`"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_spec_round_trips_through_json() -> None:
+    spec = SearchSpec(tasks=("arithmetic:small,eval_size=200", "xml"), sampler="tpe",
+                      seed=7, objective={"max_steps": 10})
+    assert SearchSpec.from_json(spec.to_json()) == spec
+    assert spec.space == "gated" and SearchSpec().space == "graph"  # evolution mutates graphs
+    assert parse_task("arithmetic:small,eval_size=200,negatives=false") == (
+        "arithmetic", "small", {"eval_size": 200, "negatives": False}
+    )
+
+
+def test_console_script_module_runs() -> None:
+    done = subprocess.run([sys.executable, "-m", "optuna_rnn.cli", "show", "gru"],
+                          capture_output=True, text=True, check=True)
+    assert "h' = " in done.stdout
