@@ -6,16 +6,20 @@ from typing import Any
 
 import torch
 
+import optuna_rnn as orn
 from optuna_rnn.tasks import Batch, Memorization, Task
 
 
-class _GRUModel(torch.nn.Module):
-    """Embedding, GRU, linear read-out; ``forward(batch, state)`` as Task.evaluate wants."""
+class _Model(torch.nn.Module):
+    """Embedding, the zoo's GRU on the reference backend, linear read-out.
+
+    ``forward(batch, state)`` is the signature :meth:`Task.evaluate` wants.
+    """
 
     def __init__(self, task: Task, hidden: int) -> None:
         super().__init__()
         self.embed = torch.nn.Embedding(task.input_size, 32)
-        self.rnn = torch.nn.GRU(32, hidden)
+        self.rnn = orn.CellRNN(orn.zoo.get("gru"), 32, hidden, backend="reference")
         self.out = torch.nn.Linear(hidden, task.output_size)
 
     def forward(self, batch: Batch, state: Any) -> tuple[torch.Tensor, Any]:
@@ -29,7 +33,7 @@ def test_gru_reaches_95_percent_on_memorization() -> None:
     try:
         torch.manual_seed(0)
         task = Memorization(length=4, alphabet=10, eval_size=500)
-        model = _GRUModel(task, hidden=64)
+        model = _Model(task, hidden=64)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
         batches = task.train_batches(32, seed=0)
         best = 0.0
