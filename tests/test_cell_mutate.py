@@ -99,3 +99,53 @@ def test_importing_mutate_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+ACTS = ["tanh({})", "sigm({})", "relu({})", "linear(0, {})", "linear(1, {})", "linear(0.9, {})"]
+ACTS.append("linear(1.1, {})")
+
+
+def test_each_transformation_gives_exactly_the_paper_outcomes() -> None:
+    """On h' = tanh(x) (one operation node) every outcome of every transformation shows up,
+    and nothing else does."""
+    rng = np.random.default_rng(0)
+    parent = Cell.parse("h' = tanh(x)")
+    seen: dict[str, set[Cell]] = {}
+    for _ in range(600):
+        m = mutate(parent, rng, return_log=True)
+        (step,) = m.steps
+        seen.setdefault(step.transformation, set()).add(m.cell)
+
+    def cells(*texts: str) -> set[Cell]:
+        return {Cell.parse(f"h' = {t}") for t in texts}
+
+    assert seen == {
+        "change_activation": cells(*(a.format("x") for a in ACTS[1:])),
+        "insert_activation": cells(*(f"tanh({a.format('x')})" for a in ACTS)),
+        "remove_node": cells("x"),
+        "replace_with_ancestor": cells("x"),
+    }
+
+
+def test_transformations_of_an_elementwise_node() -> None:
+    """Single-step mutations of the product in h' = tanh(x) * h, by transformation."""
+    rng = np.random.default_rng(0)
+    parent = Cell.parse("h' = tanh(x) * h")
+    product = parent.updates["h"]
+    seen: dict[str, set[Cell]] = {}
+    for _ in range(1500):
+        m = mutate(parent, rng, return_log=True)
+        if len(m.steps) == 1 and m.steps[0].node == product:
+            seen.setdefault(m.steps[0].transformation, set()).add(m.cell)
+
+    def cells(*texts: str) -> set[Cell]:
+        return {Cell.parse(f"h' = {t}") for t in texts}
+
+    assert seen["change_elementwise"] == cells("tanh(x) + h", "tanh(x) - h", "h - tanh(x)")
+    # h' = h alone never reads x: invalid, so never proposed
+    assert seen["replace_with_ancestor"] == cells("x", "tanh(x)")
+    # an ancestor of the product (x, h, tanh(x)) with an ancestor of tanh(x) before it (x)
+    assert seen["combine_ancestors"] == cells(
+        *(f"{a} {op} x" for a in ("x", "h", "tanh(x)") for op in "+-*")
+    )
+    assert len(seen["insert_activation"]) == 2 * len(ACTS) and "remove_node" not in seen

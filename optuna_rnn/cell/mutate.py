@@ -2,7 +2,8 @@
 
 One call draws ``p ~ U[0, 1]``, visits every operation node (linear maps, elementwise
 nodes, activations; not ``x``, states, biases or the constant) and, with probability
-``p``, applies one of the transformations that fit the node, chosen uniformly:
+``p``, applies one of the transformations that fit the node, chosen uniformly (a pass
+that would transform no node is never drawn: the nodes are drawn given that one is):
 
 ``change_activation``
     tanh / sigmoid / ReLU / a linear map becomes another of tanh, sigmoid, ReLU,
@@ -28,6 +29,7 @@ Everything is drawn from the given ``numpy.random.Generator``: same seed, same m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar, overload
@@ -142,13 +144,9 @@ def mutate(
         raise CellError(f"the cell {str(cell)!r} has no operation node to mutate")
     p = float(rng.random())
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        draws = rng.random(len(graph.visitable))
-        fire = [i for i, u in zip(graph.visitable, draws, strict=True) if u < p]
-        if not fire:
-            continue
         rewrite = _Rewrite(graph, rng)
         try:
-            child = rewrite.run(set(fire), max_nodes)
+            child = rewrite.run(_fire(graph.visitable, p, rng), max_nodes)
         except CellError:
             continue
         if child.fingerprint != cell.fingerprint:
@@ -156,6 +154,16 @@ def mutate(
                 return child
             return Mutation(cell, child, p, tuple(rewrite.steps), attempt)
     raise CellError(f"no valid mutant of the cell in {MAX_ATTEMPTS} passes (p={p:.3g})")
+
+
+def _fire(visitable: list[int], p: float, rng: np.random.Generator) -> set[int]:
+    """The nodes a pass transforms: each with probability ``p``, given that one at least
+    does (a pass that changes nothing is drawn again, so draw it conditioned directly)."""
+    n = len(visitable)
+    weights = np.array([math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(1, n + 1)])
+    total = weights.sum()
+    count = 1 + int(rng.choice(n, p=weights / total)) if total > 0 else 1
+    return {int(i) for i in rng.choice(visitable, size=count, replace=False)}
 
 
 class _Graph:
