@@ -9,6 +9,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from optuna_rnn import Cell, CellError, mutate, zoo
 from optuna_rnn.cell.mutate import TRANSFORMATIONS, Mutation
@@ -53,6 +55,29 @@ def test_same_seed_same_mutant() -> None:
 
     assert run(3) == run(3)
     assert run(3) != run(4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**63), st.sampled_from(zoo.names()))
+def test_same_seed_same_mutant_for_any_seed(seed: int, name: str) -> None:
+    a = mutate(zoo.get(name), np.random.default_rng(seed), return_log=True)
+    b = mutate(zoo.get(name), np.random.default_rng(seed), return_log=True)
+    assert a == b and str(a.cell) == str(b.cell)
+
+
+@pytest.mark.slow
+def test_long_mutation_chains_from_every_zoo_cell() -> None:
+    rng = np.random.default_rng(123)
+    for name in zoo.names():
+        cell = zoo.get(name)
+        for _ in range(500):
+            if not any(n.op not in ("x", "state", "one", "bias") for n in cell.nodes):
+                cell = zoo.get(name)
+            child = mutate(cell, rng, max_nodes=48)
+            assert child != cell and child.num_inner_nodes <= 48
+            assert Cell.parse(str(child)) == child
+            assert Cell.from_dict(json.loads(json.dumps(child.to_dict()))) == child
+            cell = child
 
 
 def test_max_nodes_is_respected() -> None:
