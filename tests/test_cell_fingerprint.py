@@ -116,7 +116,7 @@ def test_every_spelling_has_the_same_fingerprint(cell: Cell, rnd: random.Random)
 def test_zoo_source_text_rewritten_keeps_the_fingerprint(name: str) -> None:
     """Text-level rewrites of the zoo's own equations: renamed, reordered, padded."""
     cell = zoo.get(name)
-    lines = [ln.strip() for ln in zoo._ENTRIES[name].equations.strip().splitlines()]
+    lines = [ln.strip() for ln in zoo.equations(name).strip().splitlines()]
     for seed in range(5):
         rnd = random.Random(seed)
         shuffled = lines[:]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from optuna_rnn.cell.ir import Cell, CellError
 
-__all__ = ["Entry", "get", "names", "name_of", "source"]
+__all__ = ["Entry", "equations", "get", "names", "name_of", "source"]
 
 _JOZEFOWICZ = "Jozefowicz, Zaremba, Sutskever, ICML 2015"
 _GREFF = "Greff et al., LSTM: A Search Space Odyssey, IEEE TNNLS 2017"
@@ -217,6 +217,11 @@ def _parsed(name: str) -> Cell:
 def source(name: str) -> str:
     """Where the zoo cell ``name`` comes from."""
     return _entry(name).source
+
+
+def equations(name: str) -> str:
+    """The zoo cell's equations as written here (``str(get(name))`` is the canonical form)."""
+    return _entry(name).equations
 
 
 @functools.cache
