@@ -94,8 +94,9 @@ _ENTRIES: dict[str, Entry] = {
     ),
     "gru_torch": Entry(
         _GATED + "n = tanh(Wxn x + bxn + r * (Whn h + bhn))\nh' = z * h + (1 - z) * n",
-        "PyTorch's nn.GRU (reset applied after the recurrent matrix, as in Cho et al. 2014's "
-        "original); its bias pairs b_ir + b_hr and b_iz + b_hz are one bias each here (br, bz)",
+        "PyTorch's nn.GRU and cuDNN: the reset gate applied after the recurrent matrix, as in "
+        "the first arXiv version of Cho et al. 2014 (1406.1078v1); nn.GRU's bias pairs "
+        "b_ir + b_hr and b_iz + b_hz are one bias each here (br, bz)",
     ),
     "mut1": Entry(
         """
