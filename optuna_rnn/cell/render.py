@@ -114,20 +114,39 @@ def _order(boxes: list[_Box]) -> list[list[int]]:
     return rows
 
 
-def _mean(values: list[int], default: float) -> float:
+def _mean(values: list[float], default: float) -> float:
     return sum(values) / len(values) if values else default
 
 
 def _place(boxes: list[_Box], rows: list[list[int]]) -> float:
-    """Set each box's centre x; return the drawing's width."""
+    """Set each box's centre x; return the drawing's width.
+
+    Rows start centred; then sweeps move every box towards the mean x of its neighbours
+    in the row above (or below), keeping the row's order and spacing, which straightens
+    chains and long edges.
+    """
     widths = [sum(boxes[k].width for k in row) + _GAP * (len(row) - 1) for row in rows]
-    total = max(widths)
     for row, width in zip(rows, widths, strict=True):
-        left = _MARGIN + (total - width) / 2
+        left = (max(widths) - width) / 2
         for k in row:
             boxes[k].x = left + boxes[k].width / 2
             left += boxes[k].width + _GAP
-    return total + 2 * _MARGIN
+    readers = _readers(boxes)
+    for sweep in range(_SWEEPS):
+        near = [box.inputs for box in boxes] if sweep % 2 == 0 else readers
+        for row in rows[1:] if sweep % 2 == 0 else rows[-2::-1]:
+            want = [_mean([boxes[j].x for j in near[k]], boxes[k].x) for k in row]
+            placed, right = [], -float("inf")
+            for k, x in zip(row, want, strict=True):
+                placed.append(max(x, right + boxes[k].width / 2 + _GAP))
+                right = placed[-1] + boxes[k].width / 2
+            shift = _mean([w - x for w, x in zip(want, placed, strict=True)], 0.0)
+            for k, x in zip(row, placed, strict=True):
+                boxes[k].x = x + shift
+    left = min(box.x - box.width / 2 for box in boxes)
+    for box in boxes:
+        box.x += _MARGIN - left
+    return max(box.x + box.width / 2 for box in boxes) + _MARGIN
 
 
 def render_svg(cell: Cell) -> str:
