@@ -1,0 +1,137 @@
+"""Four workers on one study in a real PostgreSQL server, one of them SIGKILLed mid-trial.
+
+The fixture starts a throwaway cluster (initdb + pg_ctl, a free loopback port, a temp
+dir; as the ``postgres`` user when run as root, since the server refuses root). Where the
+server binaries are missing the test is skipped; ``.ci/run`` installs them.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from optuna_rnn.cli.run import WORKER_ATTR, live_trials
+from optuna_rnn.samplers._records import REEVALUATE, read_plan
+
+pytest.importorskip("psycopg2", reason="psycopg2 is needed to reach PostgreSQL")
+
+TINY = [
+    "--task", "memorization,length=3,alphabet=8,eval_size=40",
+    "--set", "max_steps=60", "--set", "eval_every=20", "--set", "batch_size=8",
+    "--set", 'hyperparameters={"param_budgets": [3000]}',
+]
+N_TRIALS = 8
+GRACE_PERIOD = 3
+
+
+def _server_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=os.path.getmtime)
+    return versions[-1] if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    initdb, pg_ctl = _server_binary("initdb"), _server_binary("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's "
+            "`postgresql` package (as .ci/run does) to run this test"
+        )
+    root = Path(tempfile.mkdtemp(prefix="optuna-rnn-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run the server")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", _free_port()
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust",
+                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w",
+                    "-o", options, "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _kill_a_worker_mid_trial(study: optuna.Study, search: subprocess.Popen) -> int:
+    """SIGKILL the worker of a trial that has reported but not finished; its number."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert search.poll() is None, search.communicate()
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+            if trial.intermediate_values and WORKER_ATTR in trial.user_attrs:
+                os.kill(int(trial.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
+                return trial.number
+        time.sleep(0.05)
+    raise AssertionError("no trial reached its first report in time")
+
+
+def test_four_workers_survive_a_killed_one(postgres_url: str) -> None:
+    search = subprocess.Popen(
+        [sys.executable, "-m", "optuna_rnn.cli", "search", *TINY, "--no-progress",
+         "--storage", postgres_url, "--study-name", "pg", "--n-trials", str(N_TRIALS),
+         "--workers", "4", "--seed", "0", "--heartbeat-interval", "1",
+         "--grace-period", str(GRACE_PERIOD)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while "pg" not in optuna.get_all_study_names(postgres_url):
+        assert time.monotonic() < deadline and search.poll() is None, search.communicate()
+        time.sleep(0.2)
+    study = optuna.load_study(study_name="pg", storage=postgres_url)
+    killed_number = _kill_a_worker_mid_trial(study, search)
+    out, err = search.communicate(timeout=300)
+    assert search.returncode == 0, err
+    assert "1 of 4 workers exited with [-9]" in err
+
+    trials = study.get_trials()
+    live = live_trials(trials)
+    # the requested count, all finished, nothing left running or waiting
+    assert len(live) == N_TRIALS
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in live)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    # the killed trial failed after the grace period and its retry ran in its place
+    killed = trials[killed_number]
+    assert killed.state == TrialState.FAIL and killed not in live
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed_number]
+    assert retry in live and retry.params == killed.params
+    assert retry.user_attrs[WORKER_ATTR] != killed.user_attrs[WORKER_ATTR]
+    # no architecture trained twice except by the sampler's re-evaluations
+    by_fingerprint = collections.defaultdict(list)
+    for trial in live:
+        by_fingerprint[trial.user_attrs["fingerprint"]].append(trial)
+    for group in by_fingerprint.values():
+        repeats = [t for t in group[1:] if (plan := read_plan(t)) is None or plan.action != REEVALUATE]
+        assert not repeats, [t.number for t in group]
+    assert "best cell" in out
