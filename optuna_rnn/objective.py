@@ -127,7 +127,8 @@ class CellObjective:
       whenever the validation loss does not improve; ``max_decays`` stops a trial early.
     - ``torch_threads`` (1): torch's intra-op threads, set process-wide at each trial,
       for one single-threaded trial per core; ``None`` leaves the setting alone.
-    - ``backend`` (``"auto"``): the :class:`~optuna_rnn.CellRNN` backend.
+    - ``backend`` (``"auto"``): the :class:`~optuna_rnn.CellRNN` backend; ``device``
+      (``"cpu"``): where the model trains, e.g. ``"cuda"``.
     - ``seed`` (0): trial ``n`` seeds its weights and data with ``seed + n``.
     - ``artifact_store``: an Optuna artifact store, or a directory for a
       :class:`~optuna.artifacts.FileSystemArtifactStore`, that receives each trial's
@@ -155,6 +156,7 @@ class CellObjective:
         max_decays: int | None = None,
         torch_threads: int | None = 1,
         backend: str = "auto",
+        device: str = "cpu",
         seed: int = 0,
         artifact_store: ArtifactStoreLike | None = None,
         notes: bool | None = None,
@@ -181,6 +183,7 @@ class CellObjective:
         self.hyperparameters = hyperparameters
         self.torch_threads = torch_threads
         self.backend = backend
+        self.device = device
         self.seed = seed
         self.artifact_store = as_artifact_store(artifact_store)
         self.notes = notes
@@ -255,7 +258,7 @@ class CellObjective:
             dropout=hp["dropout"],
             init_scale=hp["init_scale"],
             backend=self.backend,
-        )
+        ).to(self.device)
         trial.set_user_attr("width", width)
         trial.set_user_attr("param_count", sum(p.numel() for p in model.parameters()))
         config = dataclasses.replace(

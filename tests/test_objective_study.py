@@ -38,7 +38,6 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
         hyperparameters=hyperparameters,
         max_steps=60,
         eval_every=20,
-        backend="reference",
         notes=False,
     )
     study.optimize(objective, n_trials=12)

@@ -8,6 +8,7 @@ validation (the objective reports and prunes there, by raising) and raises
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from optuna_rnn.tasks import Task
+from optuna_rnn.tasks import Batch, Task
 
 __all__ = ["Diverged", "TrainConfig", "TrainResult", "train", "validate"]
 
@@ -121,11 +122,37 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=config.learning_rate)
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    """``batch`` with its tensors on ``device`` (itself when they are there already)."""
+    if batch.inputs.device == device:
+        return batch
+    return dataclasses.replace(
+        batch,
+        inputs=batch.inputs.to(device),
+        targets=batch.targets.to(device),
+        mask=batch.mask.to(device),
+    )
+
+
 def validate(model: nn.Module, task: Task, split: str, batch_size: int) -> dict[str, float]:
-    """``task.evaluate`` with the model in eval mode (dropout off), then back to train."""
+    """``task.evaluate`` with the model in eval mode (dropout off), then back to train.
+
+    Batches go to the model's device and the logits come back to the batch's, so a model
+    on a GPU is scored by the task as it is.
+    """
+    device = _device_of(model)
+
+    def predict(batch: Batch, state: Any) -> tuple[torch.Tensor, Any]:
+        logits, state = model(_to(batch, device), state)
+        return logits.to(batch.inputs.device), state
+
     model.eval()
     try:
-        return task.evaluate(model, split, batch_size)
+        return task.evaluate(predict, split, batch_size)
     finally:
         model.train()
 
@@ -137,7 +164,10 @@ def train(
     *,
     on_evaluate: OnEvaluate | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``task``; leaves the weights of the best validation score in it."""
+    """Train ``model`` on ``task``; leaves the weights of the best validation score in it.
+
+    Batches are moved to the model's device, so a model on a GPU trains as it is.
+    """
     optimizer = _optimizer(model, config)
     better = (lambda a, b: a > b) if task.higher_is_better else (lambda a, b: a < b)
     best_loss = math.inf
@@ -150,9 +180,10 @@ def train(
     state: Any = None
     model.train()
     batches = task.train_batches(config.batch_size, seed=config.seed)
+    device = _device_of(model)
     step = 0
     while step < config.max_steps:
-        batch = next(batches)
+        batch = _to(next(batches), device)
         step += 1
         tick = time.perf_counter()
         logits, next_state = model(batch, _detach(state) if batch.carry_state else None)
