@@ -50,7 +50,9 @@ def seed_study(
     The paper started its search from LSTM and GRU. ``space`` must be the objective's
     (default :class:`~optuna_rnn.GatedSpace`); ``hyperparameters`` fixes any of
     :attr:`Hyperparameters.names` for these trials, the rest are sampled as usual.
-    Raises :class:`~optuna_rnn.CellError` for a cell the space cannot express.
+    Params already enqueued in the study (waiting or run) are skipped, so seeding a
+    resumed study again adds nothing. Raises :class:`~optuna_rnn.CellError` for a cell
+    the space cannot express.
     """
     if space is None:
         from optuna_rnn.spaces import GatedSpace

@@ -79,7 +79,8 @@ def test_seed_study_enqueues_zoo_cells_with_fixed_hyperparameters() -> None:
     space = GatedSpace()
     study = optuna.create_study(direction="maximize")
     seed_study(study, ["lstm", zoo.get("gru")], space=space, hyperparameters={"learning_rate": 1.0})
-    seed_study(study, ["lstm"], space=space)  # already waiting with these params: skipped
+    seed_study(study, ["lstm"], space=space)  # other params (no fixed rate): enqueued
+    seed_study(study, ["gru"], space=space, hyperparameters={"learning_rate": 1.0})  # skipped
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 3
     fixed = [t.system_attrs["fixed_params"] for t in waiting]
