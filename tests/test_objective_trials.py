@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from optuna_rnn import make_objective
@@ -178,3 +179,13 @@ def test_adam_gets_its_own_learning_rates() -> None:
     objective = make_objective(TASK, space=SPACE, optimizer="adam", notes=False)
     assert max(objective.hyperparameters.learning_rates) <= 1e-2
     assert math.isclose(min(Hyperparameters().learning_rates), 0.1)
+
+
+def test_the_time_budget_ends_a_trial_complete_and_threads_are_set() -> None:
+    torch.set_num_threads(2)
+    study = _run(["gru"], max_seconds=0.0, torch_threads=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert (trial.user_attrs["ended_because"], trial.user_attrs["steps"]) == ("time_limit", 1)
+    assert list(trial.intermediate_values) == [1]
+    assert torch.get_num_threads() == 1
