@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import optuna
@@ -18,6 +18,7 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 
 __all__ = [
+    "best_by_cell",
     "cell_labels",
     "export_study",
     "format_leaderboard",
@@ -66,6 +67,22 @@ def format_leaderboard(board: pd.DataFrame, *, top: int | None = 10) -> str:
     if math.isnan(board["best_score"].iloc[0]):
         return f"{text}\n\n(no trial completed)"
     return f"{text}\n\nbest cell ({summary['cell'].iloc[0]}):\n{board['equations'].iloc[0]}"
+
+
+def best_by_cell(studies: Mapping[str, optuna.Study]) -> pd.DataFrame:
+    """One row per cell, one column per study: the cell's best score there.
+
+    Rows follow the first study's leaderboard; a cell missing from a study gets NaN.
+    This is the shape of the paper's Table 2 (studies keyed by task).
+    """
+    from optuna_rnn import leaderboard
+
+    columns = {}
+    for name, study in studies.items():
+        board = leaderboard(study)
+        columns[name] = pd.Series(board["best_score"].to_numpy(), index=cell_labels(board))
+    order = list(dict.fromkeys(label for column in columns.values() for label in column.index))
+    return pd.DataFrame(columns).reindex(order).rename_axis("cell").reset_index()
 
 
 def write_table(frame: pd.DataFrame, directory: Path, stem: str) -> list[Path]:

@@ -21,9 +21,9 @@ from optuna_rnn.cli.args import (
 )
 from optuna_rnn.cli.run import Progress, WorkerOptions, run_worker, run_workers
 from optuna_rnn.cli.spec import SAMPLERS, SPEC_ATTR, SearchSpec
-from optuna_rnn.storage import redact
+from optuna_rnn.storage import open_storage, redact
 
-__all__ = ["PAPER_CELLS", "add_parsers", "prepare_study", "run_study"]
+__all__ = ["PAPER_CELLS", "add_parsers", "prepare_study", "run_search", "run_study"]
 
 _logger = optuna.logging.get_logger(__name__)
 
@@ -143,6 +143,26 @@ def run_study(study: optuna.Study, options: WorkerOptions, *, workers: int, prog
                 _logger.warning(f"{len(failed)} of {workers} workers exited with {failed}")
     finally:
         bar.close()
+
+
+def run_search(
+    spec: SearchSpec,
+    *,
+    storage: str,
+    study_name: str,
+    workers: int = 1,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> optuna.Study:
+    """Create or resume the study ``spec`` describes and run it to its trial count.
+
+    The library form of ``optuna-rnn search``, for scripts such as those in ``studies/``.
+    """
+    study = prepare_study(open_storage(storage), study_name, spec)
+    options = WorkerOptions(storage=storage, study_name=study_name, timeout=timeout,
+                            seed=spec.seed, verbosity=optuna.logging.get_verbosity())
+    run_study(study, options, workers=workers, progress=progress)
+    return study
 
 
 def _options(args: argparse.Namespace, study_name: str) -> WorkerOptions:

@@ -1,0 +1,44 @@
+"""The paper's evolutionary search with the min-over-tasks score.
+
+CellEvolutionSampler over GraphSpace, started from LSTM and GRU; each cell is scored on
+every task and its score is the minimum over tasks of its best score there relative to
+the GRU's best in the same study (make_multitask_objective). The leaderboard shows which
+architectures beat the GRU everywhere (score above 1).
+
+Presets:
+  cpu    arithmetic:small and xml:small, 40 trials of at most 2 x 45 s of training: at most
+         about 30 minutes with 2 workers on a 2-core machine (a bound from the budgets, not
+         a timing).
+  paper  the paper's task presets and PTB, 2,000 trials, 20,000 steps per task.
+
+Run: python studies/evolution.py --preset cpu   (writes results/evolution/cpu/)
+"""
+
+from __future__ import annotations
+
+from _common import Context, main
+
+from optuna_rnn.cli.spec import SearchSpec
+
+PRESETS = {
+    "cpu": {
+        "tasks": ("arithmetic:small", "xml:small"),
+        "n_trials": 40,
+        "objective": {"max_steps": 1000, "max_seconds": 45, "eval_every": 250},
+    },
+    "paper": {
+        "tasks": ("arithmetic:paper", "xml:paper", "ptb"),
+        "n_trials": 2000,
+        "objective": {"max_steps": 20000, "eval_every": 1000},
+    },
+}
+
+
+def run(preset: dict, context: Context) -> None:
+    spec = SearchSpec(tasks=preset["tasks"], sampler="evolution", n_trials=preset["n_trials"],
+                      seed=0, objective=preset["objective"])
+    context.search("search", spec)
+
+
+if __name__ == "__main__":
+    main("evolution", __doc__, PRESETS, run)
