@@ -54,9 +54,16 @@ def test_sums_become_chains_and_shared_nodes_one_slot() -> None:
 
 def test_mutants_round_trip() -> None:
     rng = np.random.default_rng(0)
+    held = 0
     for k in range(40):
         cell = mutate(zoo.get(("lstm", "gru")[k % 2]), rng)
+        h_new = cell.updates["h"]
+        if any(h_new in n.inputs for n in cell.nodes):
+            assert cell not in WIDE  # the one documented gap: another state reads h'
+            continue
         assert WIDE.decode(WIDE.encode(cell)) == cell
+        held += 1
+    assert held >= 35
 
 
 def test_a_leaf_h_is_slot_n0_times_one() -> None:

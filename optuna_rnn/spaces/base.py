@@ -66,8 +66,12 @@ class Chooser(abc.ABC):
     def _choose(self, name: str, choices: tuple[CategoricalChoiceType, ...]) -> Any:
         """The value of parameter ``name`` (already prefixed), one of ``choices``."""
 
-    def check(self, builder: GraphBuilder, node: int) -> None:
-        """A hook called on each finished part of the cell; searches prune with it."""
+    def check(self, builder: GraphBuilder, node: int, *, absorbable: bool = False) -> None:
+        """A hook called on each finished part of the cell; searches prune with it.
+
+        ``absorbable``: the node is a sum or product that a reader of the same kind may
+        flatten into itself, so the finished cell may not hold it as a node.
+        """
 
 
 class _TrialChooser(Chooser):

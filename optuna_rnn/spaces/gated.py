@@ -154,10 +154,13 @@ class _Wiring:
         self.choose.check(b, term)
         return term
 
-    def _activate(self, part: str, label: str, total: int, acts: tuple[str, ...]) -> int:
-        self.choose.check(self.b, total)
+    def _activate(
+        self, part: str, label: str, total: int, acts: tuple[str, ...], absorbable: bool = False
+    ) -> int:
+        """act(total); ``absorbable``: an identity act leaves a sum that c' may flatten."""
+        self.choose.check(self.b, total, absorbable=absorbable)
         node = self.b.op(self.choose(f"{part}.act", acts), total)
-        self.choose.check(self.b, node)
+        self.choose.check(self.b, node, absorbable=absorbable)
         self.b.label(node, label)
         return node
 
@@ -172,8 +175,8 @@ class _Wiring:
         total = b.op(ADD, *terms, b.bias(f"b{letter}", bias))
         return self._activate(part, letter, total, self.s._gate_acts)
 
-    def _candidate(self, label: str, z: int | None = None) -> int:
-        """The candidate: act(term of x [+ term of h, maybe reset] + b)."""
+    def _candidate(self, label: str, z: int | None = None, absorbable: bool = False) -> int:
+        """The candidate: act(term of x [+ term of h, maybe reset by z or r] + b)."""
         b = self.b
         reads = self.choose("candidate.reads", _CANDIDATE_READS)
         reset = reset_at = None
@@ -187,7 +190,7 @@ class _Wiring:
             h = b.state("h")
             if reset_at == "before":
                 reset_h = b.op(MUL, reset, h)
-                self.choose.check(b, reset_h)
+                self.choose.check(b, reset_h, absorbable=True)  # b * (r * h) is one product
                 terms.append(self._term("candidate", label, "h", reset_h))
             elif reset_at == "after":
                 term = self._term("candidate", label, "h", h)
@@ -195,7 +198,7 @@ class _Wiring:
             else:
                 terms.append(self._term("candidate", label, "h", h))
         total = b.op(ADD, *terms, b.bias(f"b{label}"))
-        return self._activate("candidate", label, total, self.s._candidate_acts)
+        return self._activate("candidate", label, total, self.s._candidate_acts, absorbable)
 
     # ------------------------------------------------------------- memory cell
     def _peep(self, source: int) -> int | None:
@@ -207,7 +210,7 @@ class _Wiring:
     def _memory(self) -> int:
         """c' = f * c + i * j, with f, j present, absent (1) or coupled (f = 1 - j)."""
         b = self.b
-        i = self._candidate("i")
+        i = self._candidate("i", absorbable=True)
         c = b.state("c")
         forget = self.choose("forget", FORGET)
         f = j = b.one()

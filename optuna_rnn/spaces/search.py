@@ -47,16 +47,16 @@ class _Target:
             (n.op, Counter(ids[j] for j in n.inputs)) for n in cell.nodes if n.op in COMMUTATIVE
         ]
 
-    def holds(self, nodes: Sequence[Node], ids: list[int], node: int) -> bool:
+    def holds(self, nodes: Sequence[Node], ids: list[int], node: int, absorbable: bool) -> bool:
         """Whether the target holds ``node`` (of a partial graph whose ``ids`` are known).
 
-        A sum read by a sum is flattened into it (a product into a product), so a sum
-        also counts as held when a target sum has all its operands.
+        A sum read by a sum is flattened into it (a product into a product), so an
+        ``absorbable`` sum also counts as held when a target sum has all its operands.
         """
         if ids[node] in self.wanted:
             return True
         n = nodes[node]
-        if n.op not in COMMUTATIVE:
+        if not absorbable or n.op not in COMMUTATIVE:
             return False
         need = Counter(ids[j] for j in n.inputs)
         return any(op == n.op and not need - have for op, have in self.sums)
@@ -84,9 +84,9 @@ class _Replay(Chooser):
             return self._answers[k]
         raise _Branch(choices)
 
-    def check(self, builder: GraphBuilder, node: int) -> None:
+    def check(self, builder: GraphBuilder, node: int, *, absorbable: bool = False) -> None:
         _structure_ids(builder.nodes, self._target.table, self._ids)
-        if not self._target.holds(builder.nodes, self._ids, node):
+        if not self._target.holds(builder.nodes, self._ids, node, absorbable):
             raise _Dead
 
 
