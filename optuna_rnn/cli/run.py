@@ -269,12 +269,14 @@ class Progress:
 
     def __call__(self, *_: object) -> None:
         state = self._quota.state()
-        self._bar.n = min(state.finished, state.target)
+        done = min(state.finished, state.target)
+        if done == self._bar.n:
+            return
         try:
             self._bar.set_postfix(best=f"{self._quota.study.best_value:.4g}", refresh=False)
         except ValueError:  # no complete trial yet
             pass
-        self._bar.refresh()
+        self._bar.update(done - self._bar.n)
 
     def close(self) -> None:
         self._bar.close()
