@@ -11,8 +11,18 @@ from optuna_rnn.cell import Cell, CellError, zoo
 from optuna_rnn.spaces import GatedSpace
 
 REQUIRED = [
-    "tanh", "lstm", "lstm_f", "lstm_i", "lstm_o", "lstm_b", "gru", "mut1", "mut2", "mut3",
-    "cifg", "mgu",
+    "tanh",
+    "lstm",
+    "lstm_f",
+    "lstm_i",
+    "lstm_o",
+    "lstm_b",
+    "gru",
+    "mut1",
+    "mut2",
+    "mut3",
+    "cifg",
+    "mgu",
 ]
 ALSO = ["gru_torch", "ugrnn", "indrnn", "peephole", "nig", "nfg", "nog", "niaf", "noaf"]
 SPACE = GatedSpace()
@@ -92,8 +102,12 @@ def test_narrowed_space_drops_parameters_and_points() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"updates": ()}, {"updates": ("memory", "memory")}, {"through": ("conv",)},
-     {"forget_biases": (float("nan"),)}],
+    [
+        {"updates": ()},
+        {"updates": ("memory", "memory")},
+        {"through": ("conv",)},
+        {"forget_biases": (float("nan"),)},
+    ],
 )
 def test_bad_options_raise(kwargs: dict) -> None:
     with pytest.raises(ValueError):

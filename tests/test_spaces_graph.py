@@ -100,14 +100,23 @@ def test_invalid_params_raise_after_suggesting_everything() -> None:
         GraphSpace().suggest(trial)
     assert trial.params == params
     with pytest.raises(CellError, match=r"'cell.n1.in0' is 'n1', not one of"):
-        GraphSpace().decode({"cell.n0.op": "tanh", "cell.n0.in0": "n1", "cell.n1.op": "tanh", "cell.n1.in0": "n1"})
+        GraphSpace().decode(
+            {"cell.n0.op": "tanh", "cell.n0.in0": "n1", "cell.n1.op": "tanh", "cell.n1.in0": "n1"}
+        )
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_nodes": 0}, {"max_nodes": True}, {"states": ("c", "h")}, {"states": ("h", "n3")},
-     {"states": ("h", "x")}, {"states": ("h", "c", "d", "e")}, {"ops": ("conv",)},
-     {"bias_inits": ()}],
+    [
+        {"max_nodes": 0},
+        {"max_nodes": True},
+        {"states": ("c", "h")},
+        {"states": ("h", "n3")},
+        {"states": ("h", "x")},
+        {"states": ("h", "c", "d", "e")},
+        {"ops": ("conv",)},
+        {"bias_inits": ()},
+    ],
 )
 def test_bad_options_raise(kwargs: dict) -> None:
     with pytest.raises(ValueError):

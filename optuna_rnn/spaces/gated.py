@@ -65,8 +65,8 @@ class GatedSpace(CellSpace):
     Points include the zoo's tanh, lstm, lstm_f, lstm_i, lstm_o, lstm_b, gru, gru_torch,
     mut1-3, mgu, ugrnn, indrnn and Greff et al.'s peephole variants (peephole, nig, nfg,
     nog, niaf, noaf, cifg). Every point is a valid cell, so :meth:`suggest` never raises.
-    Each option below lists the allowed choices; narrow one to shrink the space (an option
-    left with one choice is not a parameter).
+    Each option below defaults to every allowed choice; narrow one to shrink the space (an
+    option left with one choice is not a parameter).
 
     Args:
         updates: state updates, from ``UPDATES``.
@@ -93,7 +93,9 @@ class GatedSpace(CellSpace):
         self._updates = check_options("updates", updates, UPDATES)
         self._through = check_options("through", through, THROUGH)
         self._gate_acts = check_options("gate_activations", gate_activations, ACTIVATIONS)
-        self._candidate_acts = check_options("candidate_activations", candidate_activations, ACTIVATIONS)
+        self._candidate_acts = check_options(
+            "candidate_activations", candidate_activations, ACTIVATIONS
+        )
         self._output_acts = check_options("output_activations", output_activations, ACTIVATIONS)
         self._forget_biases = check_numbers("forget_biases", forget_biases)
 
@@ -101,6 +103,8 @@ class GatedSpace(CellSpace):
         return _Wiring(self, choose).cell()
 
     def encode(self, cell: Cell) -> dict[str, Any]:
+        """The params of ``cell``, found by a search over the decisions that prunes every
+        part the cell lacks; CellError when the cell is not a point of this space."""
         return search_params(self._program, cell, prefix=self.prefix, space="GatedSpace")
 
 
@@ -169,7 +173,9 @@ class _Wiring:
         b = self.b
         letter = _LETTER[part]
         reads = self.choose(f"{part}.reads", _GATE_READS)
-        terms = [self._term(part, letter, src, b.x() if src == "x" else b.state("h")) for src in reads]
+        terms = [
+            self._term(part, letter, src, b.x() if src == "x" else b.state("h")) for src in reads
+        ]
         if peep is not None:
             terms.append(b.op(MUL, b.bias(f"bp{letter}"), peep))
         total = b.op(ADD, *terms, b.bias(f"b{letter}", bias))

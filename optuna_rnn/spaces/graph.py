@@ -43,11 +43,11 @@ from optuna_rnn.cell.ir import (
     RESERVED,
     STATE,
     SUB,
-    X,
     Cell,
     CellError,
     GraphBuilder,
     Node,
+    X,
 )
 from optuna_rnn.spaces.base import CellSpace, Chooser, check_numbers, check_options
 
@@ -66,8 +66,9 @@ def _slot(ref: str) -> int | None:
 class GraphSpace(CellSpace):
     """Cells as graphs of up to ``max_nodes`` slots (see the module docs for the params).
 
-    Every cell that fits is a point: the zoo's cells with at most ``len(states)`` states
-    (the LSTM takes 29 slots, the GRU 23, the peephole LSTM 38). Random params can make
+    Every cell that fits is a point (but for the gap in the module docs): the zoo's cells
+    with at most ``len(states)`` states (the LSTM takes 29 slots, the GRU 23, the peephole
+    LSTM 38). Random params can make
     an invalid cell (one that never reads x, say): :meth:`suggest` then raises CellError
     after suggesting every param, so the trial keeps them and the objective ends it.
 
@@ -95,7 +96,9 @@ class GraphSpace(CellSpace):
             raise ValueError(f"max_nodes must be a positive int, got {max_nodes!r}")
         states = tuple(states)
         if not states or states[0] != "h" or len(states) > MAX_STATES:
-            raise ValueError(f"states must start with 'h' and name at most {MAX_STATES}, got {states}")
+            raise ValueError(
+                f"states must start with 'h' and name at most {MAX_STATES}, got {states}"
+            )
         for s in states:
             if not isinstance(s, str) or not _NAME.match(s) or s in RESERVED or _SLOT.match(s):
                 raise ValueError(f"state name {s!r} is not an identifier free for a state")
@@ -119,6 +122,8 @@ class GraphSpace(CellSpace):
 
     # ---------------------------------------------------------------- program
     def _program(self, choose: Chooser) -> Cell:
+        """Suggest the slots h' reaches (lowest first), then each read state's update and
+        the slots it reaches; build the cell from the slots' specs, highest first."""
         specs: dict[int, tuple[str, tuple[str, ...], float]] = {}
         updates = {"h": "n0"}
         pending = [0]
@@ -138,6 +143,7 @@ class GraphSpace(CellSpace):
         return self._build(specs, updates)
 
     def _visit(self, refs: Sequence[str], pending: list[int], read: set[str]) -> None:
+        """Queue the slots among ``refs``; note the leaves (states) they read."""
         for ref in refs:
             k = _slot(ref)
             if k is None:
@@ -183,7 +189,15 @@ class GraphSpace(CellSpace):
 
         def ref(i: int) -> str:
             n = nodes[i]
-            return X if n.op == X else "1" if n.op == ONE else n.name if n.op == STATE else f"n{first[i]}"
+            return (
+                X
+                if n.op == X
+                else "1"
+                if n.op == ONE
+                else n.name
+                if n.op == STATE
+                else f"n{first[i]}"
+            )
 
         def put(name: str, choices: tuple, value: Any) -> None:
             if value not in choices:
@@ -192,7 +206,9 @@ class GraphSpace(CellSpace):
                 params[self.prefix + name] = value
 
         h_new = cell.updates["h"]
-        if h_new not in first:  # a leaf h' (h' = x): slot n0 is x * 1, which the builder reduces to x
+        if (
+            h_new not in first
+        ):  # a leaf h' (h' = x): slot n0 is x * 1, which the builder reduces to x
             for name, value in (("op", MUL), ("in0", ref(h_new)), ("in1", "1")):
                 put(f"n0.{name}", self._operands[0] if name != "op" else self._ops, value)
         for i, k in first.items():
@@ -214,7 +230,9 @@ class GraphSpace(CellSpace):
             put(f"{s}.update", self._updates, ref(cell.updates[s]))
         decoded, chooser = self._replay(params)
         if decoded.fingerprint != cell.fingerprint:
-            raise CellError(f"the cell is not in canonical form, so not a point of GraphSpace:\n{cell}")
+            raise CellError(
+                f"the cell is not in canonical form, so not a point of GraphSpace:\n{cell}"
+            )
         return dict(chooser.params)
 
     def _number(self, cell: Cell) -> dict[int, int]:
