@@ -97,7 +97,10 @@ def test_enqueued_trials_are_run_then_the_count_is_exact(url: str) -> None:
 
 
 def test_four_processes_finish_exactly_the_target(url: str) -> None:
-    _study(url)
+    study = _study(url)
+    enqueued = [0.1, 0.2, 0.3, 0.4]
+    for x in enqueued:
+        study.enqueue_trial({"x": x})
     target = 12
     processes = [_spawn(url, "_quick", target) for _ in range(4)]
     for process in processes:
@@ -107,6 +110,8 @@ def test_four_processes_finish_exactly_the_target(url: str) -> None:
     live = live_trials(trials)
     assert len(live) == target
     assert all(t.state == TrialState.COMPLETE for t in live)
+    # each enqueued trial ran once: no two processes popped the same one
+    assert sorted(t.params["x"] for t in live if t.params["x"] in enqueued) == enqueued
     # Anything else ended at once as surplus, never ran the objective.
     assert all(t.user_attrs.get(ENDED_BECAUSE) == SURPLUS for t in trials if t not in live)
 
