@@ -73,6 +73,8 @@ def test_cells_outside_the_space_raise() -> None:
     assert zoo.get("gru") in SPACE
     off_bias = Cell.parse("h' = tanh(Wx x + Wh h + b[0.5])")
     assert off_bias not in SPACE
+    with pytest.raises(CellError, match="expected a Cell"):
+        SPACE.encode("lstm")  # type: ignore[arg-type]
 
 
 def test_decode_errors_name_the_parameter() -> None:

@@ -36,7 +36,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from optuna_rnn.cell.ir import ADD, IDENTITY, MUL, RELU, SIGMOID, SUB, TANH, Cell, GraphBuilder
+from optuna_rnn.cell.ir import (
+    ADD,
+    IDENTITY,
+    MUL,
+    RELU,
+    SIGMOID,
+    SUB,
+    TANH,
+    Cell,
+    CellError,
+    GraphBuilder,
+)
 from optuna_rnn.spaces.base import CellSpace, Chooser, check_numbers, check_options
 from optuna_rnn.spaces.search import search_params
 
@@ -105,6 +116,10 @@ class GatedSpace(CellSpace):
     def encode(self, cell: Cell) -> dict[str, Any]:
         """The params of ``cell``, found by a search over the decisions that prunes every
         part the cell lacks; CellError when the cell is not a point of this space."""
+        if not isinstance(cell, Cell):
+            raise CellError(f"expected a Cell, got {type(cell).__name__}")
+        if not set(cell.states) <= {"h", "c"}:
+            raise CellError(f"the cell is not a point of GatedSpace: it has states {cell.states}")
         return search_params(self._program, cell, prefix=self.prefix, space="GatedSpace")
 
 
