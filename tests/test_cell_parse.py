@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -264,24 +265,35 @@ def test_from_dict_drops_labels_that_clash_with_a_state() -> None:
     assert cell.labels == {} and Cell.parse(str(cell)) == cell
 
 
+def _dict(nodes: list, states: dict) -> dict:
+    return {"version": 1, "nodes": nodes, "states": states}
+
+
+X_ = {"op": "x"}
+
+
 @pytest.mark.parametrize(
-    "data",
+    ("data", "message"),
     [
-        None,
-        {"version": 2, "nodes": [], "states": {}},
-        {"version": 1, "nodes": [{"op": ["x"]}], "states": {"h": 0}},
-        {"version": 1, "nodes": [{"op": "x"}, {"op": "tanh", "inputs": [1]}], "states": {"h": 1}},
-        {
-            "version": 1,
-            "nodes": [{"op": "x"}, {"op": "bias", "name": "bq", "value": "z"}],
-            "states": {"h": 0},
-        },
-        {"version": 1, "nodes": [{"op": "x"}], "states": {"h": True}},
+        (None, "must be a mapping"),
+        ({"version": 2, "nodes": [], "states": {}}, "unsupported cell format version 2"),
+        (_dict([{"op": ["x"]}], {"h": 0}), "node 0: unknown operation"),
+        (_dict([X_, {"op": "tanh", "inputs": [1]}], {"h": 1}), "node 1 must read only nodes"),
+        (_dict([X_, {"op": "bias", "name": "bq", "value": "z"}], {"h": 0}), "bias 'bq'"),
+        (_dict([X_], {"h": True}), "state 'h' names no node"),
+        (
+            _dict([X_, {"op": "state", "name": "c"}, {"op": "add", "inputs": [0, 1]}], {"h": 2}),
+            "state 'c' is read but has no update",
+        ),
+        (
+            _dict([X_, {"op": "linear", "inputs": [0, 0], "name": "W"}], {"h": 1}),
+            "node 1: a linear",
+        ),
     ],
 )
-def test_from_dict_rejects_bad_input(data) -> None:
-    with pytest.raises(CellError):
-        Cell.from_dict(data)
+def test_from_dict_rejects_bad_input(data: object, message: str) -> None:
+    with pytest.raises(CellError, match=re.escape(message)):
+        Cell.from_dict(data)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------ fuzz
