@@ -1,4 +1,4 @@
-"""Pointwise programs -> C: one function per program and dtype, ``name_f32(B, H, args)``.
+"""Pointwise programs -> C: one function per program, ``name_f32(B, H, args)`` (one library per dtype).
 
 ``args`` is an array of pointers, one per program argument, already offset to the time
 step and column block; a row argument advances ``width * H`` elements per batch row, a
@@ -86,10 +86,6 @@ def _function(prog: Program, widths: Sequence[int | None], dtype: str) -> str:
     return "\n".join(lines)
 
 
-def c_source(programs: Sequence[tuple[Program, Sequence[int | None]]]) -> str:
-    """A C translation unit with every program in both float32 and float64."""
-    parts = [_PRELUDE]
-    for prog, widths in programs:
-        for dtype in DTYPES:
-            parts.append(_function(prog, widths, dtype))
-    return "\n".join(parts)
+def c_source(programs: Sequence[tuple[Program, Sequence[int | None]]], dtype: str) -> str:
+    """A C translation unit with every program for ``dtype`` ("f32" or "f64")."""
+    return "\n".join([_PRELUDE, *(_function(prog, widths, dtype) for prog, widths in programs)])

@@ -39,8 +39,8 @@ class FusedCell:
         self.backward_programs = [backward_program(plan, k) if s else None for k, s in enumerate(plan.stages)]
         programs = [p for p in self.forward_programs + self.backward_programs if p is not None]
         self.slots = {p.name: [slot(plan, loc) for loc in p.args] for p in programs}
-        self.source = c_source([(p, [None if s.vec else s.width for s in self.slots[p.name]]) for p in programs])
-        self.library = load_library(self.source)
+        self._widths = [(p, [None if s.vec else s.width for s in self.slots[p.name]]) for p in programs]
+        self._libraries: dict[str, ctypes.CDLL | None] = {}
         self.biases = tuple(
             dict.fromkeys(n.name for n in plan.nodes if n.op == BIAS and any(
                 ("val", plan.nodes.index(n)) in p.args for p in programs
@@ -49,20 +49,29 @@ class FusedCell:
         self.bias_nodes = {n.name: i for i, n in enumerate(plan.nodes) if n.op == BIAS}
         self._functions: dict[str, Any] = {}
 
-    @property
-    def compiled(self) -> bool:
-        return self.library is not None
+    def source(self, dtype: str) -> str:
+        """The generated C for ``dtype`` ("f32" or "f64")."""
+        return c_source(self._widths, dtype)
+
+    def library(self, dtype: str) -> ctypes.CDLL | None:
+        """The compiled kernels for ``dtype``: built (or loaded from the cache) on first use;
+        ``None`` without a working compiler."""
+        if dtype not in self._libraries:
+            self._libraries[dtype] = load_library(self.source(dtype))
+        return self._libraries[dtype]
 
     def step_fn(
         self, prog: Program, buffers: dict[str, torch.Tensor], T: int, B: int, H: int, dtype: torch.dtype
     ) -> executors.StepFn:
         slots = self.slots[prog.name]
-        if self.library is None or dtype not in _DTYPES or buffers["S0"].device.type != "cpu":
+        key = _DTYPES.get(dtype)
+        lib = self.library(key) if key and buffers["S0"].device.type == "cpu" else None
+        if lib is None:
             return executors.bind_torch(prog, slots, buffers, H)
-        name = function_name(prog, _DTYPES[dtype])
+        name = function_name(prog, key)
         fn = self._functions.get(name)
         if fn is None:
-            fn = getattr(self.library, name)
+            fn = getattr(lib, name)
             fn.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
             fn.restype = None
             self._functions[name] = fn

@@ -1,0 +1,166 @@
+"""Fused kernels vs PyTorch's RNNs and the reference backend: one training step each.
+
+One step = forward + backward of the recurrent core (loss: sum of the outputs). All
+contenders run interleaved, round-robin, so background load hits them alike; each
+reports the median of ``--reps`` steps. Also: cold build and warm (cached) load time of
+new cells' kernels, and the GFLOP/s of the fused steps against a large matrix product
+timed in the same run.
+
+    python benchmarks/kernels.py [--reps 20] [--sizes a,b] [--threads N] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+from optuna_rnn import Cell, CellRNN, mutate, zoo
+from optuna_rnn.kernels import build
+from optuna_rnn.kernels.fused import FusedCell
+
+SIZES = {"a": (35, 20, 200, 200), "b": (40, 32, 64, 128), "c": (100, 64, 512, 512)}
+
+
+def mutants(n: int, seed: int = 0) -> list[Cell]:
+    """``n`` seeded mutants of LSTM and GRU (one mutation each), all distinct."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, Cell] = {}
+    while len(out) < n:
+        cell = mutate(zoo.get(("lstm", "gru")[len(out) % 2]), rng)
+        out.setdefault(cell.fingerprint, cell)
+    return list(out.values())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def step_fn(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        out, _ = module(x)
+        out.sum().backward()
+
+    return step
+
+
+def interleaved(contenders: dict[str, Callable[[], None]], reps: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per call, contenders called round-robin (after one warm-up each)."""
+    for fn in contenders.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(reps):
+        for name, fn in contenders.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def step_flops(module: CellRNN, T: int, B: int) -> float:
+    """Matrix-product FLOPs of forward + backward (backward = 2x forward)."""
+    fwd = sum(2.0 * T * B * w.shape[0] * w.shape[1] for w in module.parameters() if w.dim() == 2)
+    return 3 * fwd
+
+
+def matmul_gflops(device: torch.device, reps: int) -> float:
+    a = torch.randn(1024, 1024, device=device)
+    t = interleaved({"mm": lambda: a @ a}, reps, device)["mm"]
+    return 2 * 1024**3 / t / 1e9
+
+
+def build_times(cells: list[Cell]) -> tuple[list[float], list[float]]:
+    """Cold build and warm load seconds of each cell's float32 kernels, in a fresh cache."""
+    cold, warm = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        old = os.environ.get(build.CACHE_ENV)
+        os.environ[build.CACHE_ENV] = tmp
+        try:
+            for cell in cells:
+                t0 = time.perf_counter()
+                FusedCell(cell).library("f32")
+                cold.append(time.perf_counter() - t0)
+                build._loaded.clear()  # as a new process would: from the disk cache
+                t0 = time.perf_counter()
+                FusedCell(cell).library("f32")
+                warm.append(time.perf_counter() - t0)
+        finally:
+            if old is None:
+                del os.environ[build.CACHE_ENV]
+            else:
+                os.environ[build.CACHE_ENV] = old
+    return cold, warm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--sizes", default="a,b")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--mutants", type=int, default=10)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"# optuna-rnn kernel benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    peak = matmul_gflops(device, args.reps)
+    print(f"large matmul (1024^3, float32): {peak:.1f} GFLOP/s")
+    extra = mutants(args.mutants)
+    cold, warm = build_times(mutants(5, seed=12345))
+    print(f"build of a new cell (float32): cold median {statistics.median(cold) * 1e3:.0f} ms "
+          f"(max {max(cold) * 1e3:.0f}), cached load median {statistics.median(warm) * 1e3:.1f} ms "
+          f"(max {max(warm) * 1e3:.1f})")
+    for size in args.sizes.split(","):
+        T, B, I, H = SIZES[size]
+        print(f"\n## size ({size}) T={T} B={B} I={I} H={H}, ms per training step (median of {args.reps})")
+        torch.manual_seed(0)
+        x = torch.randn(T, B, I, device=device)
+        modules: dict[str, torch.nn.Module] = {
+            "nn.LSTM": torch.nn.LSTM(I, H),
+            "fused lstm": CellRNN(zoo.get("lstm"), I, H, backend="fused"),
+            "nn.GRU": torch.nn.GRU(I, H),
+            "fused gru_torch": CellRNN(zoo.get("gru_torch"), I, H, backend="fused"),
+        }
+        pairs = [("fused lstm", "nn.LSTM", "<= 1.10"), ("fused gru_torch", "nn.GRU", "<= 0.75")]
+        cells = [(n, zoo.get(n)) for n in ("mut1", "mut2", "mut3")]
+        cells += [(f"mutant{k}", c) for k, c in enumerate(extra)]
+        for name, cell in cells:
+            modules[f"fused {name}"] = CellRNN(cell, I, H, backend="fused")
+            modules[f"ref {name}"] = CellRNN(cell, I, H, backend="reference")
+            modules[f"ref {name}"].load_state_dict(modules[f"fused {name}"].state_dict())
+        for m in modules.values():
+            m.to(device)
+        times = interleaved({k: step_fn(m, x) for k, m in modules.items()}, args.reps, device)
+        for a, b, bar in pairs:
+            gf = step_flops(modules[a], T, B) / times[a] / 1e9
+            print(f"{a:>16s} {times[a] * 1e3:8.2f}  {b:>8s} {times[b] * 1e3:8.2f}  ratio {times[a] / times[b]:.2f} "
+                  f"(bar {bar})  fused {gf:.1f} GFLOP/s = {gf / peak:.0%} of matmul")
+        speedups = []
+        for name, _ in cells:
+            f, r = times[f"fused {name}"], times[f"ref {name}"]
+            speedups.append(r / f)
+            gf = step_flops(modules[f"fused {name}"], T, B) / f / 1e9
+            print(f"{name:>16s} fused {f * 1e3:8.2f}  reference {r * 1e3:8.2f}  speedup {r / f:5.2f}x  "
+                  f"fused {gf:.1f} GFLOP/s")
+        print(f"median speedup over the reference (mut1-3 and {len(extra)} mutants): "
+              f"{statistics.median(speedups):.2f}x (bar >= 4)")
+
+
+if __name__ == "__main__":
+    main()

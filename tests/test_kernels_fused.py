@@ -1,0 +1,227 @@
+"""The fused backend against the reference: outputs and every gradient, zoo and mutants."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import optuna_rnn
+from optuna_rnn import CellRNN, mutate, zoo
+from optuna_rnn.kernels import make_plan
+from optuna_rnn.kernels.build import cache_dir, load_library
+from optuna_rnn.kernels.fused import FusedCell
+
+TOL = {torch.float64: 1e-6, torch.float32: 1e-4}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One kernel cache for the whole session (and all xdist workers), not ~/.cache."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    old = os.environ.get("OPTUNA_RNN_KERNEL_CACHE")
+    os.environ["OPTUNA_RNN_KERNEL_CACHE"] = str(root / "optuna-rnn-kernels")
+    yield
+    if old is None:
+        del os.environ["OPTUNA_RNN_KERNEL_CACHE"]
+    else:
+        os.environ["OPTUNA_RNN_KERNEL_CACHE"] = old
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Norm-wise relative error, in float64; tensors below 1e-6 in norm compare absolutely
+    (a gradient that cancels to exactly zero in one backend is 1e-19 in the other)."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-6)).item()
+
+
+def _run(rnn: CellRNN, x: torch.Tensor, states, weights) -> list[torch.Tensor]:
+    """Output, final states and the gradients of a random linear loss w.r.t. everything."""
+    arg = None if states is None else (states if len(states) > 1 else states[0])
+    out, final = rnn(x, arg)
+    final = final if isinstance(final, tuple) else (final,)
+    loss = (out * weights[0]).sum() + sum((f * w).sum() for f, w in zip(final, weights[1:]))
+    wrt = [x, *(states or ()), *rnn.parameters()]
+    grads = torch.autograd.grad(loss, wrt, allow_unused=True)  # a state may go unread
+    return [out, *final, *(torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads))]
+
+
+def assert_fused_matches_reference(
+    cell: optuna_rnn.Cell,
+    *,
+    dtype: torch.dtype,
+    num_layers: int,
+    batch_first: bool,
+    initial: bool,
+    seed: int = 0,
+    input_size: int = 3,
+    hidden: int = 6,
+) -> None:
+    torch.manual_seed(seed)
+    kw = dict(num_layers=num_layers, batch_first=batch_first, init_scale=0.7)
+    fused = CellRNN(cell, input_size, hidden, backend="fused", **kw).to(dtype)
+    ref = CellRNN(cell, input_size, hidden, backend="reference", **kw).to(dtype)
+    ref.load_state_dict(fused.state_dict())
+    T, B = 5, 3
+    shape = (B, T, input_size) if batch_first else (T, B, input_size)
+    x = torch.randn(shape, dtype=dtype, requires_grad=True)
+    states = (
+        tuple(torch.randn(num_layers, B, hidden, dtype=dtype, requires_grad=True) for _ in cell.states)
+        if initial
+        else None
+    )
+    out_shape = (B, T, hidden) if batch_first else (T, B, hidden)
+    weights = [torch.randn(out_shape, dtype=dtype)] + [
+        torch.randn(num_layers, B, hidden, dtype=dtype) for _ in cell.states
+    ]
+    want = _run(ref, x, states, weights)
+    if not all(w.isfinite().all() for w in want):
+        pytest.skip("this mutant overflows in the reference itself")
+    got = _run(fused, x, states, weights)
+    names = ["output", *(f"final {s}" for s in cell.states), "d input"]
+    names += [f"d initial {s}" for s in (cell.states if initial else ())]
+    names += [f"d {n}" for n, _ in ref.named_parameters()]
+    assert len(got) == len(want) == len(names)
+    for name, a, b in zip(names, got, want):
+        assert a.shape == b.shape, name
+        assert _rel(a, b) <= TOL[dtype], f"{name}: relative error {_rel(a, b):.2e}\n{cell}"
+
+
+# Every option is covered for every cell without running the whole cross product.
+CONFIGS = [
+    dict(dtype=torch.float64, num_layers=1, batch_first=False, initial=False),
+    dict(dtype=torch.float64, num_layers=3, batch_first=True, initial=True),
+    dict(dtype=torch.float32, num_layers=3, batch_first=False, initial=True),
+    dict(dtype=torch.float32, num_layers=1, batch_first=True, initial=False),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{str(c['dtype'])[6:]}-L{c['num_layers']}"
+                         f"-{'bf' if c['batch_first'] else 'tf'}-{'init' if c['initial'] else 'zero'}")
+@pytest.mark.parametrize("name", zoo.names())
+def test_zoo_cell(name, config):
+    assert_fused_matches_reference(zoo.get(name), **config)
+
+
+def _mutants(n: int, seed: int) -> list[optuna_rnn.Cell]:
+    rng = np.random.default_rng(seed)
+    names = zoo.names()
+    return [mutate(zoo.get(names[rng.integers(len(names))]), rng) for _ in range(n)]
+
+
+@pytest.mark.parametrize("k, cell", list(enumerate(_mutants(40, seed=2015))), ids=lambda v: str(v) if isinstance(v, int) else "")
+def test_mutant(k, cell):
+    config = CONFIGS[k % len(CONFIGS)]
+    assert_fused_matches_reference(cell, seed=k, **config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k, cell", list(enumerate(_mutants(210, seed=7))), ids=lambda v: str(v) if isinstance(v, int) else "")
+def test_many_mutants_every_config(k, cell):
+    """At least 200 mutants once the few that overflow in the reference are skipped."""
+    for config in CONFIGS:
+        assert_fused_matches_reference(cell, seed=k, **config)
+
+
+def test_state_carry_across_chunks_matches_one_pass():
+    torch.manual_seed(0)
+    cell = zoo.get("lstm")
+    rnn = CellRNN(cell, 3, 6, num_layers=2, backend="fused").double()
+    x = torch.randn(9, 2, 3, dtype=torch.float64)
+    full, _ = rnn(x)
+    first, state = rnn(x[:4])
+    second, _ = rnn(x[4:], tuple(s.detach() for s in state))
+    torch.testing.assert_close(torch.cat([first, second]), full)
+
+
+def test_dropout_between_layers_matches_reference():
+    cell = zoo.get("gru")
+    fused = CellRNN(cell, 3, 6, num_layers=3, dropout=0.4, backend="fused").double().train()
+    ref = CellRNN(cell, 3, 6, num_layers=3, dropout=0.4, backend="reference").double().train()
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    torch.manual_seed(11)
+    a = fused(x)[0]
+    torch.manual_seed(11)
+    b = ref(x)[0]
+    torch.testing.assert_close(a, b)
+
+
+def test_auto_picks_fused_and_shares_the_parameter_layout():
+    cell = zoo.get("mut3")
+    auto = CellRNN(cell, 4, 6)
+    assert auto.backend == "fused"
+    ref = CellRNN(cell, 4, 6, backend="reference")
+    assert ref.state_dict().keys() == auto.state_dict().keys()
+    assert all(v.shape == auto.state_dict()[k].shape for k, v in ref.state_dict().items())
+
+
+def test_plan_products_and_stages():
+    lstm = make_plan(zoo.get("lstm"))
+    assert len(lstm.x_linears) == 4
+    assert [(p.round, len(p.linears)) for p in lstm.products] == [(1, 4)]
+    assert [len(s) > 0 for s in lstm.stages] == [False, True]  # one fused kernel per step
+    gru = make_plan(zoo.get("gru"))
+    # Whh (r * h) reads an intermediate: a second round, a second product and kernel.
+    assert [(p.round, len(p.linears)) for p in gru.products] == [(1, 2), (2, 1)]
+    assert [len(s) > 0 for s in gru.stages] == [False, True, True]
+    assert make_plan(zoo.get("mut1")).reads_x
+
+
+def test_kernels_are_cached_on_disk_per_cell():
+    cell = optuna_rnn.Cell.parse("h' = tanh(Wx x + Wh (h * sigm(Wg h + bg)) + b)")
+    core = FusedCell(cell)
+    source = core.source("f64")
+    assert core.library("f64") is not None
+    cached = list(cache_dir().glob("cell_*.so"))
+    assert cached and all(p.parent == cache_dir() for p in cached)
+    again = FusedCell(optuna_rnn.Cell.parse("h' = tanh(A x + B (h * sigm(C h + b0)) + b)"))
+    assert again.source("f64") == source  # another spelling, the same kernel
+
+
+def test_concurrent_builds_in_two_processes_do_not_corrupt_the_cache(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys, torch
+        from optuna_rnn import zoo
+        from optuna_rnn.kernels.fused import FusedCell
+        core = FusedCell(zoo.get("ugrnn"))
+        assert core.library("f32") is not None
+        print("ok")
+        """
+    )
+    env = dict(os.environ, OPTUNA_RNN_KERNEL_CACHE=str(tmp_path))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and out.strip() == "ok", err
+    libs = list(tmp_path.glob("cell_*.so"))
+    assert len(libs) == 1 and not list(tmp_path.glob(".build-*"))
+    os.environ["OPTUNA_RNN_KERNEL_CACHE"], old = str(tmp_path), os.environ["OPTUNA_RNN_KERNEL_CACHE"]
+    try:
+        assert load_library(FusedCell(zoo.get("ugrnn")).source("f32")) is not None
+    finally:
+        os.environ["OPTUNA_RNN_KERNEL_CACHE"] = old
+
+
+@pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])
+def test_without_a_working_compiler_falls_back_to_torch_with_one_warning(compiler, monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", compiler)
+    monkeypatch.setenv("OPTUNA_RNN_KERNEL_CACHE", str(tmp_path))
+    cell = optuna_rnn.Cell.parse("z = sigm(Wz x + Uz h + bz)\nh' = z * h + (1 - z) * tanh(Wx x + Uh (z * h))")
+    with pytest.warns(RuntimeWarning, match="falling back|no C compiler") as record:
+        core = FusedCell(cell)
+        assert core.library("f64") is None
+        assert FusedCell(zoo.get("mgu")).library("f64") is None
+    assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
+    assert_fused_matches_reference(cell, dtype=torch.float64, num_layers=2, batch_first=False, initial=True)
