@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import optuna
 import pandas as pd
-
 from _common import Context, baselines, main
 
 from optuna_rnn import leaderboard

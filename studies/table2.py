@@ -17,7 +17,6 @@ Run: python studies/table2.py --preset cpu   (writes results/table2/cpu/)
 from __future__ import annotations
 
 import pandas as pd
-
 from _common import Context, baselines, main
 
 from optuna_rnn.cli.search import PAPER_CELLS

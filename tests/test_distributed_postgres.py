@@ -80,7 +80,7 @@ def postgres_url() -> Iterator[str]:
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+                       check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -17,7 +17,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from optuna_rnn.cli.run import ENDED_BECAUSE, SURPLUS, WORKER_ATTR, TrialQuota, live_trials, work
+from optuna_rnn.cli.run import (
+    ENDED_BECAUSE,
+    SURPLUS,
+    WORKER_ATTR,
+    TrialQuota,
+    live_trials,
+    work,
+)
 from optuna_rnn.storage import open_storage
 
 HEARTBEAT = {"heartbeat_interval": 1, "grace_period": 2}

@@ -11,7 +11,13 @@ from typing import Any
 
 import optuna
 
-from optuna_rnn.cli.spec import PRUNERS, SPACES, SearchSpec, parse_assignment, parse_task
+from optuna_rnn.cli.spec import (
+    PRUNERS,
+    SPACES,
+    SearchSpec,
+    parse_assignment,
+    parse_task,
+)
 from optuna_rnn.storage import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HEARTBEAT_INTERVAL,

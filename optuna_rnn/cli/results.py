@@ -7,7 +7,12 @@ import sys
 from pathlib import Path
 
 from optuna_rnn.cell import Cell, CellError
-from optuna_rnn.cli.args import UsageError, add_storage_options, load_study, positive_int
+from optuna_rnn.cli.args import (
+    UsageError,
+    add_storage_options,
+    load_study,
+    positive_int,
+)
 
 __all__ = ["add_parsers", "cell_of"]
 

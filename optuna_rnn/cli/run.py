@@ -30,7 +30,11 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.cli.spec import SearchSpec
-from optuna_rnn.storage import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL, open_storage
+from optuna_rnn.storage import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    open_storage,
+)
 
 __all__ = [
     "Progress",

@@ -16,8 +16,16 @@ from typing import Any
 
 import optuna
 
-__all__ = ["SPEC_ATTR", "SAMPLERS", "PRUNERS", "SPACES", "TASKS", "SearchSpec", "parse_assignment",
-           "parse_task"]
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "SPACES",
+    "SPEC_ATTR",
+    "TASKS",
+    "SearchSpec",
+    "parse_assignment",
+    "parse_task",
+]
 
 SPEC_ATTR = "optuna_rnn:spec"
 
