@@ -165,6 +165,13 @@ def test_bias_initial_value_and_diagonal_offset() -> None:
     assert Cell.parse("h' = tanh(W x + U h + b)") != cell
 
 
+def test_a_value_given_at_any_use_holds_for_all() -> None:
+    first = Cell.parse("h' = tanh(W x + U h + bf) * sigm(V[0.5] x + bf[1])\nt = V x")
+    later = Cell.parse("h' = tanh(W x + U h + bf[1]) * sigm(V x + bf)\nt = V[0.5] x")
+    assert first == later
+    assert {n.name: n.value for n in first.nodes if n.name in ("bf", "V")} == {"bf": 1, "V": 0.5}
+
+
 def test_linear_a_x_is_a_fresh_weight_with_offset_and_a_fresh_bias() -> None:
     cell = Cell.parse("h' = tanh(linear(0.9, x) + U h)")
     assert cell == Cell.parse("h' = tanh(W1[0.9] x + b1 + U h)")
@@ -227,7 +234,8 @@ def test_same_weight_name_on_same_operand_is_one_node() -> None:
         ("h' = bW x + bW", "'bW' names both a weight and a bias"),
         ("h' = h x", "line 1: 'h' is a value, not a weight"),
         ("h' = x + a + c + d\na' = x\nc' = x\nd' = x", "at most 3 states"),
-        ("h' = W[1] x + bq[1] + bq[2]", "bias 'bq' is given two initial values"),
+        ("h' = W[1] x + bq[1] + bq[2]", "initial value of bias 'bq' is given twice, 1 and 2"),
+        ("a = W x\nh' = W[2] x * W[1] x + a", "diagonal offset of weight 'W' is given twice"),
         ("tanh = x\nh' = x", "line 1: 'tanh' is reserved"),
         ("", "no equations"),
     ],

@@ -101,6 +101,7 @@ class GraphBuilder:
         self.labels: dict[int, str] = {}
         self._index: dict[tuple, int] = {}
         self._kinds: dict[str, str] = {}
+        self._values: dict[str, float] = {}
 
     def _claim(self, name: str, kind: str) -> None:
         """One name, one thing: a weight, a bias and a state never share a name."""
@@ -132,33 +133,35 @@ class GraphBuilder:
         self._claim(name, "bias")
         if not name.startswith("b"):
             raise CellError(f"bias name {name!r} must start with 'b'")
-        key = (BIAS, name)
-        if key in self._index:
-            old = self.nodes[self._index[key]]
-            if init is not None and float(init) != old.value:
-                raise CellError(
-                    f"bias {name!r} is given two initial values, {old.value:g} and {init:g}"
-                )
-            return self._index[key]
-        value = _finite(0.0 if init is None else init, f"initial value of bias {name!r}")
-        return self._intern(key, Node(BIAS, (), name, value))
+        value = self._value((BIAS, name), init, f"initial value of bias {name!r}")
+        return self._intern((BIAS, name), Node(BIAS, (), name, value))
 
     def linear(self, name: str, operand: int, diag: float | None = None) -> int:
         """The linear map ``name`` of ``operand``: ``(W + diag * I) operand``."""
         self._claim(name, "weight")
-        key = (LINEAR, name)
-        if key in self._index:
-            old = self.nodes[self._index[key]]
-            if old.inputs != (operand,):
-                raise CellError(
-                    f"weight {name!r} is applied to two different operands; weights are "
-                    "not shared, so give each linear map its own name"
-                )
-            if diag is not None and float(diag) != old.value:
-                raise CellError(f"weight {name!r} is given two diagonal offsets")
-            return self._index[key]
-        value = _finite(0.0 if diag is None else diag, f"diagonal offset of weight {name!r}")
-        return self._intern(key, Node(LINEAR, (operand,), name, value))
+        found = self._index.get((LINEAR, name))
+        if found is not None and self.nodes[found].inputs != (operand,):
+            raise CellError(
+                f"weight {name!r} is applied to two different operands; weights are "
+                "not shared, so give each linear map its own name"
+            )
+        value = self._value((LINEAR, name), diag, f"diagonal offset of weight {name!r}")
+        return self._intern((LINEAR, name), Node(LINEAR, (operand,), name, value))
+
+    def _value(self, key: tuple[str, str], given: float | None, what: str) -> float:
+        """The value of a bias or weight: set once, by any of its uses (``b`` and ``b[1]``
+        in either order are one bias with initial value 1)."""
+        name = key[1]
+        if given is None:
+            return self._values.get(name, 0.0)
+        value = _finite(given, what)
+        old = self._values.setdefault(name, value)
+        if old != value:
+            raise CellError(f"{what} is given twice, {old:g} and {value:g}")
+        if key in self._index:  # an earlier use left the default: give it the value
+            n = self.nodes[self._index[key]]
+            self.nodes[self._index[key]] = Node(n.op, n.inputs, n.name, value)
+        return value
 
     def op(self, op: str, *inputs: int) -> int:
         """An elementwise operation or activation of existing nodes."""
