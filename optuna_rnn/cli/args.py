@@ -120,9 +120,8 @@ def add_spec_options(parser: argparse.ArgumentParser, *, n_trials: int | None = 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=1,
-                        help="local worker processes, one torch thread each (default: 1)")
-    parser.add_argument("--threads", type=positive_int, default=1,
-                        help="torch threads per worker (default: 1)")
+                        help="local worker processes, one torch thread each unless "
+                        "--set torch_threads=N (default: 1)")
     parser.add_argument("--timeout", type=positive_float,
                         help="seconds after which workers start no new trial")
     parser.add_argument("--seed", type=int, help="seeds the sampler (worker k: seed + k)")

@@ -169,10 +169,8 @@ class WorkerOptions:
 
     storage: str
     study_name: str
-    target: int | None = None
     timeout: float | None = None
     seed: int | None = None
-    threads: int = 1
     heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL
     grace_period: int = DEFAULT_GRACE_PERIOD
     verbosity: int = optuna.logging.INFO
@@ -199,16 +197,17 @@ def run_worker(
     options: WorkerOptions,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> None:
-    """One worker: ``options.threads`` torch threads, its own storage connection."""
-    import torch
+    """One worker with its own storage connection; it reads the trial count as it starts.
 
+    Torch threads are the objective's business (``torch_threads``, 1 by default: one
+    single-threaded trial per core).
+    """
     optuna.logging.set_verbosity(options.verbosity)
-    torch.set_num_threads(options.threads)
     study, spec = load(options)
     work(
         study,
         spec.build_objective(),
-        options.target or spec.n_trials,
+        spec.n_trials,
         timeout=options.timeout,
         poll=min(5.0, options.heartbeat_interval),
         callbacks=callbacks,

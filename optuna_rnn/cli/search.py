@@ -171,7 +171,6 @@ def _options(args: argparse.Namespace, study_name: str) -> WorkerOptions:
         study_name=study_name,
         timeout=args.timeout,
         seed=args.seed,
-        threads=args.threads,
         heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period,
         verbosity=optuna.logging.get_verbosity(),
