@@ -28,6 +28,7 @@ __all__ = [
     "CellError",
     "GraphBuilder",
     "Node",
+    "fresh_name",
 ]
 
 X = "x"
@@ -212,13 +213,14 @@ class GraphBuilder:
         if self.nodes[node].op not in LEAF_OPS and node not in self.labels:
             self.labels[node] = name
 
-    def fresh_name(self, prefix: str) -> str:
-        """A weight or bias name not yet used in this graph."""
-        used = {n.name for n in self.nodes if n.name} | set(self.labels.values())
-        k = 1
-        while f"{prefix}{k}" in used:
-            k += 1
-        return f"{prefix}{k}"
+
+def fresh_name(prefix: str, taken: set[str]) -> str:
+    """``prefix1``, ``prefix2``...: the first not in ``taken``, which it joins."""
+    k = 1
+    while f"{prefix}{k}" in taken:
+        k += 1
+    taken.add(f"{prefix}{k}")
+    return f"{prefix}{k}"
 
 
 def _finite(value: float, what: str) -> float:

@@ -52,6 +52,7 @@ from optuna_rnn.cell.ir import (
     CellError,
     GraphBuilder,
     X,
+    fresh_name,
 )
 
 __all__ = ["TRANSFORMATIONS", "Mutation", "Step", "mutate"]
@@ -238,18 +239,11 @@ class _Rewrite:
     def _pick(self, seq: Sequence[T]) -> T:
         return seq[self.rng.integers(len(seq))]
 
-    def _fresh(self, prefix: str) -> str:
-        k = 1
-        while f"{prefix}{k}" in self._taken:
-            k += 1
-        self._taken.add(f"{prefix}{k}")
-        return f"{prefix}{k}"
-
     def _activation(self, act: str | float, operand: int) -> int:
         if isinstance(act, str):
             return self.b.op(act, operand)
-        w = self.b.linear(self._fresh("W"), operand, act)
-        return self.b.op(ADD, w, self.b.bias(self._fresh("b")))
+        w = self.b.linear(fresh_name("W", self._taken), operand, act)
+        return self.b.op(ADD, w, self.b.bias(fresh_name("b", self._taken)))
 
     def _log(self, kind: str, i: int, detail: str) -> None:
         self.steps.append(Step(kind, i, detail))

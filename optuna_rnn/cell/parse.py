@@ -36,6 +36,7 @@ from optuna_rnn.cell.ir import (
     Cell,
     CellError,
     GraphBuilder,
+    fresh_name,
 )
 
 __all__ = ["parse", "FUNCTIONS"]
@@ -276,13 +277,6 @@ class _Resolver:
         self.done: dict[tuple[str, bool], int] = {}
         self.active: list[tuple[str, bool]] = []
 
-    def fresh(self, prefix: str) -> str:
-        k = 1
-        while f"{prefix}{k}" in self.used:
-            k += 1
-        self.used.add(f"{prefix}{k}")
-        return f"{prefix}{k}"
-
     def define(self, name: str, primed: bool) -> int:
         key = (name, primed)
         if key in self.done:
@@ -334,8 +328,8 @@ class _Resolver:
                 return self.b.op(e[1], *[self.expr(t) for t in e[2]])
             if tag == "linear":
                 operand = self.expr(e[2])
-                w = self.b.linear(self.fresh("W"), operand, e[1])
-                return self.b.op(ADD, w, self.b.bias(self.fresh("b")))
+                w = self.b.linear(fresh_name("W", self.used), operand, e[1])
+                return self.b.op(ADD, w, self.b.bias(fresh_name("b", self.used)))
             if tag == "apply":
                 weight, annot, operand, line = e[1], e[2], e[3], e[4]
                 if weight == "x" or weight in self.states or weight in self.defs:

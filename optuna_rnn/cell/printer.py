@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, MUL, ONE, STATE, SUB, Cell, X
+from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, MUL, ONE, STATE, SUB, Cell, X, fresh_name
 
 __all__ = ["to_equations"]
 
@@ -31,11 +31,7 @@ def to_equations(cell: Cell) -> str:
         elif i in cell.labels:
             names[i] = cell.labels[i]
         elif len(consumers[i]) > 1:
-            k = 1
-            while f"t{k}" in used:
-                k += 1
-            used.add(f"t{k}")
-            names[i] = f"t{k}"
+            names[i] = fresh_name("t", used)
 
     def _sum_order(i: int) -> tuple[int, int]:
         """Readable sums: W x terms, then other linear maps, other terms, biases last."""
