@@ -8,9 +8,9 @@ Grammar (one equation per line or ``;``; ``#`` starts a comment)::
     factor   := WEIGHT factor                 # juxtaposition: a linear map, W x, W (r * h)
               | FUNC "(" sum ")"              # tanh, sigm, sigmoid, relu, identity, id
               | "linear" "(" NUMBER "," sum ")"  # the paper's Linear(a, x) = (W + aI) x + b
-              | "(" sum ")" | NAME ["'"] | "1"
+              | "(" sum ")" | NAME ["'"] | BIAS | "1"
     WEIGHT   := NAME ["[" NUMBER "]"]          # W[a]: diagonal offset a
-    NAME     := NAME ["[" NUMBER "]"]          # b[v]: bias with initial value v
+    BIAS     := NAME ["[" NUMBER "]"]          # b[v]: bias with initial value v
 
 A name written right against ``(`` (``sin(x)``) is a function call, so an unknown
 function is an error rather than a linear map; a linear map of a parenthesised operand
