@@ -34,10 +34,15 @@ def test_unknown_name_lists_the_valid_ones() -> None:
         zoo.source("nope")
 
 
-def test_name_of_a_mutant_is_none() -> None:
-    cell = mutate(zoo.get("gru"), np.random.default_rng(0))
-    assert zoo.name_of(cell) in (None, *zoo.names())
-    assert zoo.name_of(Cell.parse("h' = relu(W x + U h)")) is None
+def test_name_of_agrees_with_a_search_of_the_zoo() -> None:
+    rng = np.random.default_rng(0)
+    cells = [mutate(zoo.get("lstm_f"), rng) for _ in range(50)]
+    cells.append(Cell.parse("h' = relu(W x + U h)"))
+    cells.append(Cell.parse(str(zoo.get("lstm")).replace("bf", "bq")))  # renamed: still lstm
+    for cell in cells:
+        found = [name for name in zoo.names() if zoo.get(name) == cell]
+        assert zoo.name_of(cell) == (found[0] if found else None)
+    assert zoo.name_of(cells[-2]) is None and zoo.name_of(cells[-1]) == "lstm"
 
 
 def test_states() -> None:
