@@ -211,7 +211,11 @@ class _Graph:
 
 
 class _Rewrite:
-    """One pass: rebuilds the parent node by node in a fresh builder, transforming some."""
+    """One pass: rebuilds the parent node by node in a fresh builder, transforming some.
+
+    Each transformation is the method named after it (``TRANSFORMATIONS``): it gets the
+    parent's node index and the node's inputs in the new graph, and returns the new node.
+    """
 
     def __init__(self, graph: _Graph, rng: np.random.Generator) -> None:
         self.g = graph
