@@ -15,7 +15,8 @@ def _num(v: float) -> str:
 
 
 def to_equations(cell: Cell) -> str:
-    """One equation per line: named or shared intermediates first, then the states."""
+    """One equation per line: named or shared intermediates first (by depth, then name),
+    then the states."""
     nodes = cell.nodes
     consumers = cell.consumers()
     state_of: dict[int, str] = {}
@@ -78,10 +79,11 @@ def to_equations(cell: Cell) -> str:
             text = " * ".join(expr(j, 2) for j in n.inputs)
         return f"({text})" if mine < prec else text
 
-    lines = []
-    for i in range(len(nodes)):
-        if i in names and i not in state_of:
-            lines.append(f"{names[i]} = {expr(i, top=True)}")
+    depth: list[int] = []
+    for n in nodes:
+        depth.append(1 + max((depth[j] for j in n.inputs), default=-1))
+    named = sorted((i for i in names if i not in state_of), key=lambda i: (depth[i], names[i]))
+    lines = [f"{names[i]} = {expr(i, top=True)}" for i in named]
     for s, i in cell.updates.items():
         if state_of[i] == s:
             lines.append(f"{s}' = {expr(i, top=True)}")
