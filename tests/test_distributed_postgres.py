@@ -84,11 +84,12 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _kill_a_worker_mid_trial(study: optuna.Study, search: subprocess.Popen) -> int:
+def _kill_a_worker_mid_trial(study: optuna.Study, commands: list[subprocess.Popen]) -> int:
     """SIGKILL the worker of a trial that has reported but not finished; its number."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        assert search.poll() is None, search.communicate()
+        for command in commands:
+            assert command.poll() is None, command.communicate()
         for trial in study.get_trials(states=(TrialState.RUNNING,)):
             if trial.intermediate_values and WORKER_ATTR in trial.user_attrs:
                 os.kill(int(trial.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
@@ -97,23 +98,27 @@ def _kill_a_worker_mid_trial(study: optuna.Study, search: subprocess.Popen) -> i
     raise AssertionError("no trial reached its first report in time")
 
 
+def _cli(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "optuna_rnn.cli", *argv, "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_four_workers_survive_a_killed_one(postgres_url: str) -> None:
-    search = subprocess.Popen(
-        [sys.executable, "-m", "optuna_rnn.cli", "search", *TINY, "--no-progress",
-         "--storage", postgres_url, "--study-name", "pg", "--n-trials", str(N_TRIALS),
-         "--workers", "4", "--seed", "0", "--heartbeat-interval", "1",
-         "--grace-period", str(GRACE_PERIOD)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    """`search --workers 2` creates the study, `worker --workers 2` joins it."""
+    where = ["--storage", postgres_url, "--study-name", "pg", "--workers", "2",
+             "--heartbeat-interval", "1", "--grace-period", str(GRACE_PERIOD)]
+    search = _cli("search", *TINY, "--n-trials", str(N_TRIALS), "--seed", "0", *where)
     deadline = time.monotonic() + 60
     while "pg" not in optuna.get_all_study_names(postgres_url):
         assert time.monotonic() < deadline and search.poll() is None, search.communicate()
         time.sleep(0.2)
+    worker = _cli("worker", *where)
     study = optuna.load_study(study_name="pg", storage=postgres_url)
-    killed_number = _kill_a_worker_mid_trial(study, search)
-    out, err = search.communicate(timeout=300)
+    killed_number = _kill_a_worker_mid_trial(study, [search, worker])
+    (out, err), (_, worker_err) = (c.communicate(timeout=300) for c in (search, worker))
     assert search.returncode == 0, err
-    assert "1 of 4 workers exited with [-9]" in err
+    assert worker.returncode == 0, worker_err
+    assert "1 of 2 workers exited with [-9]" in err + worker_err
 
     trials = study.get_trials()
     live = live_trials(trials)
@@ -121,6 +126,7 @@ def test_four_workers_survive_a_killed_one(postgres_url: str) -> None:
     assert len(live) == N_TRIALS
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in live)
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) >= 3  # both commands worked
     # the killed trial failed after the grace period and its retry ran in its place
     killed = trials[killed_number]
     assert killed.state == TrialState.FAIL and killed not in live
