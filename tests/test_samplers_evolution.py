@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from optuna_rnn import CellError, zoo
 from optuna_rnn.samplers import CellEvolutionSampler
-from optuna_rnn.samplers._records import FINGERPRINT_KEY, read_plan
+from optuna_rnn.samplers._records import fingerprint_of, read_plan
 from optuna_rnn.spaces import GraphSpace
 
 SPACE = GraphSpace(max_nodes=12)
@@ -56,7 +56,7 @@ def _actions(study: optuna.Study) -> list[tuple]:
     for t in study.trials:
         plan = read_plan(t)
         out.append(
-            (plan.action if plan else None, t.system_attrs.get(FINGERPRINT_KEY), t.params)
+            (plan.action if plan else None, fingerprint_of(t), t.params)
         )
     return out
 
@@ -66,11 +66,11 @@ def _assert_no_repeats_but_reevaluations(study: optuna.Study) -> None:
     for t in study.trials:
         plan = read_plan(t)
         if plan is None or plan.action != "reevaluate":
-            fresh[t.system_attrs[FINGERPRINT_KEY]] += 1
+            fresh[fingerprint_of(t)] += 1
     assert max(fresh.values()) == 1, [fp for fp, n in fresh.items() if n > 1]
     reevaluated = collections.defaultdict(list)
     for t in study.trials:
-        reevaluated[t.system_attrs[FINGERPRINT_KEY]].append(t.params.get("lr"))
+        reevaluated[fingerprint_of(t)].append(t.params.get("lr"))
     for lrs in reevaluated.values():
         assert len(lrs) == len(set(lrs)), "a hyperparameter draw was repeated"
 
@@ -84,7 +84,7 @@ def test_trials_follow_the_plan_and_never_repeat_an_architecture() -> None:
     for t in study.trials:
         plan = read_plan(t)
         assert SPACE.decode(t.params).fingerprint == plan.fingerprint
-        assert t.system_attrs[FINGERPRINT_KEY] == plan.fingerprint
+        assert fingerprint_of(t) == plan.fingerprint
         if plan.action == "mutate":
             assert plan.mutations and plan.parent in parents
         if plan.action == "reevaluate":
@@ -104,7 +104,7 @@ def test_reevaluation_exhausts_the_hyperparameters_then_mutates() -> None:
     study = _study(reevaluate_prob=1.0)
     study.optimize(objective, n_trials=12)
     _assert_no_repeats_but_reevaluations(study)
-    tries = collections.Counter(t.system_attrs[FINGERPRINT_KEY] for t in study.trials)
+    tries = collections.Counter(fingerprint_of(t) for t in study.trials)
     assert max(tries.values()) == len(LR)
     assert "mutate" in {a for a, _, _ in _actions(study)}
 
@@ -224,7 +224,7 @@ def test_without_seeds_the_first_cell_is_random_then_evolves() -> None:
     study.optimize(objective, n_trials=15)
     first_complete = next(t for t in study.trials if t.state == TrialState.COMPLETE)
     assert read_plan(first_complete) is None  # drawn by the hyperparameter sampler
-    assert first_complete.system_attrs[FINGERPRINT_KEY] == SPACE.decode(
+    assert fingerprint_of(first_complete) == SPACE.decode(
         first_complete.params
     ).fingerprint
     later = [read_plan(t) for t in study.trials[first_complete.number + 1 :]]

@@ -11,11 +11,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.samplers import (
     AgingPopulation,
+    Architecture,
     ElitePopulation,
     Reevaluation,
     TournamentSelection,
 )
-from optuna_rnn.samplers._population import collect_architectures
+from optuna_rnn.samplers._index import StudyIndex
 from optuna_rnn.samplers._records import hyperparameter_key
 
 MAX, MIN = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
@@ -32,8 +33,12 @@ def _trials(rows: list[tuple[str, object]]) -> list[FrozenTrial]:
     return out
 
 
-def _archs(rows: list[tuple[str, object]]):
-    return collect_architectures(_trials(rows), lambda t: t.user_attrs["fingerprint"]).values()
+def _archs(rows: list[tuple[str, object]]) -> list[Architecture]:
+    groups: dict[str, Architecture] = {}
+    for t in _trials(rows):
+        fp = t.user_attrs["fingerprint"]
+        groups[fp] = groups.get(fp, Architecture(fp)).with_trial(t)
+    return list(groups.values())
 
 
 ROWS = [("a", 0.5), ("b", 0.9), ("a", 0.95), ("c", 0.1), ("d", 0.7), ("b", 0.2)]
@@ -59,13 +64,6 @@ def test_aging_keeps_the_youngest_ranked_best_first() -> None:
     # Births: a=0, b=1, c=3, d=4. The two youngest are c and d, whatever their scores.
     population = AgingPopulation(2)(_archs(ROWS), [MAX])
     assert [a.fingerprint for a in population] == ["d", "c"]
-
-
-def test_only_complete_trials_with_a_fingerprint_count() -> None:
-    trials = _trials([("a", 1.0), ("b", 2.0)])
-    pruned = optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={"fingerprint": "c"})
-    archs = collect_architectures(trials + [pruned], lambda t: t.user_attrs["fingerprint"])
-    assert sorted(archs) == ["a", "b"]
 
 
 def test_multi_objective_ranks_by_pareto_front() -> None:
@@ -111,3 +109,50 @@ def test_reevaluation_draws_only_untried_hyperparameters() -> None:
     assert sorted(seen) == [0.1, 0.2, 0.3]
     assert Reevaluation(max_attempts=200)(dists, tried, draw) is None
     assert Reevaluation()({}, set(), draw) is None
+
+
+def _study_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study._storage.get_all_trials(study._study_id, deepcopy=False)
+
+
+def _fingerprint(t: FrozenTrial) -> str | None:
+    return t.user_attrs.get("fp")
+
+
+def test_index_groups_trials_and_leaves_the_asker_out() -> None:
+    study = optuna.create_study()
+    for fp, state in [("a", TrialState.COMPLETE), ("a", TrialState.PRUNED),
+                      ("b", TrialState.FAIL), (None, TrialState.COMPLETE)]:
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=1.0 if state == TrialState.COMPLETE else None,
+            user_attrs={} if fp is None else {"fp": fp}))
+    running = study.ask()
+    running.set_user_attr("fp", "c")
+    asker = study.ask()
+    asker.set_user_attr("fp", "d")
+    view = StudyIndex(_fingerprint).view(_study_trials(study), exclude=asker.number)
+    assert set(view.architectures) == {"a"} and len(view.architectures["a"].trials) == 1
+    assert {fp: len(ts) for fp, ts in view.finished.items()} == {"a": 2, "b": 1}
+    assert set(view.unfinished) == {"c"}
+    assert "b" in view and "c" in view and "d" not in view
+    assert len(view.trials_of("a")) == 2
+
+
+def test_incremental_index_equals_a_fresh_one() -> None:
+    """The index is a memo: indexing a growing study step by step changes nothing."""
+    rng = np.random.default_rng(0)
+    study = optuna.create_study()
+    index = StudyIndex(_fingerprint)
+    pending: list[optuna.Trial] = []
+    for step in range(60):
+        trial = study.ask()
+        trial.set_user_attr("fp", "abcde"[rng.integers(5)])
+        pending.append(trial)
+        if rng.random() < 0.6:
+            done = pending.pop(int(rng.integers(len(pending))))
+            state = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][rng.integers(3)]
+            study.tell(done, float(rng.random()) if state == TrialState.COMPLETE else None,
+                       state=state)
+        incremental = index.view(_study_trials(study), exclude=-1)
+        fresh = StudyIndex(_fingerprint).view(_study_trials(study), exclude=-1)
+        assert incremental == fresh, step

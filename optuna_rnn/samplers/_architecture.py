@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
 from optuna_rnn.cell import Cell, CellError
-from optuna_rnn.samplers._population import Architecture, collect_architectures
 from optuna_rnn.samplers._records import fingerprint_of
 from optuna_rnn.spaces import CellSpace
 
@@ -68,11 +67,6 @@ class ArchitectureCodec:
             raise CellError(f"trial {trial.number} holds no cell of the space")
         return cell
 
-    def split(self, trial: FrozenTrial) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
-        """A finished trial's space params and their distributions."""
-        own = self.own(trial.params)
-        return own, {k: trial.distributions[k] for k in own}
-
     def distributions(self, params: Mapping[str, Any]) -> dict[str, BaseDistribution]:
         """The distributions the space suggests ``params`` with (``encode``'s output).
 
@@ -82,6 +76,3 @@ class ArchitectureCodec:
         if not self._distributions.keys() >= params.keys():
             self._distributions.update(self.space.distributions(params))
         return {k: self._distributions[k] for k in params}
-
-    def architectures(self, trials: Iterable[FrozenTrial]) -> dict[str, Architecture]:
-        return collect_architectures(trials, self.fingerprint_of)

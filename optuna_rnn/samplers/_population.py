@@ -2,81 +2,98 @@
 
 An architecture is a fingerprint; its quality is that of its best COMPLETE trial in the
 study's direction (multi-objective: the best non-domination rank among its trials, as
-NSGA-II ranks trials). Nothing is remembered between calls: the population is recomputed
-from the storage, so every worker that shares the storage sees the same one.
+NSGA-II ranks trials). Nothing is remembered between asks but a memo of finished trials
+(:mod:`optuna_rnn.samplers._index`): every worker that shares the storage sees the same
+population. All values here are immutable, so threads can share them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from optuna.study import StudyDirection
 from optuna.study._multi_objective import _fast_non_domination_rank
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-__all__ = ["AgingPopulation", "Architecture", "ElitePopulation", "collect_architectures"]
+__all__ = [
+    "AgingPopulation",
+    "Architecture",
+    "ElitePopulation",
+    "Member",
+    "rank_architectures",
+]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Architecture:
-    """One fingerprint and its COMPLETE trials (in trial-number order).
+    """One fingerprint and its COMPLETE trials, in trial-number order.
 
-    ``rank`` orders architectures by quality, lower is better; it is set by
-    :func:`rank_architectures`.
+    ``lowest`` and ``highest`` are the trials with the lowest and highest first value (the
+    oldest on ties), kept as trials are added so that ranking a single-objective study
+    costs one step per architecture, not per trial.
     """
 
     fingerprint: str
-    trials: list[FrozenTrial] = field(default_factory=list)
-    rank: float = 0.0
-    best: FrozenTrial | None = None
+    trials: tuple[FrozenTrial, ...] = ()
+    lowest: FrozenTrial | None = None
+    highest: FrozenTrial | None = None
 
     @property
     def birth(self) -> int:
         """The number of the architecture's first COMPLETE trial: its age in the study."""
         return self.trials[0].number
 
+    def with_trial(self, trial: FrozenTrial) -> Architecture:
+        trials = list(self.trials)
+        bisect.insort(trials, trial, key=lambda t: t.number)
+        low = min(trials, key=lambda t: (t.values[0], t.number))
+        high = min(trials, key=lambda t: (-t.values[0], t.number))
+        return Architecture(self.fingerprint, tuple(trials), low, high)
 
-def collect_architectures(
-    trials: Iterable[FrozenTrial], fingerprint_of: Callable[[FrozenTrial], str | None]
-) -> dict[str, Architecture]:
-    """Group the COMPLETE trials that carry a fingerprint by architecture."""
-    out: dict[str, Architecture] = {}
-    for t in trials:
-        if t.state != TrialState.COMPLETE:
-            continue
-        fp = fingerprint_of(t)
-        if fp is not None:
-            out.setdefault(fp, Architecture(fp)).trials.append(t)
-    return out
+    def best(self, direction: StudyDirection) -> FrozenTrial:
+        """The best trial in a single-objective study."""
+        best = self.lowest if direction == StudyDirection.MINIMIZE else self.highest
+        assert best is not None, "an architecture has at least one trial"
+        return best
 
 
-def _losses(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> np.ndarray:
-    sign = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions])
-    values = np.array([t.values for t in trials], dtype=float).reshape(len(trials), -1)
-    return values * sign
+@dataclass(frozen=True)
+class Member:
+    """A ranked architecture: ``rank`` orders quality (lower is better), ``best`` is its
+    best trial (for multi-objective, one of its trials on its best front)."""
+
+    fingerprint: str
+    rank: float
+    best: FrozenTrial
+    birth: int
 
 
 def rank_architectures(
     architectures: Iterable[Architecture], directions: Sequence[StudyDirection]
-) -> list[Architecture]:
-    """Set each architecture's ``rank`` and ``best``; return them best first (ties: oldest)."""
+) -> list[Member]:
+    """Rank architectures by their best trial; best first, ties to the oldest."""
     archs = list(architectures)
+    if len(directions) == 1:
+        sign = 1.0 if directions[0] == StudyDirection.MINIMIZE else -1.0
+        bests = [(a, a.best(directions[0])) for a in archs]
+        members = [Member(a.fingerprint, sign * t.values[0], t, a.birth) for a, t in bests]
+        return sorted(members, key=lambda m: (m.rank, m.birth))
     trials = [t for a in archs for t in a.trials]
     if not trials:
         return []
-    losses = _losses(trials, directions)
-    trial_rank = (
-        losses[:, 0] if len(directions) == 1 else _fast_non_domination_rank(losses).astype(float)
-    )
+    sign_vec = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions])
+    trial_rank = _fast_non_domination_rank(np.array([t.values for t in trials]) * sign_vec)
+    members = []
     k = 0
     for a in archs:
         mine = trial_rank[k : k + len(a.trials)]
-        a.rank = float(mine.min())
-        a.best = a.trials[int(np.argmin(mine))]
+        best = int(np.argmin(mine))
+        members.append(Member(a.fingerprint, float(mine[best]), a.trials[best], a.birth))
         k += len(a.trials)
-    return sorted(archs, key=lambda a: (a.rank, a.birth))
+    return sorted(members, key=lambda m: (m.rank, m.birth))
 
 
 class ElitePopulation:
@@ -87,7 +104,7 @@ class ElitePopulation:
 
     def __call__(
         self, architectures: Iterable[Architecture], directions: Sequence[StudyDirection]
-    ) -> list[Architecture]:
+    ) -> list[Member]:
         return rank_architectures(architectures, directions)[: self.size]
 
 
@@ -103,6 +120,6 @@ class AgingPopulation:
 
     def __call__(
         self, architectures: Iterable[Architecture], directions: Sequence[StudyDirection]
-    ) -> list[Architecture]:
+    ) -> list[Member]:
         youngest = sorted(architectures, key=lambda a: a.birth)[-self.size :]
         return rank_architectures(youngest, directions)

@@ -1,15 +1,15 @@
 """What the evolution sampler writes into a trial's system attrs, and reads back.
 
-Every piece of cross-trial state lives here, in the storage: a trial's fingerprint (its
-claim on an architecture), and its plan (how it was proposed and the parameter values the
-sampler owns for it). Threads, processes and machines that share the storage therefore
+Every piece of cross-trial state lives here, in the storage: a trial's plan (its claim on
+an architecture, how it was proposed and the parameter values the sampler owns for it,
+written in one storage call), and, where it differs, the fingerprint it evaluated. Threads, processes and machines that share the storage therefore
 share one population; the sampler object itself holds nothing but its settings.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +51,8 @@ class Plan:
         fingerprint: the planned architecture.
         params: parameter values the sampler owns for this trial (the architecture's, and
             for a re-evaluation also the new hyperparameter draw); external representation.
-        distributions: the distribution of each entry of ``params``.
-        hyperparameters: which of ``params`` are hyperparameters rather than architecture.
+        hyperparameters: the distributions of the hyperparameters among ``params`` (the
+            architecture's come from the space, so they are not repeated in every trial).
         parent: the fingerprint mutated or re-evaluated, if any.
         mutations: the transformations :func:`optuna_rnn.mutate` applied, in order.
     """
@@ -60,8 +60,7 @@ class Plan:
     action: str
     fingerprint: str
     params: dict[str, Any] = field(default_factory=dict)
-    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
-    hyperparameters: tuple[str, ...] = ()
+    hyperparameters: dict[str, BaseDistribution] = field(default_factory=dict)
     parent: str | None = None
     mutations: tuple[str, ...] = ()
 
@@ -70,8 +69,9 @@ class Plan:
             "action": self.action,
             "fingerprint": self.fingerprint,
             "params": self.params,
-            "distributions": {k: distribution_to_json(d) for k, d in self.distributions.items()},
-            "hyperparameters": list(self.hyperparameters),
+            "hyperparameters": {
+                k: distribution_to_json(d) for k, d in self.hyperparameters.items()
+            },
             "parent": self.parent,
             "mutations": list(self.mutations),
         }
@@ -82,19 +82,17 @@ class Plan:
             action=data["action"],
             fingerprint=data["fingerprint"],
             params=dict(data["params"]),
-            distributions={
-                k: json_to_distribution(v) for k, v in data["distributions"].items()
+            hyperparameters={
+                k: json_to_distribution(v) for k, v in data["hyperparameters"].items()
             },
-            hyperparameters=tuple(data["hyperparameters"]),
             parent=data["parent"],
             mutations=tuple(data["mutations"]),
         )
 
 
-def write_plan(storage: BaseStorage, trial_id: int, plan: Plan) -> None:
-    """Store ``plan`` and claim its fingerprint for the trial (visible to every worker)."""
-    storage.set_trial_system_attr(trial_id, PLAN_KEY, plan.to_json())
-    storage.set_trial_system_attr(trial_id, FINGERPRINT_KEY, plan.fingerprint)
+def write_plan(storage: BaseStorage, trial_id: int, plan: Plan | None) -> None:
+    """Store ``plan``, claiming its fingerprint for the trial (``None`` withdraws it)."""
+    storage.set_trial_system_attr(trial_id, PLAN_KEY, None if plan is None else plan.to_json())
 
 
 def read_plan(trial: FrozenTrial) -> Plan | None:
@@ -104,13 +102,21 @@ def read_plan(trial: FrozenTrial) -> Plan | None:
 
 
 def fingerprint_of(trial: FrozenTrial) -> str | None:
-    """The architecture a trial claims or evaluated: the sampler's record, else the objective's."""
-    fp = trial.system_attrs.get(FINGERPRINT_KEY)
-    if fp is None:
-        fp = trial.user_attrs.get(_OBJECTIVE_FINGERPRINT)
+    """The architecture a trial evaluated or claims, as recorded.
+
+    In order: what it evaluated (written after the trial when that differs from its
+    plan), its plan, the fingerprint the objective put in its user attrs.
+    """
+    attrs = trial.system_attrs
+    if FINGERPRINT_KEY in attrs:
+        return attrs[FINGERPRINT_KEY]
+    plan = attrs.get(PLAN_KEY)
+    if plan is not None:
+        return plan["fingerprint"]
+    fp = trial.user_attrs.get(_OBJECTIVE_FINGERPRINT)
     return fp if isinstance(fp, str) else None
 
 
-def hyperparameter_key(params: Mapping[str, Any], names: tuple[str, ...]) -> str:
+def hyperparameter_key(params: Mapping[str, Any], names: Iterable[str]) -> str:
     """A comparable key of one hyperparameter draw (the values of ``names`` in ``params``)."""
     return json.dumps([[n, params.get(n)] for n in sorted(names)], default=repr)

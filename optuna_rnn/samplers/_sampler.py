@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
+from optuna.storages import BaseStorage
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.cell.ir import DEFAULT_MAX_NODES
 from optuna_rnn.samplers._architecture import ArchitectureCodec
 from optuna_rnn.samplers._mutation import MutationProposal
-from optuna_rnn.samplers._population import AgingPopulation, Architecture, ElitePopulation
+from optuna_rnn.samplers._index import StudyIndex, View
+from optuna_rnn.samplers._population import AgingPopulation, ElitePopulation, Member
 from optuna_rnn.samplers._records import (
     ENQUEUED,
     FINGERPRINT_KEY,
@@ -24,6 +27,7 @@ from optuna_rnn.samplers._records import (
     PLAN_KEY,
     REEVALUATE,
     Plan,
+    fingerprint_of,
     hyperparameter_key,
     read_plan,
     write_plan,
@@ -112,6 +116,21 @@ class CellEvolutionSampler(BaseSampler):
         self._max_attempts = max_attempts
         self._hyperparameter_sampler = hyperparameter_sampler or RandomSampler(seed=seed)
         self._seed = secrets.randbits(63) if seed is None else seed
+        self._lock = threading.Lock()
+        self._indexes: dict[tuple[BaseStorage, int], StudyIndex] = {}
+        self._plans: dict[tuple[BaseStorage, int], Plan | None] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The study indexes are memos of storages (rebuilt on demand); locks do not pickle.
+        state = self.__dict__.copy()
+        del state["_lock"], state["_indexes"], state["_plans"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._indexes = {}
+        self._plans = {}
 
     @property
     def space(self) -> CellSpace:
@@ -126,13 +145,15 @@ class CellEvolutionSampler(BaseSampler):
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        plan = _stored_plan(study, trial)
-        return {} if plan is None else dict(plan.distributions)
+        plan = self._plan_of(study, trial)
+        if plan is None:
+            return {}
+        return {**self._codec.distributions(self._codec.own(plan.params)), **plan.hyperparameters}
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        plan = _stored_plan(study, trial)
+        plan = self._plan_of(study, trial)
         if plan is None:
             return {}
         return {k: v for k, v in plan.params.items() if k in search_space}
@@ -151,7 +172,7 @@ class CellEvolutionSampler(BaseSampler):
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._hyperparameter_sampler.before_trial(study, trial)
         if PLAN_KEY not in trial.system_attrs:
-            self._plan(study, trial)
+            self._plans[study._storage, trial._trial_id] = self._plan(study, trial)
 
     def after_trial(
         self,
@@ -162,57 +183,86 @@ class CellEvolutionSampler(BaseSampler):
     ) -> None:
         # Record what was evaluated: the objective may not have used the plan (fixed
         # params, another space), and random starting cells had no plan at all.
-        plan = read_plan(trial)
-        own = self._codec.own(trial.params)
-        if plan is not None and own and own == self._codec.own(plan.params):
-            fingerprint: str | None = plan.fingerprint
-        else:
-            fingerprint = self._codec.fingerprint(own)
-        if trial.system_attrs.get(FINGERPRINT_KEY) != fingerprint:
+        self._plans.pop((study._storage, trial._trial_id), None)
+        fingerprint = self._evaluated(trial)
+        if fingerprint != fingerprint_of(trial):
             study._storage.set_trial_system_attr(trial._trial_id, FINGERPRINT_KEY, fingerprint)
         self._hyperparameter_sampler.after_trial(study, trial, state, values)
 
+    def _evaluated(self, trial: FrozenTrial) -> str | None:
+        """The fingerprint of the cell a finished trial's params describe."""
+        plan = read_plan(trial)
+        own = self._codec.own(trial.params)
+        if plan is not None and own and own == self._codec.own(plan.params):
+            return plan.fingerprint
+        return self._codec.fingerprint(own)
+
     # ---------------------------------------------------------------- proposals
-    def _plan(self, study: Study, trial: FrozenTrial) -> None:
+    def _view(self, study: Study, trial: FrozenTrial) -> tuple[View, list[FrozenTrial]]:
+        """The study without ``trial``, read from the storage now (and every trial read)."""
+        key = (study._storage, study._study_id)
+        with self._lock:
+            if key not in self._indexes:
+                self._indexes[key] = StudyIndex(self._codec.fingerprint_of)
+            index = self._indexes[key]
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        return index.view(trials, exclude=trial.number), trials
+
+    def _plan_of(self, study: Study, trial: FrozenTrial) -> Plan | None:
+        """The trial's plan: as this sampler made it, else as stored.
+
+        Optuna hands samplers a copy of the trial taken before ``before_trial`` wrote
+        the plan, so a plan made elsewhere is read back from the storage.
+        """
+        key = (study._storage, trial._trial_id)
+        if key in self._plans:
+            return self._plans[key]
+        if PLAN_KEY not in trial.system_attrs:
+            trial = study._storage.get_trial(trial._trial_id)
+        return read_plan(trial)
+
+    def _plan(self, study: Study, trial: FrozenTrial) -> Plan | None:
+        """Propose, claim and return the trial's plan (``None``: no plan, none stored)."""
         storage = study._storage
-        trials = storage.get_all_trials(study._study_id, deepcopy=False)
         fixed = trial.system_attrs.get("fixed_params")
         if fixed:
             fingerprint = self._codec.fingerprint(fixed)
             if fingerprint is not None:
-                write_plan(storage, trial._trial_id, Plan(ENQUEUED, fingerprint))
-                return
+                plan = Plan(ENQUEUED, fingerprint)
+                write_plan(storage, trial._trial_id, plan)
+                return plan
         rng = np.random.default_rng([self._seed, trial.number])
-        others = [t for t in trials if t.number != trial.number]
-        architectures = self._codec.architectures(others)
-        population = self._population(architectures.values(), study.directions)
-        parents = [a.best for a in population] or self._seeds(others)
+        view, trials = self._view(study, trial)
+        population = self._population(view.architectures.values(), study.directions)
+        parents = [m.best for m in population] or self._seeds(trials, trial.number)
         if not parents:
-            return  # nothing to evolve yet: hyperparameter_sampler draws a random cell
-        taken = {fp for t in others if (fp := self._codec.fingerprint_of(t)) is not None}
+            return None  # nothing to evolve yet: hyperparameter_sampler draws a random cell
         for _ in range(self._max_attempts):
-            plan = self._propose(study, trial, rng, population, parents, others, taken)
+            plan = self._propose(study, trial, rng, view, population, parents)
             if plan is None:
                 continue
             write_plan(storage, trial._trial_id, plan)
-            if not self._conflicts(study, trial, plan):
-                return
-            taken.add(plan.fingerprint)
+            # Claim, then read every claim: of two workers claiming one evaluation at
+            # once, the later reader always sees the earlier claim and backs off, so no
+            # two claims survive on any storage that orders writes (all of Optuna's).
+            view, _ = self._view(study, trial)
+            if not _claimed(view, plan):
+                return plan
         _logger.warning(
             f"Trial {trial.number}: no new architecture in {self._max_attempts} proposals; "
             "its architecture is sampled by the hyperparameter sampler instead."
         )
-        storage.set_trial_system_attr(trial._trial_id, PLAN_KEY, None)
-        storage.set_trial_system_attr(trial._trial_id, FINGERPRINT_KEY, None)
+        write_plan(storage, trial._trial_id, None)
+        return None
 
-    def _seeds(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    def _seeds(self, trials: list[FrozenTrial], exclude: int) -> list[FrozenTrial]:
         """Enqueued trials (any state but FAIL), the parents until one finishes."""
         out = []
         for t in trials:
-            if t.state == TrialState.FAIL:
+            if t.number == exclude or t.state == TrialState.FAIL:
                 continue
-            plan = read_plan(t)
-            if (plan is not None and plan.action == ENQUEUED) or (
+            plan = t.system_attrs.get(PLAN_KEY)
+            if (plan is not None and plan["action"] == ENQUEUED) or (
                 t.state == TrialState.WAITING and self._codec.fingerprint_of(t) is not None
             ):
                 out.append(t)
@@ -223,19 +273,17 @@ class CellEvolutionSampler(BaseSampler):
         study: Study,
         trial: FrozenTrial,
         rng: np.random.Generator,
-        population: list[Architecture],
+        view: View,
+        population: list[Member],
         parents: list[FrozenTrial],
-        others: list[FrozenTrial],
-        taken: set[str],
     ) -> Plan | None:
         if population and rng.random() < self._reevaluate_prob:
             member = population[int(rng.integers(len(population)))]
-            plan = self._reevaluate(study, trial, member, others)
+            plan = self._reevaluate(study, trial, member, view)
             if plan is not None:
                 return plan
-        parent = self._selection(parents, rng)
-        parent_cell = self._codec.cell(parent)
-        found = self._mutation(parent_cell, rng, taken)
+        parent = self._codec.cell(self._selection(parents, rng))
+        found = self._mutation(parent, rng, view)
         if found is None:
             return None
         mutation, params = found
@@ -243,24 +291,14 @@ class CellEvolutionSampler(BaseSampler):
             MUTATE,
             mutation.cell.fingerprint,
             params=params,
-            distributions=self._codec.distributions(params),
-            parent=parent_cell.fingerprint,
+            parent=parent.fingerprint,
             mutations=tuple(f"{s.transformation}: {s.detail}" for s in mutation.steps),
         )
 
-    def _reevaluate(
-        self, study: Study, trial: FrozenTrial, member: Architecture, others: list[FrozenTrial]
-    ) -> Plan | None:
-        reference = member.best
-        assert reference is not None
-        arch_params, arch_distributions = self._codec.split(reference)
-        hyper = {k: d for k, d in reference.distributions.items() if k not in arch_params}
-        names = tuple(hyper)
-        tried = {
-            _hyperparameter_key(t, names)
-            for t in others
-            if self._codec.fingerprint_of(t) == member.fingerprint
-        }
+    def _reevaluate(self, study: Study, trial: FrozenTrial, member: Member, view: View) -> Plan | None:
+        arch_params = self._codec.own(member.best.params)
+        hyper = {k: d for k, d in member.best.distributions.items() if k not in arch_params}
+        tried = {_hyperparameter_key(t, hyper) for t in view.trials_of(member.fingerprint)}
         params = self._reevaluation(
             hyper,
             tried,
@@ -274,36 +312,24 @@ class CellEvolutionSampler(BaseSampler):
             REEVALUATE,
             member.fingerprint,
             params={**arch_params, **params},
-            distributions={**arch_distributions, **hyper},
-            hyperparameters=names,
+            hyperparameters=hyper,
             parent=member.fingerprint,
         )
 
-    def _conflicts(self, study: Study, trial: FrozenTrial, plan: Plan) -> bool:
-        """Whether another trial claims the same evaluation (read after our own claim).
 
-        Each worker writes its claim, then reads every claim; of two workers claiming one
-        fingerprint at once the later reader always sees the earlier claim and backs off,
-        so no two claims survive, on any storage that orders writes (all of Optuna's).
-        """
-        key = hyperparameter_key(plan.params, plan.hyperparameters)
-        for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
-            if t.number == trial.number or self._codec.fingerprint_of(t) != plan.fingerprint:
-                continue
-            if plan.action != REEVALUATE or _hyperparameter_key(t, plan.hyperparameters) == key:
-                return True
-        return False
+def _claimed(view: View, plan: Plan) -> bool:
+    """Whether another trial in ``view`` claims the evaluation ``plan`` proposes."""
+    if plan.action != REEVALUATE:
+        return plan.fingerprint in view
+    key = hyperparameter_key(plan.params, plan.hyperparameters)
+    return any(
+        _hyperparameter_key(t, plan.hyperparameters) == key
+        for t in view.trials_of(plan.fingerprint)
+    )
 
 
-def _stored_plan(study: Study, trial: FrozenTrial) -> Plan | None:
-    """The trial's plan; re-read, since Optuna hands samplers a copy taken before it existed."""
-    if PLAN_KEY not in trial.system_attrs:
-        trial = study._storage.get_trial(trial._trial_id)
-    return read_plan(trial)
-
-
-def _hyperparameter_key(trial: FrozenTrial, names: tuple[str, ...]) -> str:
+def _hyperparameter_key(trial: FrozenTrial, names: Iterable[str]) -> str:
     """The hyperparameter draw a trial made or was planned to make."""
-    plan = read_plan(trial)
-    planned = plan.params if plan is not None else {}
+    plan = trial.system_attrs.get(PLAN_KEY)
+    planned = plan["params"] if plan is not None else {}
     return hyperparameter_key({**planned, **trial.params}, names)
