@@ -208,8 +208,17 @@ class CellObjective:
                 f"the study must {expected} the {self.task.score_name} of {self.task!r}; "
                 f"create it with direction={expected!r}"
             )
+        return self.evaluate(trial)
+
+    def evaluate(self, trial: optuna.Trial, *, step_offset: int = 0) -> float:
+        """Train and score the trial's cell, in a study of either direction.
+
+        What :meth:`__call__` does without its direction check, for objectives that run
+        several tasks in one trial (:func:`optuna_rnn.make_multitask_objective`): losses
+        are reported at ``step_offset + step``, negated when the study maximizes.
+        """
         try:
-            return self._run(trial)
+            return self._run(trial, step_offset)
         except optuna.TrialPruned:
             raise
         except Exception as err:
@@ -222,7 +231,7 @@ class CellObjective:
             # Optuna marks a trial that returns NaN as FAIL and goes on with the study.
             return math.nan
 
-    def _run(self, trial: optuna.Trial) -> float:
+    def _run(self, trial: optuna.Trial, step_offset: int = 0) -> float:
         import torch
 
         from optuna_rnn.train import (
@@ -269,10 +278,10 @@ class CellObjective:
         )
         # Pruners read intermediate values in the study's direction: negate the loss
         # when the study maximizes, so a lower loss is still a better value.
-        sign = -1.0 if task.higher_is_better else 1.0
+        sign = -1.0 if trial.study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
 
         def on_evaluate(step: int, valid: dict[str, float]) -> None:
-            trial.report(sign * valid["loss"], step)
+            trial.report(sign * valid["loss"], step_offset + step)
             if trial.should_prune():
                 trial.set_user_attr("ended_because", "pruned")
                 raise optuna.TrialPruned(f"pruned at step {step}")
