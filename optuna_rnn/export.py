@@ -113,7 +113,7 @@ def plot_leaderboard(board: pd.DataFrame, path: Path, *, top: int = 20, score: s
     ax.barh(labels, shown["best_score"], color="tab:blue", label="best")
     ax.plot(shown["median_score"], labels, "o", color="tab:orange", label="median")
     ax.set_xlabel(score)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -44,9 +44,13 @@ class Context:
 
 
 def baselines(cells: Sequence[str], draws: int, **fields: Any) -> SearchSpec:
-    """Zoo cells with ``draws`` random hyperparameter draws each (optuna-rnn baselines)."""
-    return SearchSpec(sampler="random", n_trials=len(cells) * draws, seed_cells=tuple(cells),
-                      seed_draws=draws, **fields)
+    """Zoo cells with ``draws`` random hyperparameter draws each, as ``optuna-rnn baselines``.
+
+    Unpruned: every draw trains to its budget, as the paper's did, so that best and median
+    compare cells on equal terms.
+    """
+    return SearchSpec(sampler="random", pruner="none", n_trials=len(cells) * draws,
+                      seed_cells=tuple(cells), seed_draws=draws, **fields)
 
 
 def main(
