@@ -1,6 +1,7 @@
 """Fused kernels vs PyTorch's RNNs and the reference backend: one training step each.
 
-One step = forward + backward of the recurrent core (loss: sum of the outputs). All
+One step = forward + backward of the recurrent core (loss: sum of the outputs; the
+input needs its gradient, as an embedding's output would). All
 contenders run interleaved, round-robin, so background load hits them alike; each
 reports the median of ``--reps`` steps. Also: cold build and warm (cached) load time of
 new cells' kernels, and the GFLOP/s of the fused steps against a large matrix product
@@ -130,7 +131,7 @@ def main() -> None:
         T, B, I, H = SIZES[size]
         print(f"\n## size ({size}) T={T} B={B} I={I} H={H}, ms per training step (median of {args.reps})")
         torch.manual_seed(0)
-        x = torch.randn(T, B, I, device=device)
+        x = torch.randn(T, B, I, device=device, requires_grad=True)  # as from an embedding
         modules: dict[str, torch.nn.Module] = {
             "nn.LSTM": torch.nn.LSTM(I, H),
             "fused lstm": CellRNN(zoo.get("lstm"), I, H, backend="fused"),

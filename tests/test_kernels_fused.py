@@ -63,24 +63,26 @@ def assert_fused_matches_reference(
     seed: int = 0,
     input_size: int = 3,
     hidden: int = 6,
+    device: str = "cpu",
+    backend: str = "fused",
 ) -> None:
+    """``backend`` against the reference: outputs, final states, every gradient."""
     torch.manual_seed(seed)
     kw = dict(num_layers=num_layers, batch_first=batch_first, init_scale=0.7)
-    fused = CellRNN(cell, input_size, hidden, backend="fused", **kw).to(dtype)
-    ref = CellRNN(cell, input_size, hidden, backend="reference", **kw).to(dtype)
+    fused = CellRNN(cell, input_size, hidden, backend=backend, **kw).to(device, dtype)
+    ref = CellRNN(cell, input_size, hidden, backend="reference", **kw).to(device, dtype)
     ref.load_state_dict(fused.state_dict())
     T, B = 5, 3
+    new = dict(dtype=dtype, device=device)
     shape = (B, T, input_size) if batch_first else (T, B, input_size)
-    x = torch.randn(shape, dtype=dtype, requires_grad=True)
+    x = torch.randn(shape, **new, requires_grad=True)
     states = (
-        tuple(torch.randn(num_layers, B, hidden, dtype=dtype, requires_grad=True) for _ in cell.states)
+        tuple(torch.randn(num_layers, B, hidden, **new, requires_grad=True) for _ in cell.states)
         if initial
         else None
     )
     out_shape = (B, T, hidden) if batch_first else (T, B, hidden)
-    weights = [torch.randn(out_shape, dtype=dtype)] + [
-        torch.randn(num_layers, B, hidden, dtype=dtype) for _ in cell.states
-    ]
+    weights = [torch.randn(out_shape, **new)] + [torch.randn(num_layers, B, hidden, **new) for _ in cell.states]
     want = _run(ref, x, states, weights)
     if not all(w.isfinite().all() for w in want):
         pytest.skip("this mutant overflows in the reference itself")
@@ -110,20 +112,20 @@ def test_zoo_cell(name, config):
     assert_fused_matches_reference(zoo.get(name), **config)
 
 
-def _mutants(n: int, seed: int) -> list[optuna_rnn.Cell]:
+def mutants(n: int, seed: int) -> list[optuna_rnn.Cell]:
     rng = np.random.default_rng(seed)
     names = zoo.names()
     return [mutate(zoo.get(names[rng.integers(len(names))]), rng) for _ in range(n)]
 
 
-@pytest.mark.parametrize("k, cell", list(enumerate(_mutants(40, seed=2015))), ids=lambda v: str(v) if isinstance(v, int) else "")
+@pytest.mark.parametrize("k, cell", list(enumerate(mutants(40, seed=2015))), ids=lambda v: str(v) if isinstance(v, int) else "")
 def test_mutant(k, cell):
     config = CONFIGS[k % len(CONFIGS)]
     assert_fused_matches_reference(cell, seed=k, **config)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("k, cell", list(enumerate(_mutants(210, seed=7))), ids=lambda v: str(v) if isinstance(v, int) else "")
+@pytest.mark.parametrize("k, cell", list(enumerate(mutants(210, seed=7))), ids=lambda v: str(v) if isinstance(v, int) else "")
 def test_many_mutants_every_config(k, cell):
     """At least 200 mutants once the few that overflow in the reference are skipped."""
     for config in CONFIGS:
@@ -154,13 +156,18 @@ def test_dropout_between_layers_matches_reference():
     torch.testing.assert_close(a, b)
 
 
-def test_auto_picks_fused_and_shares_the_parameter_layout():
-    cell = zoo.get("mut3")
+@pytest.mark.parametrize("name", ["mut3", "lstm"])
+def test_auto_runs_fused_on_the_cpu_and_every_backend_shares_the_layout(name):
+    cell = zoo.get(name)
     auto = CellRNN(cell, 4, 6)
-    assert auto.backend == "fused"
+    assert auto.backend == "auto"
+    fused = CellRNN(cell, 4, 6, backend="fused")
     ref = CellRNN(cell, 4, 6, backend="reference")
-    assert ref.state_dict().keys() == auto.state_dict().keys()
+    assert ref.state_dict().keys() == auto.state_dict().keys() == fused.state_dict().keys()
     assert all(v.shape == auto.state_dict()[k].shape for k, v in ref.state_dict().items())
+    fused.load_state_dict(auto.state_dict())
+    x = torch.randn(5, 2, 4)
+    assert torch.equal(auto(x)[0], fused(x)[0])
 
 
 def test_plan_products_and_stages():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import optuna
 
-__all__ = ["cache_dir", "load_library"]
+__all__ = ["atomic_write_text", "cache_dir", "load_library"]
 
 _logger = optuna.logging.get_logger(__name__)
 
@@ -68,6 +68,15 @@ def _warn_once(cc: str, message: str) -> None:
         _warned.add(cc)
         warnings.warn(message, RuntimeWarning, stacklevel=4)
         _logger.warning(message)
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Write ``target`` so that readers see the old file or the whole new one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".write-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, target)
 
 
 def _build(source: str, target: Path, cc: str) -> str | None:

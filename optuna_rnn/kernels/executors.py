@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ import torch
 from optuna_rnn.kernels.layout import Slot
 from optuna_rnn.kernels.program import Program
 
-__all__ = ["StepFn", "bind_c", "bind_torch", "interpret"]
+__all__ = ["StepFn", "bind_c", "bind_torch", "bind_triton", "interpret"]
 
 StepFn = Callable[[int], None]
 
@@ -57,6 +58,17 @@ def bind_torch(
 ) -> StepFn:
     """Step function that interprets ``prog`` (the fallback without a compiler)."""
     return lambda t: interpret(prog, [s.view(buffers, t, H) for s in slots])
+
+
+def bind_triton(
+    kernel: Any, slots: Sequence[Slot], buffers: Mapping[str, torch.Tensor], T: int, B: int, H: int
+) -> StepFn:
+    """Step function that launches the Triton ``kernel`` on step ``t``'s views."""
+    from optuna_rnn.kernels.codegen_triton import BLOCK
+
+    grid = ((B * H + BLOCK - 1) // BLOCK,)
+    views = [[s.view(buffers, t, H) for s in slots] for t in range(T)]
+    return lambda t: kernel[grid](*views[t], B, H, BLOCK=BLOCK)
 
 
 def bind_c(

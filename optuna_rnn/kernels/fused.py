@@ -10,6 +10,7 @@ gradients come out after the loop, each weight gradient as one product over all 
 from __future__ import annotations
 
 import ctypes
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from optuna_rnn.cell.ir import BIAS
 from optuna_rnn.kernels import executors
 from optuna_rnn.kernels.build import load_library
 from optuna_rnn.kernels.codegen_c import c_source, function_name
+from optuna_rnn.kernels.codegen_triton import load_triton_module, triton_source
 from optuna_rnn.kernels.layout import Slot, slot
 from optuna_rnn.kernels.plan import Plan, make_plan
 from optuna_rnn.kernels.program import Program, backward_program, forward_program
@@ -29,10 +31,22 @@ __all__ = ["FusedCell", "fused_backend"]
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 
-class FusedCell:
-    """A cell compiled for the fused backend: plan, programs and (if built) C kernels."""
+POINTWISE = ("auto", "c", "triton", "torch")
 
-    def __init__(self, cell: Cell) -> None:
+
+class FusedCell:
+    """A cell compiled for the fused backend: plan, programs and their kernels.
+
+    ``pointwise`` picks what runs the pointwise programs: "c" (built by the system
+    compiler, CPU), "triton" (CUDA, or Triton's interpreter with ``TRITON_INTERPRET=1``),
+    "torch" (plain ops, anywhere) or "auto": C on the CPU and Triton on CUDA, falling back
+    to torch where those are missing.
+    """
+
+    def __init__(self, cell: Cell, *, pointwise: str = "auto") -> None:
+        if pointwise not in POINTWISE:
+            raise ValueError(f"pointwise must be one of {POINTWISE}, got {pointwise!r}")
+        self.pointwise = pointwise
         self.plan: Plan = make_plan(cell)
         plan = self.plan
         self.forward_programs = [forward_program(plan, k) if s else None for k, s in enumerate(plan.stages)]
@@ -48,6 +62,7 @@ class FusedCell:
         )
         self.bias_nodes = {n.name: i for i, n in enumerate(plan.nodes) if n.op == BIAS}
         self._functions: dict[str, Any] = {}
+        self._triton: ModuleType | bool | None = None
 
     def source(self, dtype: str) -> str:
         """The generated C for ``dtype`` ("f32" or "f64")."""
@@ -60,12 +75,31 @@ class FusedCell:
             self._libraries[dtype] = load_library(self.source(dtype))
         return self._libraries[dtype]
 
+    def triton_module(self) -> ModuleType | None:
+        """The Triton kernels (imported on first use); ``None`` without Triton."""
+        if self._triton is None:
+            try:
+                self._triton = load_triton_module(triton_source(self._widths))
+            except ImportError:
+                self._triton = False
+        return self._triton or None
+
+    def _executor(self, device: torch.device, dtype: torch.dtype) -> str:
+        if self.pointwise != "auto":
+            return self.pointwise
+        if device.type == "cpu":
+            return "c" if dtype in _DTYPES else "torch"
+        return "triton" if device.type == "cuda" else "torch"
+
     def step_fn(
         self, prog: Program, buffers: dict[str, torch.Tensor], T: int, B: int, H: int, dtype: torch.dtype
     ) -> executors.StepFn:
         slots = self.slots[prog.name]
+        kind = self._executor(buffers["S0"].device, dtype)
+        if kind == "triton" and self.triton_module() is not None:
+            return executors.bind_triton(getattr(self._triton, prog.name), slots, buffers, T, B, H)
         key = _DTYPES.get(dtype)
-        lib = self.library(key) if key and buffers["S0"].device.type == "cpu" else None
+        lib = self.library(key) if kind == "c" and key else None
         if lib is None:
             return executors.bind_torch(prog, slots, buffers, H)
         name = function_name(prog, key)
@@ -133,12 +167,13 @@ class _Fused(torch.autograd.Function):
             buffers[f"b:{name}"] = b.contiguous()
         kernels = [core.step_fn(p, buffers, T, B, H, ref.dtype) if p else None for p in core.forward_programs]
         by_round = _products_by_round(plan)
-        sources = [slot(plan, ("val", prod.source)) for prod in plan.products]
-        w_t = [w.t() for w in weights]
+        sources = [slot(plan, ("val", prod.source)).views(buffers, T, H) for prod in plan.products]
+        targets = [buffers[f"Y{p}"].unbind(0) for p in range(len(plan.products))]
+        w_t = [w.t().contiguous() for w in weights]  # a contiguous right operand is faster
         for t in range(T):
             for k, kernel in enumerate(kernels):
                 for p in by_round[k]:
-                    torch.mm(sources[p].view(buffers, t, H), w_t[p], out=buffers[f"Y{p}"][t])
+                    torch.mm(sources[p][t], w_t[p], out=targets[p][t])
                 if kernel is not None:
                     kernel(t)
         ctx.core, ctx.buffers, ctx.weights, ctx.shape = core, buffers, weights, (T, B, H)
@@ -171,13 +206,14 @@ class _Fused(torch.autograd.Function):
             buffers[f"gb:{name}"] = ref.new_zeros(1, B, H)
         kernels = [core.step_fn(p, buffers, T, B, H, ref.dtype) if p else None for p in core.backward_programs]
         by_round = _products_by_round(plan)
-        grads = [slot(plan, ("grad", prod.source)) for prod in plan.products]
+        grads = [slot(plan, ("grad", prod.source)).views(buffers, T, H) for prod in plan.products]
+        douts = [buffers[f"dY{p}"].unbind(0) for p in range(len(plan.products))]
         for t in reversed(range(T)):
             for k in reversed(range(len(kernels))):
                 if kernels[k] is not None:
                     kernels[k](t)
                 for p in by_round[k]:
-                    grads[p].view(buffers, t, H).addmm_(buffers[f"dY{p}"][t], weights[p])
+                    grads[p][t].addmm_(douts[p][t], weights[p])
         dweights = []
         for p, prod in enumerate(plan.products):
             src = slot(plan, ("val", prod.source)).rows(buffers, T, H).reshape(T * B, H)

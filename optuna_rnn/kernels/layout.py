@@ -42,6 +42,16 @@ class Slot:
             return buf
         return buf[self.row(t), :, self.block * H : (self.block + 1) * H]
 
+    def views(self, buffers: Mapping[str, torch.Tensor], T: int, H: int) -> list[torch.Tensor]:
+        """``[self.view(buffers, t, H) for t in range(T)]``, made in a few tensor ops."""
+        buf = buffers[self.buffer]
+        if self.vec:
+            return [buf] * T
+        if self.width > 1:
+            buf = buf.narrow(2, self.block * H, H)
+        rows = buf.unbind(0)
+        return [rows[self.row(t)] for t in range(T)]
+
     def rows(self, buffers: Mapping[str, torch.Tensor], T: int, H: int) -> torch.Tensor:
         """``(T, B, H)``: this slot at every step (per-step buffers only)."""
         assert self.mod is None and not self.vec

@@ -20,9 +20,9 @@ from optuna_rnn.cell import Cell
 
 __all__ = [
     "BACKENDS",
+    "BackendFactory",
     "LayerParams",
     "LayerRunner",
-    "BackendFactory",
     "register_backend",
     "resolve_backend",
 ]
@@ -49,23 +49,17 @@ BackendFactory = Callable[[Cell], LayerRunner]
 BACKENDS: dict[str, str | BackendFactory] = {
     "reference": "optuna_rnn.nn.reference:reference_backend",
     "fused": "optuna_rnn.kernels.fused:fused_backend",
+    "native": "optuna_rnn.kernels.native:native_backend",
+    "auto": "optuna_rnn.kernels.auto:auto_backend",
 }
-_AUTO_ORDER: list[str] = ["fused", "reference"]
 
 
-def register_backend(name: str, factory: str | BackendFactory, *, auto_rank: int | None = None) -> None:
-    """Register ``factory`` under ``name``; ``auto_rank`` puts it in "auto"'s preference list.
+def register_backend(name: str, factory: str | BackendFactory) -> None:
+    """Register ``factory`` (or ``"module:attribute"`` naming it) under ``name``.
 
-    ``"auto"`` tries the candidates in order (lowest rank first) and uses the first whose
-    factory accepts the cell (a factory refuses a cell by raising ``NotImplementedError``).
+    A factory refuses a cell it cannot run by raising ``NotImplementedError``.
     """
-    if name == "auto":
-        raise ValueError("'auto' is reserved for picking a registered backend")
     BACKENDS[name] = factory
-    if auto_rank is not None:
-        if name in _AUTO_ORDER:
-            _AUTO_ORDER.remove(name)
-        _AUTO_ORDER.insert(min(auto_rank, len(_AUTO_ORDER)), name)
 
 
 def _factory(name: str) -> BackendFactory:
@@ -77,15 +71,11 @@ def _factory(name: str) -> BackendFactory:
     return entry
 
 
-def resolve_backend(name: str, cell: Cell) -> tuple[str, LayerRunner]:
-    """The backend ``name`` bound to ``cell``, as ``(actual name, runner)``."""
-    if name == "auto":
-        for candidate in _AUTO_ORDER:
-            try:
-                return candidate, _factory(candidate)(cell)
-            except NotImplementedError:
-                continue
-        raise RuntimeError("no registered backend accepts this cell")  # reference accepts all
+def resolve_backend(name: str, cell: Cell) -> LayerRunner:
+    """The backend ``name`` bound to ``cell``."""
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose from {sorted(BACKENDS) + ['auto']}")
-    return name, _factory(name)(cell)
+        raise ValueError(f"unknown backend {name!r}; choose from {sorted(BACKENDS)}")
+    try:
+        return _factory(name)(cell)
+    except NotImplementedError as err:
+        raise ValueError(f"backend {name!r} cannot run this cell: {err}") from None

@@ -79,8 +79,9 @@ class CellRNN(nn.Module):
     otherwise (``(h, c)`` for an LSTM); ``None`` means zeros. Dropout (training only) is
     applied to the outputs of every layer but the last, as nn.LSTM does.
 
-    ``backend`` picks how a layer runs ("reference": per-node autograd, the oracle;
-    "fused": generated kernels, see README "Fast kernels"; "auto": the fastest that works
+    ``backend`` picks how a layer runs: "reference" (per-node autograd, the oracle),
+    "fused" (generated kernels, see README "Fast kernels"), "native" (PyTorch's own
+    kernels, for cells equal to zoo lstm/gru_torch) or "auto" (the fastest that works
     here); all backends share one parameter layout, so a
     ``state_dict`` moves between them. ``init_scale`` is the paper's initialisation scale
     ``s``: matrices start as ``U(-s/sqrt(n), s/sqrt(n))`` with ``n`` their fan-in.
@@ -115,7 +116,8 @@ class CellRNN(nn.Module):
         self.batch_first = batch_first
         self.dropout = dropout
         self.init_scale = init_scale
-        self.backend, self._runner = resolve_backend(backend, cell)
+        self.backend = backend
+        self._runner = resolve_backend(backend, cell)
         self.layers = nn.ModuleList(
             CellLayer(cell, input_size if k == 0 else hidden_size, hidden_size)
             for k in range(num_layers)

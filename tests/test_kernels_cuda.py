@@ -1,0 +1,50 @@
+"""The fused (Triton) and native (cuDNN) backends on a CUDA GPU; skipped without one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from optuna_rnn import CellRNN, zoo
+
+from test_kernels_fused import CONFIGS, assert_fused_matches_reference, mutants
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """TF32 would put float32 products 1e-3 off; the tolerances are for real float32."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("name", ["lstm", "gru", "mut1", "janet", "fgr", "indrnn"])
+def test_fused_triton_on_cuda(name, config):
+    assert_fused_matches_reference(zoo.get(name), device="cuda", **config)
+
+
+@pytest.mark.parametrize("k, cell", list(enumerate(mutants(12, seed=99))))
+def test_fused_triton_mutants_on_cuda(k, cell):
+    assert_fused_matches_reference(cell, device="cuda", seed=k, **CONFIGS[k % len(CONFIGS)])
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("name", ["lstm", "gru_torch"])
+def test_native_cudnn_on_cuda(name, config):
+    assert_fused_matches_reference(zoo.get(name), device="cuda", backend="native", **config)
+
+
+def test_auto_routes_exact_lstm_to_cudnn_and_others_to_triton():
+    x = torch.randn(7, 4, 3, device="cuda")
+    for name, other in (("lstm", "native"), ("mut2", "fused")):
+        auto = CellRNN(zoo.get(name), 3, 8).cuda()
+        twin = CellRNN(zoo.get(name), 3, 8, backend=other).cuda()
+        twin.load_state_dict(auto.state_dict())
+        assert torch.equal(auto(x)[0], twin(x)[0])
