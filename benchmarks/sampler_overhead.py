@@ -68,8 +68,9 @@ def finished_trials(n: int, rng: np.random.Generator) -> list[optuna.trial.Froze
     fingerprints = [SPACE.decode(arch).fingerprint for arch in pool]
     arch_dists = [SPACE.distributions(arch) for arch in pool]
     choices = dict(zip(HYPER.names, HYPER._choices().values()))
-    hyper = {k: optuna.distributions.CategoricalDistribution(v) for k, v in choices.items()
-             if len(v) > 1}
+    hyper = {
+        k: optuna.distributions.CategoricalDistribution(v) for k, v in choices.items() if len(v) > 1
+    }
     trials = []
     for i in range(n):
         k = i if i < len(pool) else int(rng.integers(len(pool)))
@@ -116,26 +117,40 @@ def main() -> None:
     parser.add_argument("--asks", type=int, default=20, help="asks timed per sampler")
     parser.add_argument("--tpe-asks", type=int, default=5, help="asks timed for TPE")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dir", default=None,
-                        help="where the SQLite files go (default: the system's temp dir; "
-                        "/dev/shm takes the disk's commit latency out)")
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="where the SQLite files go (default: the system's temp dir; "
+        "/dev/shm takes the disk's commit latency out)",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"# {datetime.date.today()} {platform.platform()} {platform.processor()} "
-          f"{os.cpu_count()} CPUs, optuna {optuna.__version__}, SQLite in {args.dir or 'tmp'}")
+    print(
+        f"# {datetime.date.today()} {platform.platform()} {platform.processor()} "
+        f"{os.cpu_count()} CPUs, optuna {optuna.__version__}, SQLite in {args.dir or 'tmp'}"
+    )
     print("trials | sampler | ms/ask | ms/ask over RandomSampler | ms/tell | asks timed")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in args.sizes:
             base = Path(tmp) / f"base{n}.db"
-            study = optuna.create_study(study_name="overhead", storage=f"sqlite:///{base}",
-                                        direction="maximize")
+            study = optuna.create_study(
+                study_name="overhead", storage=f"sqlite:///{base}", direction="maximize"
+            )
             study.add_trials(finished_trials(n, np.random.default_rng(args.seed)))
             del study
             samplers = {
-                "RandomSampler": (optuna.samplers.RandomSampler(seed=args.seed), args.asks),
-                "CellEvolutionSampler": (CellEvolutionSampler(space=SPACE, seed=args.seed),
-                                         args.asks),
-                "TPESampler": (optuna.samplers.TPESampler(seed=args.seed), args.tpe_asks),
+                "RandomSampler": (
+                    optuna.samplers.RandomSampler(seed=args.seed),
+                    args.asks,
+                ),
+                "CellEvolutionSampler": (
+                    CellEvolutionSampler(space=SPACE, seed=args.seed),
+                    args.asks,
+                ),
+                "TPESampler": (
+                    optuna.samplers.TPESampler(seed=args.seed),
+                    args.tpe_asks,
+                ),
             }
             results = {}
             for name, (sampler, asks) in samplers.items():
@@ -144,7 +159,10 @@ def main() -> None:
                 results[name] = time_asks(f"sqlite:///{copy}", sampler, asks)
                 ask, tell = results[name]
                 over = ask - results["RandomSampler"][0]
-                print(f"{n} | {name} | {ask:.1f} | {over:.1f} | {tell:.1f} | {asks}", flush=True)
+                print(
+                    f"{n} | {name} | {ask:.1f} | {over:.1f} | {tell:.1f} | {asks}",
+                    flush=True,
+                )
             ratio = results["TPESampler"][0] / results["CellEvolutionSampler"][0]
             print(f"{n} | TPE / evolution, ms per ask | {ratio:.1f}x |  |  |")
 

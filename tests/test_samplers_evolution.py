@@ -55,9 +55,7 @@ def _actions(study: optuna.Study) -> list[tuple]:
     out = []
     for t in study.trials:
         plan = read_plan(t)
-        out.append(
-            (plan.action if plan else None, fingerprint_of(t), t.params)
-        )
+        out.append((plan.action if plan else None, fingerprint_of(t), t.params))
     return out
 
 
@@ -139,7 +137,9 @@ def test_a_running_trials_architecture_is_not_proposed_again() -> None:
         params = SPACE.encode(running_cell)
         study.add_trial(
             optuna.trial.create_trial(
-                state=TrialState.RUNNING, params=params, distributions=SPACE.distributions(params)
+                state=TrialState.RUNNING,
+                params=params,
+                distributions=SPACE.distributions(params),
             )
         )
         trial = study.ask()  # trial 3 in both studies: the same random draws
@@ -224,9 +224,7 @@ def test_without_seeds_the_first_cell_is_random_then_evolves() -> None:
     study.optimize(objective, n_trials=15)
     first_complete = next(t for t in study.trials if t.state == TrialState.COMPLETE)
     assert read_plan(first_complete) is None  # drawn by the hyperparameter sampler
-    assert fingerprint_of(first_complete) == SPACE.decode(
-        first_complete.params
-    ).fingerprint
+    assert fingerprint_of(first_complete) == SPACE.decode(first_complete.params).fingerprint
     later = [read_plan(t) for t in study.trials[first_complete.number + 1 :]]
     assert later and all(p is not None and p.action in ("mutate", "reevaluate") for p in later)
 

@@ -12,7 +12,10 @@ from collections.abc import Callable
 
 import pytest
 from optuna.samplers import BaseSampler
-from optuna.testing.pytest_samplers import BasicSamplerTestCase, MultiObjectiveSamplerTestCase
+from optuna.testing.pytest_samplers import (
+    BasicSamplerTestCase,
+    MultiObjectiveSamplerTestCase,
+)
 
 from optuna_rnn.samplers import CellEvolutionSampler
 from optuna_rnn.spaces import GraphSpace

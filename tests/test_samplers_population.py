@@ -68,8 +68,13 @@ def test_aging_keeps_the_youngest_ranked_best_first() -> None:
 
 def test_multi_objective_ranks_by_pareto_front() -> None:
     # Maximize both. Front 0: a (1, 3), b (3, 1), d's second trial (2, 2.5); front 1: c.
-    rows = [("a", (1.0, 3.0)), ("b", (3.0, 1.0)), ("c", (1.5, 1.5)), ("d", (0.0, 0.0)),
-            ("d", (2.0, 2.5))]
+    rows = [
+        ("a", (1.0, 3.0)),
+        ("b", (3.0, 1.0)),
+        ("c", (1.5, 1.5)),
+        ("d", (0.0, 0.0)),
+        ("d", (2.0, 2.5)),
+    ]
     population = ElitePopulation(10)(_archs(rows), [MAX, MAX])
     ranks = {a.fingerprint: a.rank for a in population}
     assert ranks["a"] == ranks["b"] == ranks["d"] == 0
@@ -98,7 +103,7 @@ def test_tournament_size_is_checked() -> None:
 def test_reevaluation_draws_only_untried_hyperparameters() -> None:
     dists = {"lr": CategoricalDistribution([0.1, 0.2, 0.3])}
     rng = np.random.default_rng(0)
-    draw = lambda name, dist: dist.choices[rng.integers(len(dist.choices))]  # noqa: E731
+    draw = lambda name, dist: dist.choices[rng.integers(len(dist.choices))]
     tried: set[str] = set()
     seen = []
     for _ in range(3):
@@ -121,11 +126,19 @@ def _fingerprint(t: FrozenTrial) -> str | None:
 
 def test_index_groups_trials_and_leaves_the_asker_out() -> None:
     study = optuna.create_study()
-    for fp, state in [("a", TrialState.COMPLETE), ("a", TrialState.PRUNED),
-                      ("b", TrialState.FAIL), (None, TrialState.COMPLETE)]:
-        study.add_trial(optuna.trial.create_trial(
-            state=state, value=1.0 if state == TrialState.COMPLETE else None,
-            user_attrs={} if fp is None else {"fp": fp}))
+    for fp, state in [
+        ("a", TrialState.COMPLETE),
+        ("a", TrialState.PRUNED),
+        ("b", TrialState.FAIL),
+        (None, TrialState.COMPLETE),
+    ]:
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=1.0 if state == TrialState.COMPLETE else None,
+                user_attrs={} if fp is None else {"fp": fp},
+            )
+        )
     running = study.ask()
     running.set_user_attr("fp", "c")
     asker = study.ask()
@@ -151,8 +164,11 @@ def test_incremental_index_equals_a_fresh_one() -> None:
         if rng.random() < 0.6:
             done = pending.pop(int(rng.integers(len(pending))))
             state = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][rng.integers(3)]
-            study.tell(done, float(rng.random()) if state == TrialState.COMPLETE else None,
-                       state=state)
+            study.tell(
+                done,
+                float(rng.random()) if state == TrialState.COMPLETE else None,
+                state=state,
+            )
         incremental = index.view(_study_trials(study), exclude=-1)
         fresh = StudyIndex(_fingerprint).view(_study_trials(study), exclude=-1)
         assert incremental == fresh, step

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from optuna_rnn.samplers._mutation import MutationProposal
-from optuna_rnn.samplers._population import AgingPopulation, Architecture, ElitePopulation
+from optuna_rnn.samplers._population import (
+    AgingPopulation,
+    Architecture,
+    ElitePopulation,
+)
 from optuna_rnn.samplers._reevaluation import Reevaluation
 from optuna_rnn.samplers._sampler import CellEvolutionSampler
 from optuna_rnn.samplers._selection import TournamentSelection

@@ -103,7 +103,9 @@ class ElitePopulation:
         self.size = size
 
     def __call__(
-        self, architectures: Iterable[Architecture], directions: Sequence[StudyDirection]
+        self,
+        architectures: Iterable[Architecture],
+        directions: Sequence[StudyDirection],
     ) -> list[Member]:
         return rank_architectures(architectures, directions)[: self.size]
 
@@ -119,7 +121,9 @@ class AgingPopulation:
         self.size = size
 
     def __call__(
-        self, architectures: Iterable[Architecture], directions: Sequence[StudyDirection]
+        self,
+        architectures: Iterable[Architecture],
+        directions: Sequence[StudyDirection],
     ) -> list[Member]:
         youngest = sorted(architectures, key=lambda a: a.birth)[-self.size :]
         return rank_architectures(youngest, directions)

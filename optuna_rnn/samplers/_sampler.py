@@ -17,8 +17,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.cell.ir import DEFAULT_MAX_NODES
 from optuna_rnn.samplers._architecture import ArchitectureCodec
-from optuna_rnn.samplers._mutation import MutationProposal
 from optuna_rnn.samplers._index import StudyIndex, View
+from optuna_rnn.samplers._mutation import MutationProposal
 from optuna_rnn.samplers._population import AgingPopulation, ElitePopulation, Member
 from optuna_rnn.samplers._records import (
     ENQUEUED,
@@ -109,7 +109,8 @@ class CellEvolutionSampler(BaseSampler):
         self._population = (AgingPopulation if aging else ElitePopulation)(population_size)
         self._selection = TournamentSelection(tournament_size)
         self._mutation = MutationProposal(
-            max_nodes=getattr(space, "max_nodes", DEFAULT_MAX_NODES), encode=space.encode
+            max_nodes=getattr(space, "max_nodes", DEFAULT_MAX_NODES),
+            encode=space.encode,
         )
         self._reevaluation = Reevaluation()
         self._reevaluate_prob = reevaluate_prob
@@ -148,10 +149,16 @@ class CellEvolutionSampler(BaseSampler):
         plan = self._plan_of(study, trial)
         if plan is None:
             return {}
-        return {**self._codec.distributions(self._codec.own(plan.params)), **plan.hyperparameters}
+        return {
+            **self._codec.distributions(self._codec.own(plan.params)),
+            **plan.hyperparameters,
+        }
 
     def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        search_space: dict[str, BaseDistribution],
     ) -> dict[str, Any]:
         plan = self._plan_of(study, trial)
         if plan is None:
@@ -295,7 +302,9 @@ class CellEvolutionSampler(BaseSampler):
             mutations=tuple(f"{s.transformation}: {s.detail}" for s in mutation.steps),
         )
 
-    def _reevaluate(self, study: Study, trial: FrozenTrial, member: Member, view: View) -> Plan | None:
+    def _reevaluate(
+        self, study: Study, trial: FrozenTrial, member: Member, view: View
+    ) -> Plan | None:
         arch_params = self._codec.own(member.best.params)
         hyper = {k: d for k, d in member.best.distributions.items() if k not in arch_params}
         tried = {_hyperparameter_key(t, hyper) for t in view.trials_of(member.fingerprint)}
