@@ -4,6 +4,7 @@ threads, processes on a journal file, HyperbandPruner, multi-objective."""
 from __future__ import annotations
 
 import collections
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -250,3 +251,14 @@ def test_importing_the_sampler_does_not_import_torch() -> None:
 def test_bad_arguments_are_named(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         CellEvolutionSampler(space=SPACE, **kwargs)
+
+
+def test_the_sampler_pickles_and_keeps_proposing() -> None:
+    study = _study(seed=3)
+    study.optimize(objective, n_trials=6)
+    study.sampler = pickle.loads(pickle.dumps(study.sampler))
+    study.optimize(objective, n_trials=6)
+    _assert_no_repeats_but_reevaluations(study)
+    again = _study(seed=3)
+    again.optimize(objective, n_trials=12)
+    assert _actions(again) == _actions(study)  # the memos it dropped changed nothing

@@ -31,6 +31,9 @@ class ArchitectureCodec:
         self._decode = functools.lru_cache(maxsize=_CACHE_SIZE)(self._decode_json)
         self._distributions: dict[str, BaseDistribution] = {}
 
+    def __reduce__(self) -> tuple[type[ArchitectureCodec], tuple[CellSpace]]:
+        return ArchitectureCodec, (self.space,)  # the caches are rebuilt, not pickled
+
     def own(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The space's parameters among ``params`` (the rest are hyperparameters)."""
         prefix = self.space.prefix
