@@ -190,12 +190,18 @@ class _Fused(torch.autograd.Function):
         has_xw, has_x, n_states, n_biases = ctx.has
         ref = buffers["S0"]
         buffers["dout"] = dout.contiguous() if dout is not None else ref.new_zeros(T, B, H)
+        # Gradient buffers that some kernel accumulates into start at zero; the others are
+        # stored whole by one kernel per step.
+        def grads_of(nodes: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+            stored = all(n in plan.stored_grads for n in nodes)
+            return torch.empty_like(like) if stored else torch.zeros_like(like)
+
         if has_xw:
-            buffers["dxw"] = torch.zeros_like(buffers["xw"])
+            buffers["dxw"] = grads_of(plan.x_linears, buffers["xw"])
         if has_x:
-            buffers["dx"] = torch.zeros_like(buffers["x"])
+            buffers["dx"] = grads_of((plan.x_index,), buffers["x"])
         for p, prod in enumerate(plan.products):
-            buffers[f"dY{p}"] = ref.new_zeros(T, B, len(prod.linears) * H)
+            buffers[f"dY{p}"] = grads_of(prod.linears, buffers[f"Y{p}"])
         for n in plan.grad_exports:
             buffers[f"gE{n}"] = ref.new_zeros(1, B, H)
         for i in range(n_states):

@@ -57,20 +57,18 @@ class Plan:
     exports: tuple[int, ...]               # pointwise nodes stored: updates, grad_exports
     grad_exports: tuple[int, ...]          # ... read in-step outside their stage
     reads_x: bool                          # a pointwise node reads raw x
+    x_index: int                           # the node x
 
-    @property
-    def num_rounds(self) -> int:
-        return len(self.stages)
+    stored_grads: frozenset[int]           # gradients one stage writes whole (no zeroing)
 
     def stage_inputs(self, k: int) -> tuple[int, ...]:
         """Nodes outside stage ``k`` that its nodes read, in node order."""
-        inside = set(self.stages[k])
-        return tuple(sorted({i for n in self.stages[k] for i in self.nodes[n].inputs} - inside))
+        return _inputs(self.nodes, self.stages[k])
 
-    def owner(self, s: str) -> int:
-        """The stage that computes state ``s``'s next value."""
-        u = self.updates[s]
-        return next(k for k, stage in enumerate(self.stages) if u in stage)
+
+def _inputs(nodes: list[PlanNode] | tuple[PlanNode, ...], stage: tuple[int, ...]) -> tuple[int, ...]:
+    inside = set(stage)
+    return tuple(sorted({i for n in stage for i in nodes[n].inputs} - inside))
 
 
 def _graph(cell: Cell) -> tuple[list[PlanNode], dict[str, int]]:
@@ -143,14 +141,25 @@ def make_plan(cell: Cell) -> Plan:
     for i, n in enumerate(nodes):
         if n.op == LINEAR and n.inputs[0] != xi:
             products.setdefault((rounds[i], n.inputs[0]), []).append(i)
+    stages = tuple(tuple(i for i in pointwise if stage[i] == k) for k in range(last + 1))
+    # x and linear maps read by one stage and no product: that stage's backward stores
+    # their whole gradient, so their buffers need no zeroing.
+    readers_of = [n for k in stages for n in _inputs(nodes, k)]
+    stored = frozenset(
+        n
+        for n in set(readers_of)
+        if nodes[n].op in (X, LINEAR) and readers_of.count(n) == 1 and all(s != n for _, s in products)
+    )
     return Plan(
         nodes=tuple(nodes),
         states=cell.states,
         updates=updates,
         x_linears=tuple(i for i, n in enumerate(nodes) if n.op == LINEAR and n.inputs[0] == xi),
         products=tuple(Product(r, s, tuple(ls)) for (r, s), ls in sorted(products.items())),
-        stages=tuple(tuple(i for i in pointwise if stage[i] == k) for k in range(last + 1)),
+        stages=stages,
         exports=tuple(i for i in pointwise if i in grad_exports or i in updates.values()),
         grad_exports=grad_exports,
         reads_x=any(xi in nodes[i].inputs for i in pointwise),
+        x_index=xi,
+        stored_grads=stored,
     )

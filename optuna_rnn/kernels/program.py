@@ -140,7 +140,11 @@ def backward_program(plan: Plan, k: int) -> Program:
             local = prog.emit("d" + node.op, val[n])
             add_grad(ins[0], prog.emit(MUL, g, local))
     for e in plan.stage_inputs(k):
-        if e in grad and plan.nodes[e].op != ONE:
+        if plan.nodes[e].op == ONE:
+            continue
+        if e in plan.stored_grads:
+            prog.store(("grad", e), grad[e] if e in grad else prog.emit("const", 0.0))
+        elif e in grad:
             prog.store(("grad", e), grad[e], accumulate=True)
     return prog
 
