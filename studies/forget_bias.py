@@ -8,8 +8,8 @@ finding holds when lstm_b is above lstm and near gru in the best column.
 Presets (the cpu one trains with Adam, the paper's with SGD, so that cells learn within
 its short budgets):
   cpu    arithmetic:small and xml:small, 3 cells x 4 draws x 2 tasks = 24 trials of at most
-         45 s of training: at most about 12 minutes with 2 workers on a 2-core machine (a
-         bound from the budgets, not a timing).
+         45 s of training: 615 s (10.3 min) with 2 workers on the project's 2-core machine,
+         measured 2026-11-26 while other jobs shared it (see README, Reproduced results).
   paper  the paper's task presets, 20 draws, 20,000 steps per trial.
 
 Run: python studies/forget_bias.py --preset cpu   (writes results/forget_bias/cpu/)
