@@ -7,6 +7,7 @@ Each type turns a bad value into :class:`argparse.ArgumentTypeError`, so argpars
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -44,18 +45,19 @@ class UsageError(Exception):
     """A problem with what the user asked for; reported like a bad argument (status 2)."""
 
 
-def _typed(convert: Any, what: str) -> Any:
+def _typed(convert: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """``convert`` as an argparse type: its ValueError becomes argparse's error message."""
+
     def parse(text: str) -> Any:
         try:
             return convert(text)
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err) or f"invalid {what}: {text!r}") from None
 
-    parse.__name__ = what
     return parse
 
 
-def _positive(kind: type) -> Any:
+def _positive(kind: type) -> Callable[[str], Any]:
     def convert(text: str) -> Any:
         try:
             value = kind(text)
