@@ -95,3 +95,22 @@ def test_console_script_module_runs() -> None:
     done = subprocess.run([sys.executable, "-m", "optuna_rnn.cli", "show", "gru"],
                           capture_output=True, text=True, check=True)
     assert "h' = " in done.stdout
+
+
+def test_spec_builds_the_library_objects() -> None:
+    from optuna_rnn import CellEvolutionSampler, GraphSpace
+    from optuna_rnn.multitask import MultitaskObjective
+    from optuna_rnn.objective import CellObjective, Hyperparameters
+
+    single = SearchSpec(tasks=("arithmetic:tiny",), sampler="random",
+                        objective={"max_steps": 5, "hyperparameters": {"layer_counts": [1]}})
+    objective = single.build_objective()
+    assert isinstance(objective, CellObjective)
+    assert objective.hyperparameters == Hyperparameters(layer_counts=[1])
+    several = SearchSpec(tasks=("xml:tiny", "arithmetic:tiny"), objective={"prefilter": False})
+    assert isinstance(several.build_objective(), MultitaskObjective)
+    assert several.direction() == "maximize"
+    assert isinstance(several.build_sampler(0), CellEvolutionSampler)
+    assert isinstance(several.build_space(), GraphSpace)
+    with pytest.raises(ValueError, match="task 'xml:tiny,colour=1'"):
+        SearchSpec(tasks=("xml:tiny,colour=1",)).build_tasks()
