@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_kernels_fused import CONFIGS, assert_fused_matches_reference, mutants
 
 from optuna_rnn import CellRNN, zoo
-
-from test_kernels_fused import CONFIGS, assert_fused_matches_reference, mutants
 
 pytestmark = [
     pytest.mark.cuda,

@@ -68,12 +68,12 @@ def assert_fused_matches_reference(
 ) -> None:
     """``backend`` against the reference: outputs, final states, every gradient."""
     torch.manual_seed(seed)
-    kw = dict(num_layers=num_layers, batch_first=batch_first, init_scale=0.7)
+    kw = {"num_layers": num_layers, "batch_first": batch_first, "init_scale": 0.7}
     fused = CellRNN(cell, input_size, hidden, backend=backend, **kw).to(device, dtype)
     ref = CellRNN(cell, input_size, hidden, backend="reference", **kw).to(device, dtype)
     ref.load_state_dict(fused.state_dict())
     T, B = 5, 3
-    new = dict(dtype=dtype, device=device)
+    new = {"dtype": dtype, "device": device}
     shape = (B, T, input_size) if batch_first else (T, B, input_size)
     x = torch.randn(shape, **new, requires_grad=True)
     states = (
@@ -98,10 +98,10 @@ def assert_fused_matches_reference(
 
 # Every option is covered for every cell without running the whole cross product.
 CONFIGS = [
-    dict(dtype=torch.float64, num_layers=1, batch_first=False, initial=False),
-    dict(dtype=torch.float64, num_layers=3, batch_first=True, initial=True),
-    dict(dtype=torch.float32, num_layers=3, batch_first=False, initial=True),
-    dict(dtype=torch.float32, num_layers=1, batch_first=True, initial=False),
+    {"dtype": torch.float64, "num_layers": 1, "batch_first": False, "initial": False},
+    {"dtype": torch.float64, "num_layers": 3, "batch_first": True, "initial": True},
+    {"dtype": torch.float32, "num_layers": 3, "batch_first": False, "initial": True},
+    {"dtype": torch.float32, "num_layers": 1, "batch_first": True, "initial": False},
 ]
 
 
@@ -227,8 +227,7 @@ def test_without_a_working_compiler_falls_back_to_torch_with_one_warning(compile
     monkeypatch.setenv("OPTUNA_RNN_KERNEL_CACHE", str(tmp_path))
     cell = optuna_rnn.Cell.parse("z = sigm(Wz x + Uz h + bz)\nh' = z * h + (1 - z) * tanh(Wx x + Uh (z * h))")
     with pytest.warns(RuntimeWarning, match="falling back|no C compiler") as record:
-        core = FusedCell(cell)
-        assert core.library("f64") is None
-        assert FusedCell(zoo.get("mgu")).library("f64") is None
+        libraries = [FusedCell(c).library("f64") for c in (cell, zoo.get("mgu"))]
+    assert libraries == [None, None]
     assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
     assert_fused_matches_reference(cell, dtype=torch.float64, num_layers=2, batch_first=False, initial=True)

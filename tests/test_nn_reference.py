@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import optuna_rnn
-from optuna_rnn import zoo
 from optuna_rnn import CellRNN as _CellRNN
+from optuna_rnn import zoo
 
 H = 5
 
@@ -142,7 +142,7 @@ def test_unbatched_input_matches_batch_of_one():
     rnn = CellRNN(zoo.get("lstm"), 3, H)
     x = torch.randn(6, 3)
     out, (h, c) = rnn(x)
-    ref, (hb, cb) = rnn(x.unsqueeze(1))
+    ref, (_, cb) = rnn(x.unsqueeze(1))
     assert out.shape == (6, H) and h.shape == (1, H)
     torch.testing.assert_close(out, ref.squeeze(1))
     torch.testing.assert_close(c, cb.squeeze(1))

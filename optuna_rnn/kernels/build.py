@@ -90,7 +90,7 @@ def _build(source: str, target: Path, cc: str) -> str | None:
         for defines, libs in VARIANTS:
             cmd = [cc, *FLAGS, *defines, str(src), "-o", str(out), *libs]
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
             except (OSError, subprocess.TimeoutExpired) as err:
                 return f"{cc}: {err}"
             if proc.returncode == 0:

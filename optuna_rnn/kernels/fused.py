@@ -21,7 +21,7 @@ from optuna_rnn.kernels import executors
 from optuna_rnn.kernels.build import load_library
 from optuna_rnn.kernels.codegen_c import c_source, function_name
 from optuna_rnn.kernels.codegen_triton import load_triton_module, triton_source
-from optuna_rnn.kernels.layout import Slot, slot
+from optuna_rnn.kernels.layout import slot
 from optuna_rnn.kernels.plan import Plan, make_plan
 from optuna_rnn.kernels.program import Program, backward_program, forward_program
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
@@ -55,12 +55,8 @@ class FusedCell:
         self.slots = {p.name: [slot(plan, loc) for loc in p.args] for p in programs}
         self._widths = [(p, [None if s.vec else s.width for s in self.slots[p.name]]) for p in programs]
         self._libraries: dict[str, ctypes.CDLL | None] = {}
-        self.biases = tuple(
-            dict.fromkeys(n.name for n in plan.nodes if n.op == BIAS and any(
-                ("val", plan.nodes.index(n)) in p.args for p in programs
-            ))
-        )
-        self.bias_nodes = {n.name: i for i, n in enumerate(plan.nodes) if n.op == BIAS}
+        read = {loc[1] for p in programs for loc in p.args if loc[0] == "val"}
+        self.biases = tuple(n.name for i, n in enumerate(plan.nodes) if n.op == BIAS and i in read)
         self._functions: dict[str, Any] = {}
         self._triton: ModuleType | bool | None = None
 
@@ -177,7 +173,7 @@ class _Fused(torch.autograd.Function):
                 if kernel is not None:
                     kernel(t)
         ctx.core, ctx.buffers, ctx.weights, ctx.shape = core, buffers, weights, (T, B, H)
-        ctx.has = (xw is not None, x is not None, n_states, len(biases))
+        ctx.has = (xw is not None, x is not None, n_states)
         finals = [buffers[f"S{i}"][T].clone() for i in range(n_states)]
         return (buffers["S0"][1:], *finals)
 
@@ -187,7 +183,7 @@ class _Fused(torch.autograd.Function):
         core, buffers, weights = ctx.core, dict(ctx.buffers), ctx.weights
         plan = core.plan
         T, B, H = ctx.shape
-        has_xw, has_x, n_states, n_biases = ctx.has
+        has_xw, has_x, n_states = ctx.has
         ref = buffers["S0"]
         buffers["dout"] = dout.contiguous() if dout is not None else ref.new_zeros(T, B, H)
         # Gradient buffers that some kernel accumulates into start at zero; the others are

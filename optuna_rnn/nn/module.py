@@ -177,7 +177,7 @@ class CellRNN(nn.Module):
         out = []
         for name, s in zip(self.cell.states, given):
             if not isinstance(s, torch.Tensor):
-                raise ValueError(f"state {name!r} must be a tensor, got {type(s).__name__}")
+                raise TypeError(f"state {name!r} must be a tensor, got {type(s).__name__}")
             s = s if batched else s.unsqueeze(1)
             if tuple(s.shape) != shape:
                 expected = shape if batched else (shape[0], shape[2])

@@ -9,7 +9,19 @@ from __future__ import annotations
 import torch
 
 from optuna_rnn.cell import Cell
-from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, MUL, ONE, RELU, SIGMOID, STATE, SUB, TANH, X
+from optuna_rnn.cell.ir import (
+    ADD,
+    BIAS,
+    LINEAR,
+    MUL,
+    ONE,
+    RELU,
+    SIGMOID,
+    STATE,
+    SUB,
+    TANH,
+    X,
+)
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
 
 __all__ = ["reference_backend", "step"]
