@@ -115,7 +115,11 @@ def _leaderboard(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    import importlib.util
+
     from optuna_rnn.export import export_study
 
+    if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("plots need matplotlib: pip install 'optuna-rnn[plots]', or --no-plots")
     for path in export_study(load_study(args), args.out, plots=not args.no_plots):
         print(path)
