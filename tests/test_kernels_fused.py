@@ -35,11 +35,12 @@ def kernel_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["OPTUNA_RNN_KERNEL_CACHE"] = old
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Norm-wise relative error, in float64; tensors below 1e-6 in norm compare absolutely
-    (a gradient that cancels to exactly zero in one backend is 1e-19 in the other)."""
+def _rel(a: torch.Tensor, b: torch.Tensor, floor: float) -> float:
+    """Norm-wise relative error in float64, against at least ``floor``: a gradient that
+    cancels to exactly zero in one backend is rounding noise in the other, so tensors far
+    smaller than the largest one compared are measured at that scale."""
     a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-6)).item()
+    return ((a - b).norm() / max(b.norm().item(), floor)).item()
 
 
 def _run(rnn: CellRNN, x: torch.Tensor, states, weights) -> list[torch.Tensor]:
@@ -91,9 +92,11 @@ def assert_fused_matches_reference(
     names += [f"d initial {s}" for s in (cell.states if initial else ())]
     names += [f"d {n}" for n, _ in ref.named_parameters()]
     assert len(got) == len(want) == len(names)
+    floor = 1e-2 * max(w.double().norm().item() for w in want)
     for name, a, b in zip(names, got, want):
         assert a.shape == b.shape, name
-        assert _rel(a, b) <= TOL[dtype], f"{name}: relative error {_rel(a, b):.2e}\n{cell}"
+        err = _rel(a, b, floor)
+        assert err <= TOL[dtype], f"{name}: relative error {err:.2e}\n{cell}"
 
 
 # Every option is covered for every cell without running the whole cross product.
