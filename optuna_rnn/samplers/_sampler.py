@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +100,12 @@ class CellEvolutionSampler(BaseSampler):
             raise ValueError(f"reevaluate_prob must lie in [0, 1], got {reevaluate_prob}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        warnings.warn(
+            "CellEvolutionSampler is experimental: its options and the records it keeps in "
+            "trial system attrs may change.",
+            optuna.exceptions.ExperimentalWarning,
+            stacklevel=2,
+        )
         if space is None:
             from optuna_rnn.spaces import GraphSpace
 
