@@ -10,6 +10,7 @@ population. All values here are immutable, so threads can share them.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -72,15 +73,21 @@ class Member:
 
 
 def rank_architectures(
-    architectures: Iterable[Architecture], directions: Sequence[StudyDirection]
+    architectures: Iterable[Architecture],
+    directions: Sequence[StudyDirection],
+    limit: int | None = None,
 ) -> list[Member]:
-    """Rank architectures by their best trial; best first, ties to the oldest."""
+    """Rank architectures by their best trial; best first, ties to the oldest.
+
+    ``limit`` keeps only that many (a partial sort where the study has many).
+    """
     archs = list(architectures)
     if len(directions) == 1:
-        sign = 1.0 if directions[0] == StudyDirection.MINIMIZE else -1.0
-        bests = [(a, a.best(directions[0])) for a in archs]
-        members = [Member(a.fingerprint, sign * t.values[0], t, a.birth) for a, t in bests]
-        return sorted(members, key=lambda m: (m.rank, m.birth))
+        direction = directions[0]
+        sign = 1.0 if direction == StudyDirection.MINIMIZE else -1.0
+        keys = [(sign * a.best(direction).values[0], a.birth, k) for k, a in enumerate(archs)]
+        top = heapq.nsmallest(limit, keys) if limit is not None else sorted(keys)
+        return [Member(archs[k].fingerprint, r, archs[k].best(direction), b) for r, b, k in top]
     trials = [t for a in archs for t in a.trials]
     if not trials:
         return []
@@ -93,7 +100,7 @@ def rank_architectures(
         best = int(np.argmin(mine))
         members.append(Member(a.fingerprint, float(mine[best]), a.trials[best], a.birth))
         k += len(a.trials)
-    return sorted(members, key=lambda m: (m.rank, m.birth))
+    return sorted(members, key=lambda m: (m.rank, m.birth))[:limit]
 
 
 class ElitePopulation:
@@ -107,7 +114,7 @@ class ElitePopulation:
         architectures: Iterable[Architecture],
         directions: Sequence[StudyDirection],
     ) -> list[Member]:
-        return rank_architectures(architectures, directions)[: self.size]
+        return rank_architectures(architectures, directions, self.size)
 
 
 class AgingPopulation:
