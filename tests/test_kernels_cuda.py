@@ -23,21 +23,23 @@ def exact_float32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+# A hidden width of 8 keeps every step's pointers 16-byte aligned, so Triton compiles
+# one specialisation per kernel and dtype instead of one per alignment pattern.
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("name", ["lstm", "gru", "mut1", "janet", "fgr", "indrnn"])
 def test_fused_triton_on_cuda(name, config):
-    assert_fused_matches_reference(zoo.get(name), device="cuda", **config)
+    assert_fused_matches_reference(zoo.get(name), device="cuda", hidden=8, **config)
 
 
-@pytest.mark.parametrize("k, cell", list(enumerate(mutants(12, seed=99))))
+@pytest.mark.parametrize("k, cell", list(enumerate(mutants(8, seed=99))))
 def test_fused_triton_mutants_on_cuda(k, cell):
-    assert_fused_matches_reference(cell, device="cuda", seed=k, **CONFIGS[k % len(CONFIGS)])
+    assert_fused_matches_reference(cell, device="cuda", hidden=8, seed=k, **CONFIGS[k % len(CONFIGS)])
 
 
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("name", ["lstm", "gru_torch"])
 def test_native_cudnn_on_cuda(name, config):
-    assert_fused_matches_reference(zoo.get(name), device="cuda", backend="native", **config)
+    assert_fused_matches_reference(zoo.get(name), device="cuda", hidden=8, backend="native", **config)
 
 
 def test_auto_routes_exact_lstm_to_cudnn_and_others_to_triton():

@@ -1,9 +1,9 @@
 """Pointwise programs -> Triton kernels, for CUDA tensors (and Triton's CPU interpreter).
 
 Each program becomes one ``@triton.jit`` function over a flat grid of ``B * H``
-elements, with the same argument convention as the C kernels: argument ``i`` is a
-tensor whose first element is the step's (row, block) start; rows are ``width * H``
-apart, biases are indexed by ``j`` alone. The module text comes only from the programs
+elements. Argument ``i`` is a whole buffer ``a_i`` plus ``s_i``, the element offset of
+the step's (row, block) start; rows are ``width * H`` apart, biases are indexed by ``j``
+alone. The module text comes only from the programs
 (indices and op names, no user text) and is written to the kernel cache, because Triton
 reads a kernel's source from its file.
 """
@@ -56,9 +56,12 @@ def _line(ins: Instr) -> str:
 
 
 def _kernel(prog: Program, widths: Sequence[int | None]) -> list[str]:
-    args = "".join(f"a{i}, " for i in range(len(widths)))
+    n = len(widths)
+    args = "".join(f"a{i}, " for i in range(n)) + "".join(f"s{i}, " for i in range(n))
+    # Step offsets change every step: specialising on their values would recompile.
+    steps = ", ".join(f'"s{i}"' for i in range(n))
     lines = [
-        "@triton.jit",
+        f"@triton.jit(do_not_specialize=[{steps}])",
         f"def {prog.name}({args}B, H, BLOCK: tl.constexpr):",
         "    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)",
         "    mask = offs < B * H",
@@ -66,7 +69,7 @@ def _kernel(prog: Program, widths: Sequence[int | None]) -> list[str]:
         "    j = offs % H",
     ]
     for i, w in enumerate(widths):
-        lines.append(f"    o{i} = j" if w is None else f"    o{i} = b * ({w} * H) + j")
+        lines.append(f"    o{i} = j" if w is None else f"    o{i} = s{i} + b * ({w} * H) + j")
         # A zero of the argument's dtype and the block's shape (stores need both);
         # tl.zeros is a jitted library function, see _OPS.
         lines.append(f"    z{i} = (offs * 0).to(a{i}.dtype.element_ty)")

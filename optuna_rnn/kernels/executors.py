@@ -16,7 +16,7 @@ import torch
 from optuna_rnn.kernels.layout import Slot
 from optuna_rnn.kernels.program import Program
 
-__all__ = ["StepFn", "bind_c", "bind_torch", "bind_triton", "interpret"]
+__all__ = ["StepFn", "bind_c", "bind_torch", "bind_triton", "interpret", "offsets"]
 
 StepFn = Callable[[int], None]
 
@@ -60,15 +60,29 @@ def bind_torch(
     return lambda t: interpret(prog, [s.view(buffers, t, H) for s in slots])
 
 
+def offsets(slots: Sequence[Slot], buffers: Mapping[str, torch.Tensor], T: int, H: int) -> np.ndarray:
+    """``(T, len(slots))`` element offsets of each argument's start at each step, from its
+    buffer's first element (0 for vectors)."""
+    steps = np.arange(T, dtype=np.int64)
+    table = np.zeros((T, max(len(slots), 1)), dtype=np.int64)
+    for i, s in enumerate(slots):
+        if not s.vec:
+            rows = (steps + s.shift) % s.mod if s.mod else steps + s.shift
+            table[:, i] = s.block * H + rows * buffers[s.buffer].stride(0)
+    return table
+
+
 def bind_triton(
     kernel: Any, slots: Sequence[Slot], buffers: Mapping[str, torch.Tensor], T: int, B: int, H: int
 ) -> StepFn:
-    """Step function that launches the Triton ``kernel`` on step ``t``'s views."""
+    """Step function that launches the Triton ``kernel`` with whole buffers and step
+    ``t``'s element offsets (no per-step views, one compilation per kernel)."""
     from optuna_rnn.kernels.codegen_triton import BLOCK
 
     grid = ((B * H + BLOCK - 1) // BLOCK,)
-    views = [[s.view(buffers, t, H) for s in slots] for t in range(T)]
-    return lambda t: kernel[grid](*views[t], B, H, BLOCK=BLOCK)
+    bases = [buffers[s.buffer] for s in slots]
+    steps = offsets(slots, buffers, T, H)[:, : len(slots)].tolist()
+    return lambda t: kernel[grid](*bases, *steps[t], B, H, BLOCK=BLOCK)
 
 
 def bind_c(
@@ -80,16 +94,10 @@ def bind_c(
     H: int,
 ) -> StepFn:
     """Step function that calls the compiled ``fn`` with step ``t``'s pointers."""
-    steps = np.arange(T, dtype=np.int64)
-    table = np.empty((T, max(len(slots), 1)), dtype=np.uint64)
+    table = offsets(slots, buffers, T, H).astype(np.uint64)
     for i, s in enumerate(slots):
         buf = buffers[s.buffer]
-        item = buf.element_size()
-        if s.vec:
-            table[:, i] = buf.data_ptr()
-            continue
-        rows = (steps + s.shift) % s.mod if s.mod else steps + s.shift
-        table[:, i] = buf.data_ptr() + s.block * H * item + rows * buf.stride(0) * item
+        table[:, i] = buf.data_ptr() + table[:, i] * buf.element_size()
     base, stride = table.ctypes.data, table.shape[1] * 8
 
     def run(t: int) -> None:
