@@ -5,7 +5,7 @@ input needs its gradient, as an embedding's output would). All
 contenders run interleaved, round-robin, so background load hits them alike; each
 reports the median of ``--reps`` steps. Also: cold build and warm (cached) load time of
 new cells' kernels, and the GFLOP/s of the fused steps against a large matrix product
-timed in the same run.
+timed among them.
 
     python benchmarks/kernels.py [--reps 20] [--sizes a,b] [--threads N] [--device cpu]
 """
@@ -13,6 +13,7 @@ timed in the same run.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -76,12 +77,6 @@ def step_flops(module: CellRNN, T: int, B: int) -> float:
     return 3 * fwd
 
 
-def matmul_gflops(device: torch.device, reps: int) -> float:
-    a = torch.randn(1024, 1024, device=device)
-    t = interleaved({"mm": lambda: a @ a}, reps, device)["mm"]
-    return 2 * 1024**3 / t / 1e9
-
-
 def build_times(cells: list[Cell]) -> tuple[list[float], list[float]]:
     """Cold build and warm load seconds of each cell's float32 kernels, in a fresh cache."""
     cold, warm = [], []
@@ -120,8 +115,6 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
-    peak = matmul_gflops(device, args.reps)
-    print(f"large matmul (1024^3, float32): {peak:.1f} GFLOP/s")
     extra = mutants(args.mutants)
     cold, warm = build_times(mutants(5, seed=12345))
     print(f"build of a new cell (float32): cold median {statistics.median(cold) * 1e3:.0f} ms "
@@ -147,7 +140,12 @@ def main() -> None:
             modules[f"ref {name}"].load_state_dict(modules[f"fused {name}"].state_dict())
         for m in modules.values():
             m.to(device)
-        times = interleaved({k: step_fn(m, x) for k, m in modules.items()}, args.reps, device)
+        big = torch.randn(1024, 1024, device=device)
+        contenders = {k: step_fn(m, x) for k, m in modules.items()}
+        contenders["matmul"] = functools.partial(torch.mm, big, big)  # same conditions
+        times = interleaved(contenders, args.reps, device)
+        peak = 2 * 1024**3 / times["matmul"] / 1e9
+        print(f"large matmul (1024^3, float32, interleaved): {peak:.1f} GFLOP/s")
         for a, b, bar in pairs:
             gf = step_flops(modules[a], T, B) / times[a] / 1e9
             print(f"{a:>16s} {times[a] * 1e3:8.2f}  {b:>8s} {times[b] * 1e3:8.2f}  ratio {times[a] / times[b]:.2f} "
