@@ -12,11 +12,13 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from optuna.storages import BaseStorage
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.samplers._population import Architecture
 
-__all__ = ["StudyIndex", "View"]
+__all__ = ["StudyIndex", "View", "trials_from"]
 
 _Groups = Mapping[str, tuple[FrozenTrial, ...]]
 
@@ -52,6 +54,23 @@ def _group(groups: dict[str, tuple[FrozenTrial, ...]], fp: str, trial: FrozenTri
     groups[fp] = tuple(group)
 
 
+def trials_from(storage: BaseStorage, study_id: int, start: int) -> list[FrozenTrial]:
+    """The study's trials numbered ``start`` and up, in number order, read from the storage now.
+
+    Optuna's cached SQL storage (what a storage URL gives) fetches only new and unfinished
+    trials, but its ``get_all_trials`` sorts the whole study at every call: at 10,000
+    trials that sort is most of a read. Its cache, keyed by the trial numbers 0 to n - 1,
+    is read past ``start`` instead, so a read costs what is new. Other storages: one
+    ``get_all_trials``.
+    """
+    if isinstance(storage, _CachedStorage):
+        storage._read_trials_from_remote_storage(study_id)
+        with storage._lock:
+            cached = storage._studies[study_id].trials
+            return [cached[n] for n in range(start, len(cached))]
+    return storage.get_all_trials(study_id, deepcopy=False)[start:]
+
+
 class StudyIndex:
     """Finished trials indexed once; thread-safe (one sampler, several threads)."""
 
@@ -63,15 +82,25 @@ class StudyIndex:
         self._architectures: dict[str, Architecture] = {}
         self._finished: dict[str, tuple[FrozenTrial, ...]] = {}
 
-    def view(self, trials: Sequence[FrozenTrial], *, exclude: int) -> View:
+    @property
+    def settled(self) -> int:
+        """How many trials, from number 0, are finished and indexed: later views need only
+        the trials numbered from here on."""
+        return self._settled
+
+    def view(self, trials: Sequence[FrozenTrial], *, exclude: int, start: int = 0) -> View:
         """Index the new finished trials among ``trials``; leave trial number ``exclude`` out.
 
-        ``trials`` is a study's trials in number order (as storages return them), so
-        the trials before the first unfinished one, once indexed, need no second look.
+        ``trials`` are a study's trials numbered ``start`` and up, in number order (as
+        storages return them), with ``start`` at most :attr:`settled`: the trials before
+        the first unfinished one, once indexed, need no second look.
         """
+        if start > self._settled:
+            raise ValueError(f"trials from number {start} skip unindexed ones")
         unfinished: dict[str, tuple[FrozenTrial, ...]] = {}
         with self._lock:
-            for t in trials[self._settled :]:
+            # Another thread may have settled more meanwhile; ``_settled`` only grows.
+            for t in trials[self._settled - start :]:
                 if t.number == exclude or (t.state.is_finished() and t._trial_id in self._seen):
                     continue
                 fp = self._fingerprint_of(t)
@@ -86,6 +115,7 @@ class StudyIndex:
                 if t.state == TrialState.COMPLETE:
                     arch = self._architectures.get(fp, Architecture(fp))
                     self._architectures[fp] = arch.with_trial(t)
-            while self._settled < len(trials) and trials[self._settled].state.is_finished():
+            end = start + len(trials)
+            while self._settled < end and trials[self._settled - start].state.is_finished():
                 self._settled += 1
             return View(dict(self._architectures), dict(self._finished), unfinished)

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.cell.ir import DEFAULT_MAX_NODES
 from optuna_rnn.samplers._architecture import ArchitectureCodec
-from optuna_rnn.samplers._index import StudyIndex, View
+from optuna_rnn.samplers._index import StudyIndex, View, trials_from
 from optuna_rnn.samplers._mutation import MutationProposal
 from optuna_rnn.samplers._population import AgingPopulation, ElitePopulation, Member
 from optuna_rnn.samplers._records import (
@@ -212,15 +212,16 @@ class CellEvolutionSampler(BaseSampler):
         return self._codec.fingerprint(own)
 
     # ---------------------------------------------------------------- proposals
-    def _view(self, study: Study, trial: FrozenTrial) -> tuple[View, list[FrozenTrial]]:
-        """The study without ``trial``, read from the storage now (and every trial read)."""
+    def _view(self, study: Study, trial: FrozenTrial) -> View:
+        """The study without ``trial``, read from the storage now."""
         key = (study._storage, study._study_id)
         with self._lock:
             if key not in self._indexes:
                 self._indexes[key] = StudyIndex(self._codec.fingerprint_of)
             index = self._indexes[key]
-        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
-        return index.view(trials, exclude=trial.number), trials
+        start = index.settled
+        trials = trials_from(study._storage, study._study_id, start)
+        return index.view(trials, exclude=trial.number, start=start)
 
     def _plan_of(self, study: Study, trial: FrozenTrial) -> Plan | None:
         """The trial's plan: as this sampler made it, else as stored.
@@ -246,9 +247,9 @@ class CellEvolutionSampler(BaseSampler):
                 write_plan(storage, trial._trial_id, plan)
                 return plan
         rng = np.random.default_rng([self._seed, trial.number])
-        view, trials = self._view(study, trial)
+        view = self._view(study, trial)
         population = self._population(view.architectures.values(), study.directions)
-        parents = [m.best for m in population] or self._seeds(trials, trial.number)
+        parents = [m.best for m in population] or self._seeds(study, trial.number)
         if not parents:
             return None  # nothing to evolve yet: hyperparameter_sampler draws a random cell
         for _ in range(self._max_attempts):
@@ -259,7 +260,7 @@ class CellEvolutionSampler(BaseSampler):
             # Claim, then read every claim: of two workers claiming one evaluation at
             # once, the later reader always sees the earlier claim and backs off, so no
             # two claims survive on any storage that orders writes (all of Optuna's).
-            view, _ = self._view(study, trial)
+            view = self._view(study, trial)
             if not _claimed(view, plan):
                 return plan
         _logger.warning(
@@ -269,10 +270,10 @@ class CellEvolutionSampler(BaseSampler):
         write_plan(storage, trial._trial_id, None)
         return None
 
-    def _seeds(self, trials: list[FrozenTrial], exclude: int) -> list[FrozenTrial]:
+    def _seeds(self, study: Study, exclude: int) -> list[FrozenTrial]:
         """Enqueued trials (any state but FAIL), the parents until one finishes."""
         out = []
-        for t in trials:
+        for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
             if t.number == exclude or t.state == TrialState.FAIL:
                 continue
             plan = t.system_attrs.get(PLAN_KEY)
