@@ -13,10 +13,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from optuna.storages import BaseStorage
-from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.samplers._population import Architecture
+
+try:  # private to Optuna: used only as a fast path, with the public read as fallback
+    from optuna.storages._cached_storage import _CachedStorage
+except ImportError:  # pragma: no cover - depends on the installed Optuna
+    _CachedStorage = None
 
 __all__ = ["StudyIndex", "View", "trials_from"]
 
@@ -63,11 +67,14 @@ def trials_from(storage: BaseStorage, study_id: int, start: int) -> list[FrozenT
     is read past ``start`` instead, so a read costs what is new. Other storages: one
     ``get_all_trials``.
     """
-    if isinstance(storage, _CachedStorage):
-        storage._read_trials_from_remote_storage(study_id)
-        with storage._lock:
-            cached = storage._studies[study_id].trials
-            return [cached[n] for n in range(start, len(cached))]
+    if _CachedStorage is not None and isinstance(storage, _CachedStorage):
+        try:
+            storage._read_trials_from_remote_storage(study_id)
+            with storage._lock:
+                cached = storage._studies[study_id].trials
+                return [cached[n] for n in range(start, len(cached))]
+        except (AttributeError, KeyError, TypeError):
+            pass  # another Optuna version's cache: read the public way below
     return storage.get_all_trials(study_id, deepcopy=False)[start:]
 
 
