@@ -57,8 +57,23 @@ def _machine() -> str:
     return f"{platform.machine()}:{flags}"
 
 
+@functools.cache
+def _openmp() -> tuple[str, ...]:
+    """``-fopenmp`` where torch itself runs on GNU OpenMP: the kernels then share torch's
+    ``libgomp`` (already loaded, same soname) and its thread pool, not a second runtime."""
+    import torch
+
+    return ("-fopenmp",) if "parallel backend: OpenMP" in torch.__config__.parallel_info() else ()
+
+
+def _variants() -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Flag sets to try in order: with OpenMP (where torch uses it), then without."""
+    omp = _openmp()
+    return [(omp + defines, libs) for defines, libs in VARIANTS] + ([*VARIANTS] if omp else [])
+
+
 def _key(source: str, cc: str) -> str:
-    text = "\0".join([source, cc, " ".join(FLAGS), repr(VARIANTS), _machine()])
+    text = "\0".join([source, cc, " ".join(FLAGS), repr(_variants()), _machine()])
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -87,7 +102,7 @@ def _build(source: str, target: Path, cc: str) -> str | None:
         src.write_text(source)
         out = Path(tmp) / target.name
         error = ""
-        for defines, libs in VARIANTS:
+        for defines, libs in _variants():
             cmd = [cc, *FLAGS, *defines, str(src), "-o", str(out), *libs]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)

@@ -1,10 +1,17 @@
-"""Pointwise programs -> C: one function per program, ``name_f32(B, H, args)`` (one library per dtype).
+"""Pointwise programs -> C: one function per program, ``name_f32(B, H, args)`` (one library
+per dtype), and the sequence runner ``ornn_run_f32`` that drives them through time.
 
 ``args`` is an array of pointers, one per program argument, already offset to the time
 step and column block; a row argument advances ``width * H`` elements per batch row, a
 vector argument (a bias) is the same for every row. Transcendentals are declared with
 GCC's ``simd`` attribute so the element loop vectorises through glibc's libmvec (when
-``ORNN_MVEC`` is defined; otherwise they are plain libm calls).
+``ORNN_MVEC`` is defined; otherwise they are plain libm calls). Batch rows are split
+across OpenMP threads when the library is built with ``-fopenmp``.
+
+The runner executes a schedule of steps (see :mod:`optuna_rnn.kernels.sequence`) for every
+time step, forward or in reverse: a matrix product through the BLAS ``gemm`` it is handed,
+or a pointwise function, with each argument's pointer taken from its buffer's base and a
+per-step offset table. One call runs a whole sequence, so no time step returns to Python.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from collections.abc import Sequence
 
 from optuna_rnn.kernels.program import Instr, Program
 
-__all__ = ["DTYPES", "c_source", "function_name"]
+__all__ = ["DTYPES", "RUNNER", "c_source", "function_name"]
 
 # dtype -> (C type, exp, tanh). float32 uses the inline approximations below (a few ulp,
 # and no vector-call register spills inside the element loop); float64 uses libm/libmvec.
@@ -60,6 +67,52 @@ static inline float ornn_tanhf(float x) {
 """
 
 
+# One step of a schedule; mirrored by ``optuna_rnn.kernels.sequence.Op``.
+_OP = """\
+typedef struct {
+  long kind;         /* 0: matrix product, 1: pointwise function */
+  long nargs;
+  const long *bufs;  /* each argument's buffer, an index into the call's base pointers */
+  const long *offs;  /* (T, nargs) element offset of each argument at each step */
+  void *fn;          /* pointwise: the program's function */
+  long m, n, k, lda, ldb, ldc, beta;  /* product, row-major: C (m x n) = A B + beta C */
+} ornn_op;
+"""
+
+# Row-major C = A (m x k) B (k x n) is column-major C' = B' A': gemm("N", "N", n, m, k, ...).
+# Arguments of a product: A (per step), C (per step), B (a weight, the same every step).
+_RUNNER = """\
+typedef void (*ornn_gemm_{d})(const char *, const char *, const int *, const int *, const int *,
+    const {real} *, const {real} *, const int *, const {real} *, const int *, const {real} *,
+    {real} *, const int *);
+
+void ornn_run_{d}(long T, long reverse, long B, long H, long n_ops, const ornn_op *ops,
+                  char *const *bases, void *gemm) {{
+  ornn_gemm_{d} g = (ornn_gemm_{d})gemm;
+  const {real} one = 1, zero = 0;
+  void *args[{max_args}];
+  for (long s = 0; s < T; ++s) {{
+    long t = reverse ? T - 1 - s : s;
+    for (long o = 0; o < n_ops; ++o) {{
+      const ornn_op *op = &ops[o];
+      const long *off = op->offs + t * op->nargs;
+      for (long i = 0; i < op->nargs; ++i)
+        args[i] = bases[op->bufs[i]] + off[i] * (long)sizeof({real});
+      if (op->kind == 0) {{
+        int m = op->m, n = op->n, k = op->k, lda = op->lda, ldb = op->ldb, ldc = op->ldc;
+        g("N", "N", &n, &m, &k, &one, args[2], &ldb, args[0], &lda, op->beta ? &one : &zero,
+          args[1], &ldc);
+      }} else {{
+        ((void (*)(long, long, void **))op->fn)(B, H, args);
+      }}
+    }}
+  }}
+}}
+"""
+
+RUNNER = "ornn_run"
+
+
 def function_name(prog: Program, dtype: str) -> str:
     return f"{prog.name}_{dtype}"
 
@@ -93,6 +146,7 @@ def _function(prog: Program, widths: Sequence[int | None], dtype: str) -> str:
     lines = [f"void {function_name(prog, dtype)}(long B, long H, void **p) {{"]
     for i in range(len(widths)):
         lines.append(f"  {real} *a{i} = ({real} *)p[{i}];")
+    lines.append("#pragma omp parallel for schedule(static) if (B * H >= 2048)")
     lines.append("  for (long b = 0; b < B; ++b) {")
     for i, w in enumerate(widths):
         offset = "" if w is None else f" + b * {w} * H"
@@ -116,5 +170,8 @@ def _function(prog: Program, widths: Sequence[int | None], dtype: str) -> str:
 
 
 def c_source(programs: Sequence[tuple[Program, Sequence[int | None]]], dtype: str) -> str:
-    """A C translation unit with every program for ``dtype`` ("f32" or "f64")."""
-    return "\n".join([_PRELUDE, *(_function(prog, widths, dtype) for prog, widths in programs)])
+    """A C translation unit with every program for ``dtype`` ("f32" or "f64") and the runner."""
+    max_args = max([3, *(len(widths) for _, widths in programs)])
+    runner = _RUNNER.format(d=dtype, real=DTYPES[dtype][0], max_args=max_args)
+    functions = [_function(prog, widths, dtype) for prog, widths in programs]
+    return "\n".join([_PRELUDE, _OP, *functions, runner])

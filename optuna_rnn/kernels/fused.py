@@ -5,6 +5,9 @@ function); then per step, per round, one product per source and one fused pointw
 kernel. Backward through time runs the stages in reverse with their generated backward
 kernels and pushes gradients through the products; weight, bias, input and initial-state
 gradients come out after the loop, each weight gradient as one product over all steps.
+On the CPU, with a compiler and torch's BLAS at hand, each direction's whole time loop is
+one call into the generated C (:mod:`optuna_rnn.kernels.sequence`); elsewhere the loop
+runs in Python, one product and one kernel launch at a time.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import torch
 
 from optuna_rnn.cell import Cell
 from optuna_rnn.cell.ir import BIAS
-from optuna_rnn.kernels import executors
+from optuna_rnn.kernels import blas, executors
 from optuna_rnn.kernels.build import load_library
-from optuna_rnn.kernels.codegen_c import c_source, function_name
+from optuna_rnn.kernels.codegen_c import RUNNER, c_source, function_name
 from optuna_rnn.kernels.codegen_triton import load_triton_module, triton_source
 from optuna_rnn.kernels.layout import slot
 from optuna_rnn.kernels.plan import Plan, make_plan
 from optuna_rnn.kernels.program import Program, backward_program, forward_program
+from optuna_rnn.kernels.sequence import Op, Schedule, weight_buffer
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
 
 __all__ = ["FusedCell", "fused_backend"]
@@ -59,6 +63,7 @@ class FusedCell:
         self.biases = tuple(n.name for i, n in enumerate(plan.nodes) if n.op == BIAS and i in read)
         self._functions: dict[str, Any] = {}
         self._triton: ModuleType | bool | None = None
+        self._schedules: dict[tuple, Schedule] = {}
 
     def source(self, dtype: str) -> str:
         """The generated C for ``dtype`` ("f32" or "f64")."""
@@ -98,14 +103,49 @@ class FusedCell:
         lib = self.library(key) if kind == "c" and key else None
         if lib is None:
             return executors.bind_torch(prog, slots, buffers, H)
-        name = function_name(prog, key)
+        fn = self._function(lib, function_name(prog, key), [ctypes.c_long, ctypes.c_long, ctypes.c_void_p])
+        return executors.bind_c(fn, slots, buffers, T, B, H)
+
+    def _function(self, lib: ctypes.CDLL, name: str, argtypes: list) -> Any:
         fn = self._functions.get(name)
         if fn is None:
             fn = getattr(lib, name)
-            fn.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
+            fn.argtypes = argtypes
             fn.restype = None
             self._functions[name] = fn
-        return executors.bind_c(fn, slots, buffers, T, B, H)
+        return fn
+
+    def run_loop(
+        self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int, dtype: torch.dtype
+    ) -> bool:
+        """Run one direction's whole time loop in C; ``False`` (nothing run) where that is
+        not possible here: not C on the CPU, no compiler, or no BLAS exported by torch."""
+        key = _DTYPES.get(dtype)
+        if key is None or self._executor(buffers["S0"].device, dtype) != "c":
+            return False
+        gemm = blas.gemm_address(key)
+        lib = self.library(key) if gemm is not None else None
+        if lib is None:
+            return False
+        # Every buffer's layout follows from these (the raw input's from its width).
+        layout = (backward, key, B, H, buffers["x"].shape[-1] if "x" in buffers else 0)
+        found = self._schedules.get(layout)
+        if found is None or found.T < T:
+            programs = self.backward_programs if backward else self.forward_programs
+            kernels = [
+                (ctypes.cast(getattr(lib, function_name(p, key)), ctypes.c_void_p).value, self.slots[p.name])
+                if p else None
+                for p in programs
+            ]
+            found = Schedule(self.plan, kernels, backward=backward, buffers=buffers, T=T, B=B, H=H)
+            if len(self._schedules) >= 64:
+                self._schedules.clear()
+            self._schedules[layout] = found
+        runner = self._function(
+            lib, f"{RUNNER}_{key}", [ctypes.c_long] * 5 + [ctypes.POINTER(Op), ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
+        )
+        found.run(runner, gemm, buffers, T, B, H)
+        return True
 
     def weight_names(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
         """Names of the x maps (XW's blocks) and of each product's maps."""
@@ -161,17 +201,10 @@ class _Fused(torch.autograd.Function):
                 buffers[f"E{n}"] = ref.new_empty(T, B, H)
         for name, b in zip(core.biases, biases):
             buffers[f"b:{name}"] = b.contiguous()
-        kernels = [core.step_fn(p, buffers, T, B, H, ref.dtype) if p else None for p in core.forward_programs]
-        by_round = _products_by_round(plan)
-        sources = [slot(plan, ("val", prod.source)).views(buffers, T, H) for prod in plan.products]
-        targets = [buffers[f"Y{p}"].unbind(0) for p in range(len(plan.products))]
-        w_t = [w.t().contiguous() for w in weights]  # a contiguous right operand is faster
-        for t in range(T):
-            for k, kernel in enumerate(kernels):
-                for p in by_round[k]:
-                    torch.mm(sources[p][t], w_t[p], out=targets[p][t])
-                if kernel is not None:
-                    kernel(t)
+        for p, w in enumerate(weights):  # a contiguous right operand is faster
+            buffers[weight_buffer(p)] = w.t().contiguous()
+        if not core.run_loop(False, buffers, T, B, H, ref.dtype):
+            _python_loop(core, False, buffers, T, B, H)
         ctx.core, ctx.buffers, ctx.weights, ctx.shape = core, buffers, weights, (T, B, H)
         ctx.has = (xw is not None, x is not None, n_states)
         finals = [buffers[f"S{i}"][T].clone() for i in range(n_states)]
@@ -206,16 +239,10 @@ class _Fused(torch.autograd.Function):
                 buffers[f"gS{i}"][T % 2].copy_(dfinals[i])
         for name in core.biases:
             buffers[f"gb:{name}"] = ref.new_zeros(1, B, H)
-        kernels = [core.step_fn(p, buffers, T, B, H, ref.dtype) if p else None for p in core.backward_programs]
-        by_round = _products_by_round(plan)
-        grads = [slot(plan, ("grad", prod.source)).views(buffers, T, H) for prod in plan.products]
-        douts = [buffers[f"dY{p}"].unbind(0) for p in range(len(plan.products))]
-        for t in reversed(range(T)):
-            for k in reversed(range(len(kernels))):
-                if kernels[k] is not None:
-                    kernels[k](t)
-                for p in by_round[k]:
-                    grads[p][t].addmm_(douts[p][t], weights[p])
+        for p, w in enumerate(weights):
+            buffers[weight_buffer(p)] = w.contiguous()
+        if not core.run_loop(True, buffers, T, B, H, ref.dtype):
+            _python_loop(core, True, buffers, T, B, H)
         dweights = []
         for p, prod in enumerate(plan.products):
             src = slot(plan, ("val", prod.source)).rows(buffers, T, H).reshape(T * B, H)
@@ -239,6 +266,34 @@ def _products_by_round(plan: Plan) -> list[list[int]]:
     for p, prod in enumerate(plan.products):
         out[prod.round].append(p)
     return out
+
+
+def _python_loop(core: FusedCell, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int) -> None:
+    """One direction's time loop in Python: a product or a kernel launch at a time."""
+    plan = core.plan
+    dtype = buffers["S0"].dtype
+    programs = core.backward_programs if backward else core.forward_programs
+    kernels = [core.step_fn(p, buffers, T, B, H, dtype) if p else None for p in programs]
+    by_round = _products_by_round(plan)
+    weights = [buffers[weight_buffer(p)] for p in range(len(plan.products))]
+    if not backward:
+        sources = [slot(plan, ("val", prod.source)).views(buffers, T, H) for prod in plan.products]
+        targets = [buffers[f"Y{p}"].unbind(0) for p in range(len(plan.products))]
+        for t in range(T):
+            for k, kernel in enumerate(kernels):
+                for p in by_round[k]:
+                    torch.mm(sources[p][t], weights[p], out=targets[p][t])
+                if kernel is not None:
+                    kernel(t)
+        return
+    grads = [slot(plan, ("grad", prod.source)).views(buffers, T, H) for prod in plan.products]
+    douts = [buffers[f"dY{p}"].unbind(0) for p in range(len(plan.products))]
+    for t in reversed(range(T)):
+        for k in reversed(range(len(kernels))):
+            if kernels[k] is not None:
+                kernels[k](t)
+            for p in by_round[k]:
+                grads[p][t].addmm_(douts[p][t], weights[p])
 
 
 _compiled: dict[tuple, FusedCell] = {}

@@ -6,8 +6,9 @@ loop); a linear map of any other node ``n`` is round ``r(n) + 1``; a pointwise n
 round is the largest of its inputs'. Per step, product round ``k`` runs one product per
 source node (the maps of one operand, concatenated), then pointwise stage ``k`` runs as
 one fused kernel. Pointwise nodes are placed as late as their readers allow, so most
-cells need one or two stages per step. Each stage's backward recomputes its nodes from
-the stage's inputs instead of storing them.
+cells need one or two stages per step. The forward stores every nonlinearity's output, as
+cuDNN stores its gates, so a stage's backward computes no transcendental and reads only
+what it needs; the sums and products between are recomputed.
 
 The plan works on a copy of the cell's nodes with a few ``copy`` nodes added, so that
 every state update and every product source is a pointwise node the kernels write.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optuna_rnn.cell import Cell
-from optuna_rnn.cell.ir import BIAS, LINEAR, ONE, STATE, X
+from optuna_rnn.cell.ir import BIAS, LINEAR, ONE, RELU, SIGMOID, STATE, TANH, X
 
 __all__ = ["COPY", "POINTWISE_LEAVES", "Plan", "PlanNode", "make_plan"]
 
@@ -54,7 +55,7 @@ class Plan:
     x_linears: tuple[int, ...]            # round-0 maps, in XW's column-block order
     products: tuple[Product, ...]          # per-step products, by round then source
     stages: tuple[tuple[int, ...], ...]    # pointwise nodes of each stage, topological
-    exports: tuple[int, ...]               # pointwise nodes stored: updates, grad_exports
+    exports: tuple[int, ...]               # pointwise nodes stored: updates, grad_exports, nonlinearities
     grad_exports: tuple[int, ...]          # ... read in-step outside their stage
     reads_x: bool                          # a pointwise node reads raw x
     x_index: int                           # the node x
@@ -157,7 +158,11 @@ def make_plan(cell: Cell) -> Plan:
         x_linears=tuple(i for i, n in enumerate(nodes) if n.op == LINEAR and n.inputs[0] == xi),
         products=tuple(Product(r, s, tuple(ls)) for (r, s), ls in sorted(products.items())),
         stages=stages,
-        exports=tuple(i for i in pointwise if i in grad_exports or i in updates.values()),
+        exports=tuple(
+            i
+            for i in pointwise
+            if i in grad_exports or i in updates.values() or nodes[i].op in (TANH, SIGMOID, RELU)
+        ),
         grad_exports=grad_exports,
         reads_x=any(xi in nodes[i].inputs for i in pointwise),
         x_index=xi,

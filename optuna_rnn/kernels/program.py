@@ -2,13 +2,16 @@
 
 A :class:`Program` is SSA over one element ``(b, j)`` of the batch-by-hidden grid: it
 loads values from its arguments (memory locations named by :data:`Loc` keys), computes,
-and stores or accumulates. The backward program recomputes the stage's forward, then
-runs reverse-mode differentiation symbolically over the stage's nodes. Emitters turn a
-program into C, Triton or plain torch; none of them sees anything but this IR.
+and stores or accumulates. The backward program runs reverse-mode differentiation
+symbolically over the stage's nodes, loading the values the forward stored (every
+nonlinearity's output) and recomputing, on demand, only the sums and products its
+derivatives read. Emitters turn a program into C, Triton or plain torch; none of them
+sees anything but this IR.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from optuna_rnn.cell.ir import ADD, MUL, ONE, RELU, SIGMOID, SUB, TANH
@@ -64,25 +67,33 @@ class Program:
         self.body.append(Instr("zero", None, (self.arg(loc),)))
 
 
+def _compute(prog: Program, plan: Plan, n: int, value: Callable[[int], int]) -> int:
+    """Emit node ``n`` of a stage from its inputs' values (``value(i)`` gives them)."""
+    node = plan.nodes[n]
+    ins = [value(i) for i in node.inputs]
+    if node.op == COPY:
+        return ins[0]
+    if node.op in (ADD, MUL):
+        acc = ins[0]
+        for other in ins[1:]:
+            acc = prog.emit(node.op, acc, other)
+        return acc
+    if node.op == SUB:
+        return prog.emit(SUB, ins[0], ins[1])
+    return prog.emit(node.op, ins[0])
+
+
+def _load_input(prog: Program, plan: Plan, e: int) -> int:
+    return prog.emit("const", 1.0) if plan.nodes[e].op == ONE else prog.load(("val", e))
+
+
 def _recompute(prog: Program, plan: Plan, k: int) -> dict[int, int]:
     """Load stage ``k``'s inputs and compute its nodes; node -> SSA var."""
     val: dict[int, int] = {}
     for e in plan.stage_inputs(k):
-        val[e] = prog.emit("const", 1.0) if plan.nodes[e].op == ONE else prog.load(("val", e))
+        val[e] = _load_input(prog, plan, e)
     for n in plan.stages[k]:
-        node = plan.nodes[n]
-        ins = [val[i] for i in node.inputs]
-        if node.op == COPY:
-            val[n] = ins[0]
-        elif node.op in (ADD, MUL):
-            acc = ins[0]
-            for other in ins[1:]:
-                acc = prog.emit(node.op, acc, other)
-            val[n] = acc
-        elif node.op == SUB:
-            val[n] = prog.emit(SUB, ins[0], ins[1])
-        else:
-            val[n] = prog.emit(node.op, ins[0])
+        val[n] = _compute(prog, plan, n, val.__getitem__)
     return val
 
 
@@ -100,9 +111,18 @@ def forward_program(plan: Plan, k: int) -> Program:
 
 
 def backward_program(plan: Plan, k: int) -> Program:
-    """Stage ``k`` backward: recompute, then push gradients from its outputs to its inputs."""
+    """Stage ``k`` backward: push gradients from its outputs to its inputs, reading stored
+    values and recomputing the rest on first use."""
     prog = Program(f"bwd{k}")
-    val = _recompute(prog, plan, k)
+    inside = set(plan.stages[k])
+    val: dict[int, int] = {}
+
+    def value(n: int) -> int:
+        if n not in val:
+            stored = n not in inside or n in plan.exports
+            val[n] = _load_input(prog, plan, n) if stored else _compute(prog, plan, n, value)
+        return val[n]
+
     grad: dict[int, int] = {}
 
     def add_grad(node: int, g: int) -> None:
@@ -134,10 +154,10 @@ def backward_program(plan: Plan, k: int) -> Program:
                 term = g
                 for q, other in enumerate(ins):
                     if q != p:
-                        term = prog.emit(MUL, term, val[other])
+                        term = prog.emit(MUL, term, value(other))
                 add_grad(i, term)
         else:
-            local = prog.emit("d" + node.op, val[n])
+            local = prog.emit("d" + node.op, value(n))
             add_grad(ins[0], prog.emit(MUL, g, local))
     for e in plan.stage_inputs(k):
         if plan.nodes[e].op == ONE:

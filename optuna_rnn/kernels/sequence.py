@@ -1,0 +1,115 @@
+"""A cell's time loop as one C call: the schedule the generated runner executes.
+
+Per time step the forward runs, stage by stage, that round's matrix products (one per
+source, through torch's BLAS) and then the stage's pointwise function; the backward runs
+the stages in reverse, each pointwise backward followed by its products' input-gradient
+products. A :class:`Schedule` lists those steps with every argument as a buffer index and
+a table of per-step element offsets, so a call needs only the buffers' base pointers.
+Offsets do not depend on the sequence length, so one schedule serves every ``T`` up to
+the longest seen.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from optuna_rnn.kernels.executors import offsets
+from optuna_rnn.kernels.layout import Slot, slot
+from optuna_rnn.kernels.plan import Plan
+
+__all__ = ["Op", "Schedule", "weight_buffer"]
+
+
+class Op(ctypes.Structure):
+    """Mirror of the runner's ``ornn_op`` (see :mod:`optuna_rnn.kernels.codegen_c`)."""
+
+    _fields_ = [
+        ("kind", ctypes.c_long),
+        ("nargs", ctypes.c_long),
+        ("bufs", ctypes.c_void_p),
+        ("offs", ctypes.c_void_p),
+        ("fn", ctypes.c_void_p),
+        ("m", ctypes.c_long),
+        ("n", ctypes.c_long),
+        ("k", ctypes.c_long),
+        ("lda", ctypes.c_long),
+        ("ldb", ctypes.c_long),
+        ("ldc", ctypes.c_long),
+        ("beta", ctypes.c_long),
+    ]
+
+
+def weight_buffer(p: int) -> str:
+    """Buffer name of product ``p``'s stacked weight (transposed in the forward)."""
+    return f"W{p}"
+
+
+class Schedule:
+    """The steps of one direction of ``plan``'s loop, bound to buffer names and shapes.
+
+    ``kernels[k]`` is stage ``k``'s ``(function address, slots)`` or ``None``.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        kernels: Sequence[tuple[int, Sequence[Slot]] | None],
+        *,
+        backward: bool,
+        buffers: Mapping[str, torch.Tensor],
+        T: int,
+        B: int,
+        H: int,
+    ) -> None:
+        self.backward = backward
+        self.T = T
+        self.names = sorted(buffers)
+        index = {name: i for i, name in enumerate(self.names)}
+        self._keep: list[np.ndarray] = []
+        ops: list[Op] = []
+
+        def add(kind: int, slots: Sequence[Slot], fn: int | None = None, **dims: int) -> None:
+            table = np.ascontiguousarray(offsets(slots, buffers, T, H)[:, : len(slots)])
+            bufs = np.array([index[s.buffer] for s in slots], dtype=np.int64)
+            self._keep += [table, bufs]
+            ops.append(Op(kind=kind, nargs=len(slots), bufs=bufs.ctypes.data, offs=table.ctypes.data, fn=fn, **dims))
+
+        def product(p: int) -> None:
+            prod = plan.products[p]
+            wide, narrow = f"Y{p}", slot(plan, ("val", prod.source))
+            n = len(prod.linears) * H
+            weight = Slot(weight_buffer(p), vec=True)
+            if backward:  # d source += dY W
+                a, c = Slot("d" + wide), slot(plan, ("grad", prod.source))
+                dims = {"m": B, "n": H, "k": n, "ldb": H, "beta": 1}
+            else:  # Y = source W^T
+                a, c = narrow, Slot(wide)
+                dims = {"m": B, "n": n, "k": H, "ldb": n, "beta": 0}
+            lda, ldc = (buffers[s.buffer].stride(1) for s in (a, c))
+            add(0, [a, c, weight], lda=lda, ldc=ldc, **dims)
+
+        by_round: list[list[int]] = [[] for _ in plan.stages]
+        for p, prod in enumerate(plan.products):
+            by_round[prod.round].append(p)
+        stages = reversed(range(len(plan.stages))) if backward else range(len(plan.stages))
+        for k in stages:
+            if not backward:
+                for p in by_round[k]:
+                    product(p)
+            if kernels[k] is not None:
+                fn, slots = kernels[k]
+                add(1, slots, fn)
+            if backward:
+                for p in by_round[k]:
+                    product(p)
+        self.ops = (Op * len(ops))(*ops)
+
+    def run(self, runner: ctypes._CFuncPtr, gemm: int, buffers: Mapping[str, torch.Tensor], T: int, B: int, H: int) -> None:
+        """Run ``T`` steps (at most the length this schedule was built for)."""
+        assert T <= self.T
+        bases = (ctypes.c_void_p * len(self.names))(*(buffers[n].data_ptr() for n in self.names))
+        runner(T, int(self.backward), B, H, len(self.ops), self.ops, bases, gemm)
