@@ -13,7 +13,7 @@ import torch
 
 import optuna_rnn
 from optuna_rnn import CellRNN, mutate, zoo
-from optuna_rnn.kernels import make_plan
+from optuna_rnn.kernels import blas, make_plan
 from optuna_rnn.kernels.build import cache_dir, load_library
 from optuna_rnn.kernels.fused import FusedCell
 
@@ -66,6 +66,7 @@ def assert_fused_matches_reference(
     hidden: int = 6,
     device: str = "cpu",
     backend: str = "fused",
+    batch: int = 3,
 ) -> None:
     """``backend`` against the reference: outputs, final states, every gradient."""
     torch.manual_seed(seed)
@@ -73,7 +74,7 @@ def assert_fused_matches_reference(
     fused = CellRNN(cell, input_size, hidden, backend=backend, **kw).to(device, dtype)
     ref = CellRNN(cell, input_size, hidden, backend="reference", **kw).to(device, dtype)
     ref.load_state_dict(fused.state_dict())
-    T, B = 5, 3
+    T, B = 5, batch
     new = {"dtype": dtype, "device": device}
     shape = (B, T, input_size) if batch_first else (T, B, input_size)
     x = torch.randn(shape, **new, requires_grad=True)
@@ -133,6 +134,44 @@ def test_many_mutants_every_config(k, cell):
     """At least 200 mutants once the few that overflow in the reference are skipped."""
     for config in CONFIGS:
         assert_fused_matches_reference(cell, seed=k, **config)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "mut1"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_batches_large_enough_to_split_across_threads(name, dtype):
+    """B * H >= 2048: the pointwise kernels split rows across OpenMP threads (when torch
+    has more than one)."""
+    assert_fused_matches_reference(
+        zoo.get(name), dtype=dtype, num_layers=2, batch_first=False, initial=True, batch=24, hidden=96, input_size=96
+    )
+
+
+def _loops_in_c(monkeypatch) -> list[bool]:
+    """Record whether each time loop ran as one C call."""
+    ran: list[bool] = []
+    run_loop = FusedCell.run_loop
+
+    def recording(self, *args):
+        ran.append(run_loop(self, *args))
+        return ran[-1]
+
+    monkeypatch.setattr(FusedCell, "run_loop", recording)
+    return ran
+
+
+@pytest.mark.skipif(not blas.gemm_address("f32"), reason="this torch build exports no BLAS GEMM")
+def test_each_time_loop_is_one_c_call_on_torchs_blas(monkeypatch):
+    ran = _loops_in_c(monkeypatch)
+    assert_fused_matches_reference(zoo.get("gru"), dtype=torch.float64, num_layers=2, batch_first=True, initial=False)
+    assert ran and all(ran)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "mut2"])
+def test_without_torchs_blas_the_loop_runs_in_python(name, monkeypatch):
+    monkeypatch.setenv("OPTUNA_RNN_BLAS", "0")
+    ran = _loops_in_c(monkeypatch)
+    assert_fused_matches_reference(zoo.get(name), dtype=torch.float64, num_layers=2, batch_first=False, initial=True)
+    assert ran and not any(ran)
 
 
 def test_state_carry_across_chunks_matches_one_pass():

@@ -61,6 +61,11 @@ class FusedCell:
         self._libraries: dict[str, ctypes.CDLL | None] = {}
         read = {loc[1] for p in programs for loc in p.args if loc[0] == "val"}
         self.biases = tuple(n.name for i, n in enumerate(plan.nodes) if n.op == BIAS and i in read)
+        # Forward buffers the backward reads: its programs' values and the weight
+        # gradients' sources. The others are freed when the forward ends.
+        backward_reads = [loc for p in self.backward_programs if p is not None for loc in p.args if loc[0] == "val"]
+        backward_reads += [("val", prod.source) for prod in plan.products]
+        self.kept = frozenset({"S0", *(slot(plan, loc).buffer for loc in backward_reads)})
         self._functions: dict[str, Any] = {}
         self._triton: ModuleType | bool | None = None
         self._schedules: dict[tuple, Schedule] = {}
@@ -205,8 +210,10 @@ class _Fused(torch.autograd.Function):
             buffers[weight_buffer(p)] = w.t().contiguous()
         if not core.run_loop(False, buffers, T, B, H, ref.dtype):
             _python_loop(core, False, buffers, T, B, H)
-        ctx.core, ctx.buffers, ctx.weights, ctx.shape = core, buffers, weights, (T, B, H)
+        ctx.core, ctx.weights, ctx.shape = core, weights, (T, B, H)
+        ctx.buffers = {name: b for name, b in buffers.items() if name in core.kept}
         ctx.has = (xw is not None, x is not None, n_states)
+        ctx.input_size = x.shape[-1] if x is not None else 0
         finals = [buffers[f"S{i}"][T].clone() for i in range(n_states)]
         return (buffers["S0"][1:], *finals)
 
@@ -221,16 +228,16 @@ class _Fused(torch.autograd.Function):
         buffers["dout"] = dout.contiguous() if dout is not None else ref.new_zeros(T, B, H)
         # Gradient buffers that some kernel accumulates into start at zero; the others are
         # stored whole by one kernel per step.
-        def grads_of(nodes: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-            stored = all(n in plan.stored_grads for n in nodes)
-            return torch.empty_like(like) if stored else torch.zeros_like(like)
+        def grads_of(nodes: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor:
+            g = ref.new_empty(shape)
+            return g if all(n in plan.stored_grads for n in nodes) else g.zero_()
 
         if has_xw:
-            buffers["dxw"] = grads_of(plan.x_linears, buffers["xw"])
+            buffers["dxw"] = grads_of(plan.x_linears, (T, B, len(plan.x_linears) * H))
         if has_x:
-            buffers["dx"] = grads_of((plan.x_index,), buffers["x"])
+            buffers["dx"] = grads_of((plan.x_index,), (T, B, ctx.input_size))
         for p, prod in enumerate(plan.products):
-            buffers[f"dY{p}"] = grads_of(prod.linears, buffers[f"Y{p}"])
+            buffers[f"dY{p}"] = grads_of(prod.linears, (T, B, len(prod.linears) * H))
         for n in plan.grad_exports:
             buffers[f"gE{n}"] = ref.new_zeros(1, B, H)
         for i in range(n_states):
