@@ -199,8 +199,11 @@ class _Fused(torch.autograd.Function):
         for i, s in enumerate(states):
             buffers[f"S{i}"] = ref.new_empty(T + 1, B, H)
             buffers[f"S{i}"][0].copy_(s)
-        for p, prod in enumerate(plan.products):
-            buffers[f"Y{p}"] = ref.new_empty(T, B, len(prod.linears) * H)
+        for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+            width = len(prod.linears) * H
+            # A folded product accumulates into its XW blocks: xw is this call's own
+            # intermediate (autograd saved x and the weights, not it), so no one else reads it.
+            buffers[f"Y{p}"] = ref.new_empty(T, B, width) if block is None else buffers["xw"].narrow(2, block * H, width)
         for n in plan.exports:
             if n not in plan.updates.values():
                 buffers[f"E{n}"] = ref.new_empty(T, B, H)
@@ -236,8 +239,10 @@ class _Fused(torch.autograd.Function):
             buffers["dxw"] = grads_of(plan.x_linears, (T, B, len(plan.x_linears) * H))
         if has_x:
             buffers["dx"] = grads_of((plan.x_index,), (T, B, ctx.input_size))
-        for p, prod in enumerate(plan.products):
-            buffers[f"dY{p}"] = grads_of(prod.linears, (T, B, len(prod.linears) * H))
+        for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+            width = len(prod.linears) * H
+            folded = block is not None
+            buffers[f"dY{p}"] = buffers["dxw"].narrow(2, block * H, width) if folded else grads_of(prod.linears, (T, B, width))
         for n in plan.grad_exports:
             buffers[f"gE{n}"] = ref.new_zeros(1, B, H)
         for i in range(n_states):
@@ -289,7 +294,10 @@ def _python_loop(core: FusedCell, backward: bool, buffers: dict[str, torch.Tenso
         for t in range(T):
             for k, kernel in enumerate(kernels):
                 for p in by_round[k]:
-                    torch.mm(sources[p][t], weights[p], out=targets[p][t])
+                    if plan.xw_blocks[p] is None:
+                        torch.mm(sources[p][t], weights[p], out=targets[p][t])
+                    else:
+                        targets[p][t].addmm_(sources[p][t], weights[p])
                 if kernel is not None:
                     kernel(t)
         return

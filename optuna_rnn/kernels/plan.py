@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optuna_rnn.cell import Cell
-from optuna_rnn.cell.ir import BIAS, LINEAR, ONE, RELU, SIGMOID, STATE, TANH, X
+from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, ONE, RELU, SIGMOID, STATE, TANH, X
 
 __all__ = ["COPY", "POINTWISE_LEAVES", "Plan", "PlanNode", "make_plan"]
 
@@ -61,6 +61,17 @@ class Plan:
     x_index: int                           # the node x
 
     stored_grads: frozenset[int]           # gradients one stage writes whole (no zeroing)
+    # Per product, the XW block it is folded into, or None. When each of its maps is
+    # summed with a map of x and nothing else reads either (LSTM: all four gates), the
+    # product accumulates into XW's blocks in the forward (one buffer, one read per gate
+    # instead of two), and both maps have the sum's gradient, so its gradient is a view of
+    # XW's in the backward.
+    xw_blocks: tuple[int | None, ...]
+
+    def folded(self, node: int) -> bool:
+        """Whether ``node`` is a map of a product folded into XW: its value is in its XW
+        partner's memory (sums skip it) and so is its gradient (no kernel stores it)."""
+        return any(a is not None and node in p.linears for p, a in zip(self.products, self.xw_blocks))
 
     def stage_inputs(self, k: int) -> tuple[int, ...]:
         """Nodes outside stage ``k`` that its nodes read, in node order."""
@@ -151,11 +162,12 @@ def make_plan(cell: Cell) -> Plan:
         for n in set(readers_of)
         if nodes[n].op in (X, LINEAR) and readers_of.count(n) == 1 and all(s != n for _, s in products)
     )
+    x_linears, xw_blocks = _x_blocks(nodes, readers, xi, [ls for _, ls in sorted(products.items())], stored)
     return Plan(
         nodes=tuple(nodes),
         states=cell.states,
         updates=updates,
-        x_linears=tuple(i for i, n in enumerate(nodes) if n.op == LINEAR and n.inputs[0] == xi),
+        x_linears=x_linears,
         products=tuple(Product(r, s, tuple(ls)) for (r, s), ls in sorted(products.items())),
         stages=stages,
         exports=tuple(
@@ -167,4 +179,27 @@ def make_plan(cell: Cell) -> Plan:
         reads_x=any(xi in nodes[i].inputs for i in pointwise),
         x_index=xi,
         stored_grads=stored,
+        xw_blocks=xw_blocks,
     )
+
+
+def _x_blocks(
+    nodes: list[PlanNode], readers: list[list[int]], xi: int, products: list[list[int]], stored: frozenset[int]
+) -> tuple[tuple[int, ...], tuple[int | None, ...]]:
+    """XW's block order, and the block each product folds into (see ``Plan.xw_blocks``)."""
+    x_maps = [i for i, n in enumerate(nodes) if n.op == LINEAR and n.inputs[0] == xi]
+
+    def partner(linear: int) -> int | None:
+        if linear not in stored or len(readers[linear]) != 1 or nodes[readers[linear][0]].op != ADD:
+            return None
+        ins = nodes[readers[linear][0]].inputs
+        return next((i for i in ins if i in x_maps and i in stored and len(readers[i]) == 1), None)
+
+    order: list[int] = []
+    blocks: list[int | None] = []
+    for linears in products:
+        partners = [partner(i) for i in linears]
+        fresh = None not in partners and len(set(partners)) == len(partners) and not set(partners) & set(order)
+        blocks.append(len(order) if fresh else None)
+        order += partners if fresh else []
+    return tuple(order + [i for i in x_maps if i not in order]), tuple(blocks)

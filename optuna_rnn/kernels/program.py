@@ -68,9 +68,10 @@ class Program:
 
 
 def _compute(prog: Program, plan: Plan, n: int, value: Callable[[int], int]) -> int:
-    """Emit node ``n`` of a stage from its inputs' values (``value(i)`` gives them)."""
+    """Emit node ``n`` of a stage from its inputs' values (``value(i)`` gives them); a
+    sum skips maps folded into their XW partner, whose memory already holds them."""
     node = plan.nodes[n]
-    ins = [value(i) for i in node.inputs]
+    ins = [value(i) for i in node.inputs if not (node.op == ADD and plan.folded(i))]
     if node.op == COPY:
         return ins[0]
     if node.op in (ADD, MUL):
@@ -160,7 +161,7 @@ def backward_program(plan: Plan, k: int) -> Program:
             local = prog.emit("d" + node.op, value(n))
             add_grad(ins[0], prog.emit(MUL, g, local))
     for e in plan.stage_inputs(k):
-        if plan.nodes[e].op == ONE:
+        if plan.nodes[e].op == ONE or plan.folded(e):
             continue
         if e in plan.stored_grads:
             prog.store(("grad", e), grad[e] if e in grad else prog.emit("const", 0.0))

@@ -86,9 +86,9 @@ class Schedule:
             if backward:  # d source += dY W
                 a, c = Slot("d" + wide), slot(plan, ("grad", prod.source))
                 dims = {"m": B, "n": H, "k": n, "ldb": H, "beta": 1}
-            else:  # Y = source W^T
+            else:  # Y = source W^T (+ Y where Y is XW's blocks: a folded product)
                 a, c = narrow, Slot(wide)
-                dims = {"m": B, "n": n, "k": H, "ldb": n, "beta": 0}
+                dims = {"m": B, "n": n, "k": H, "ldb": n, "beta": int(plan.xw_blocks[p] is not None)}
             lda, ldc = (buffers[s.buffer].stride(1) for s in (a, c))
             add(0, [a, c, weight], lda=lda, ldc=ldc, **dims)
 
