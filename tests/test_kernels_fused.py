@@ -228,6 +228,19 @@ def test_plan_products_and_stages():
     assert make_plan(zoo.get("mut1")).reads_x
 
 
+def test_products_summed_with_maps_of_x_fold_into_xw():
+    lstm = make_plan(zoo.get("lstm"))
+    assert lstm.xw_blocks == (0,)  # all four gates: Wx x + Wh h + b
+    assert all(lstm.folded(i) for i in lstm.products[0].linears)
+    assert not any(lstm.folded(i) for i in lstm.x_linears)
+    # torch's GRU reads r * (Whn h + bhn): that map is not summed with a map of x.
+    assert make_plan(zoo.get("gru_torch")).xw_blocks == (None,)
+    # A folded map's value is in XW: the forward kernel reads one of the two.
+    forward = FusedCell(zoo.get("lstm")).forward_programs[1]
+    assert sum(loc[0] == "val" and loc[1] in lstm.x_linears for loc in forward.args) == 4
+    assert not any(loc[0] == "val" and lstm.folded(loc[1]) for loc in forward.args)
+
+
 def test_kernels_are_cached_on_disk_per_cell():
     cell = optuna_rnn.Cell.parse("h' = tanh(Wx x + Wh (h * sigm(Wg h + bg)) + b)")
     core = FusedCell(cell)
