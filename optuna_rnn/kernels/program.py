@@ -92,7 +92,8 @@ def _recompute(prog: Program, plan: Plan, k: int) -> dict[int, int]:
     """Load stage ``k``'s inputs and compute its nodes; node -> SSA var."""
     val: dict[int, int] = {}
     for e in plan.stage_inputs(k):
-        val[e] = _load_input(prog, plan, e)
+        if not plan.folded(e):
+            val[e] = _load_input(prog, plan, e)
     for n in plan.stages[k]:
         val[n] = _compute(prog, plan, n, val.__getitem__)
     return val
