@@ -146,6 +146,17 @@ def test_batches_large_enough_to_split_across_threads(name, dtype):
     )
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
+def test_kernels_share_torchs_openmp_runtime():
+    """Two OpenMP runtimes would each keep a thread pool and fight over the cores."""
+    rnn = CellRNN(zoo.get("gru"), 8, 96, backend="fused")
+    out, _ = rnn(torch.randn(3, 24, 8))
+    out.sum().backward()
+    with open("/proc/self/maps") as f:
+        runtimes = {line.split()[-1] for line in f if "libgomp" in line or "libomp" in line or "libiomp" in line}
+    assert len(runtimes) <= 1, runtimes
+
+
 def _loops_in_c(monkeypatch) -> list[bool]:
     """Record whether each time loop ran as one C call."""
     ran: list[bool] = []
