@@ -118,6 +118,18 @@ def test_same_seed_same_proposals() -> None:
     assert runs[0] != runs[2]
 
 
+def test_the_cached_sql_storage_gives_the_same_proposals() -> None:
+    """There the sampler proposes from Optuna's cache as study.ask() left it, and checks
+    its claims in one query of its own: it must see what the public reads show."""
+    runs = []
+    for storage in (None, "sqlite:///:memory:"):
+        study = _study(storage, seed=3, reevaluate_prob=0.3)
+        study.optimize(objective, n_trials=12)
+        runs.append(_actions(study))
+    assert runs[0] == runs[1]
+    assert {"mutate", "reevaluate"} <= {action for action, _, _ in runs[1]}
+
+
 def test_reseed_rng_changes_proposals() -> None:
     runs = []
     for reseed in (False, True):
@@ -148,6 +160,56 @@ def test_a_running_trials_architecture_is_not_proposed_again() -> None:
 
     proposed = propose(zoo.get("tanh"))  # tanh is a seed: the RUNNING trial changes nothing
     assert propose(proposed) != proposed
+
+
+class _RacedSampler(CellEvolutionSampler):
+    """A worker that another one overtakes: between its read of the study and its first
+    proposal, ``rival`` (another process: its own storage handle) asks a trial, and this
+    worker then proposes exactly what the rival claimed. Only its claim check can save it."""
+
+    def __init__(self, rival: optuna.Study, **kwargs) -> None:
+        super().__init__(space=SPACE, population_size=10, **kwargs)
+        self.rival: optuna.Study | None = rival
+        self.rival_plan = None
+
+    def _propose(self, study, trial, rng, view, population, parents):
+        if self.rival is None:
+            return super()._propose(study, trial, rng, view, population, parents)
+        rival, self.rival = self.rival, None
+        asked = rival.ask()
+        self.rival_plan = read_plan(rival._storage.get_trial(asked._trial_id))
+        return self.rival_plan
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_claim_made_after_the_read_makes_the_proposal_back_off(tmp_path: Path, kind) -> None:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'study.db'}"
+        handles = [optuna.storages.get_storage(url) for _ in range(2)]
+    else:
+        path = str(tmp_path / "journal.log")
+        handles = [JournalStorage(JournalFileBackend(path)) for _ in range(2)]
+    seeded = optuna.create_study(storage=handles[0], study_name="evo", direction="maximize")
+    for name in SEEDS:  # finished seeds, one write each
+        params = SPACE.encode(zoo.get(name))
+        seeded.add_trial(
+            optuna.trial.create_trial(
+                value=0.0, params=params, distributions=SPACE.distributions(params)
+            )
+        )
+    rival = optuna.load_study(
+        study_name="evo",
+        storage=handles[1],
+        sampler=CellEvolutionSampler(space=SPACE, population_size=10, seed=1),
+    )
+    raced = optuna.load_study(
+        study_name="evo", storage=handles[0], sampler=_RacedSampler(rival, seed=0)
+    )
+    trial = raced.ask()
+    plan = read_plan(raced._storage.get_trial(trial._trial_id))
+    rival_plan = raced.sampler.rival_plan
+    assert rival_plan is not None and rival_plan.action == "mutate"
+    assert plan is not None and plan.fingerprint != rival_plan.fingerprint
 
 
 def test_two_threads_share_one_sampler() -> None:

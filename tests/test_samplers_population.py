@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -17,7 +19,8 @@ from optuna_rnn.samplers import (
     TournamentSelection,
 )
 from optuna_rnn.samplers._index import StudyIndex
-from optuna_rnn.samplers._records import hyperparameter_key
+from optuna_rnn.samplers._population import Standings, rank_architectures
+from optuna_rnn.samplers._records import MUTATE, REEVALUATE, Claims, Plan, hyperparameter_key
 
 MAX, MIN = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
 
@@ -34,8 +37,12 @@ def _trials(rows: list[tuple[str, object]]) -> list[FrozenTrial]:
 
 
 def _archs(rows: list[tuple[str, object]]) -> list[Architecture]:
+    return _grouped(_trials(rows))
+
+
+def _grouped(trials: list[FrozenTrial]) -> list[Architecture]:
     groups: dict[str, Architecture] = {}
-    for t in _trials(rows):
+    for t in trials:
         fp = t.user_attrs["fingerprint"]
         groups[fp] = groups.get(fp, Architecture(fp)).with_trial(t)
     return list(groups.values())
@@ -81,6 +88,48 @@ def test_multi_objective_ranks_by_pareto_front() -> None:
     assert ranks["c"] == 1
     assert population[-1].fingerprint == "c"
     assert {a.fingerprint: a.best.values for a in population}["d"] == [2.0, 2.5]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from("abcdef"), st.tuples(*[st.sampled_from([0.0, 0.5, 1.0])] * 2)),
+        max_size=30,
+    ),
+    directions=st.sampled_from([[MIN], [MAX], [MIN, MAX]]),
+    arrival=st.randoms(use_true_random=False),
+    limit=st.integers(1, 8),
+)
+def test_standings_kept_as_trials_finish_equal_a_ranking_from_scratch(
+    rows, directions, arrival, limit
+) -> None:
+    """In any finishing order, with ties: the same orders as ranking all architectures."""
+    rows = [(fp, values[: len(directions)]) for fp, values in rows]
+    trials = _trials(rows)
+    archs = _grouped(trials)
+    arrival.shuffle(trials)
+    standings = Standings(directions)
+    for t in trials:
+        standings.add(t.user_attrs["fingerprint"], t)
+    assert standings == Standings.of(archs, directions)
+    assert standings.best(limit) == rank_architectures(archs, directions, limit)
+    assert standings.youngest(limit) == sorted(archs, key=lambda a: a.birth)[-limit:]
+
+
+def test_claims_take_an_architecture_or_one_hyperparameter_draw() -> None:
+    claims = Claims.of(
+        [
+            Plan(MUTATE, "a", params={"cell": 1}).to_json(),
+            Plan(REEVALUATE, "b", params={"cell": 2, "lr": 0.1}).to_json(),
+            None,  # a withdrawn plan claims nothing
+        ]
+    )
+    lr = {"lr": CategoricalDistribution([0.1, 0.3])}
+    assert claims.take(Plan(MUTATE, "a")) and claims.take(Plan(MUTATE, "b"))
+    assert not claims.take(Plan(MUTATE, "c"))
+    assert claims.take(Plan(REEVALUATE, "b", params={"lr": 0.1}, hyperparameters=lr))
+    assert not claims.take(Plan(REEVALUATE, "b", params={"lr": 0.3}, hyperparameters=lr))
+    assert not claims.take(Plan(REEVALUATE, "a", params={"lr": 0.1}, hyperparameters=lr))
 
 
 def test_tournament_of_everyone_picks_the_best() -> None:
@@ -143,7 +192,7 @@ def test_index_groups_trials_and_leaves_the_asker_out() -> None:
     running.set_user_attr("fp", "c")
     asker = study.ask()
     asker.set_user_attr("fp", "d")
-    view = StudyIndex(_fingerprint).view(_study_trials(study), exclude=asker.number)
+    view = StudyIndex(_fingerprint, [MIN]).view(_study_trials(study), exclude=asker.number)
     assert set(view.architectures) == {"a"} and len(view.architectures["a"].trials) == 1
     assert {fp: len(ts) for fp, ts in view.finished.items()} == {"a": 2, "b": 1}
     assert set(view.unfinished) == {"c"}
@@ -155,7 +204,7 @@ def test_incremental_index_equals_a_fresh_one() -> None:
     """The index is a memo: indexing a growing study step by step changes nothing."""
     rng = np.random.default_rng(0)
     study = optuna.create_study()
-    index = StudyIndex(_fingerprint)
+    index = StudyIndex(_fingerprint, [MIN])
     pending: list[optuna.Trial] = []
     for step in range(60):
         trial = study.ask()
@@ -170,5 +219,5 @@ def test_incremental_index_equals_a_fresh_one() -> None:
                 state=state,
             )
         incremental = index.view(_study_trials(study), exclude=-1)
-        fresh = StudyIndex(_fingerprint).view(_study_trials(study), exclude=-1)
+        fresh = StudyIndex(_fingerprint, [MIN]).view(_study_trials(study), exclude=-1)
         assert incremental == fresh, step

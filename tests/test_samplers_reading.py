@@ -1,4 +1,5 @@
-"""Reading a study's newer trials: the evolution sampler's one storage read per view."""
+"""Reading the study: the evolution sampler's fast paths on the cached SQL storage return
+what Optuna's public reads return, and the index built from them is a memo."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from optuna_rnn.samplers._index import StudyIndex, trials_from
+from optuna_rnn.samplers._index import StudyIndex
+from optuna_rnn.samplers._records import MUTATE, Claims, Plan, write_plan
+from optuna_rnn.samplers._storage import _plans_in_sql, claims_since, trials_from
 
 
 def _fingerprint(trial: optuna.trial.FrozenTrial) -> str | None:
     return trial.user_attrs.get("fp")
+
+
+def _new_index() -> StudyIndex:
+    return StudyIndex(_fingerprint, [StudyDirection.MINIMIZE])
 
 
 def _step(study: optuna.Study, pending: list[optuna.Trial], rng: np.random.Generator) -> None:
@@ -39,18 +47,56 @@ def test_trials_from_is_the_tail_of_get_all_trials(tmp_path: Path, kind: str) ->
     pending: list[optuna.Trial] = []
     for _ in range(30):
         _step(writer, pending, rng)
+        if rng.random() < 0.3:  # the reader's own trial: its cache now skips unread ones
+            reader_storage.create_new_trial(study_id)
         start = int(rng.integers(len(writer.trials) + 1))
+        # As the cache holds it: a contiguous run of trials, finished ones as they are.
+        cached = trials_from(reader_storage, study_id, start, refresh=False)
         tail = trials_from(reader_storage, study_id, start)
         full = reader_storage.get_all_trials(study_id)
         assert [(t.number, t.state, t.user_attrs) for t in tail] == [
             (t.number, t.state, t.user_attrs) for t in full[start:]
         ]
+        assert [t.number for t in cached] == [t.number for t in full[start : start + len(cached)]]
+        assert all(t == full[t.number] for t in cached if t.state.is_finished())
+
+
+def test_claims_since_in_one_query_equals_the_public_read(tmp_path: Path) -> None:
+    """The cached SQL storage's one query and an uncached storage's get_all_trials read the
+    same claims, for any window, while another worker claims, withdraws and finishes."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    writer = optuna.create_study(storage=url)
+    cached = optuna.storages.get_storage(url)
+    public = optuna.storages.RDBStorage(url)  # no cache: claims_since reads it publicly
+    rng = np.random.default_rng(2)
+    ids: list[int] = []
+    open_: list[optuna.Trial] = []
+    claimed = 0
+    for _ in range(25):
+        open_.append(writer.ask())
+        ids.append(open_[-1]._trial_id)
+        claimant = open_[rng.integers(len(open_))]
+        fp = "abcde"[rng.integers(5)]
+        plan = None if rng.random() < 0.2 else Plan(MUTATE, fp, params={"lr": int(rng.integers(3))})
+        write_plan(writer._storage, claimant._trial_id, plan)
+        if rng.random() < 0.5:
+            writer.tell(open_.pop(int(rng.integers(len(open_)))), 0.5)
+        window = {
+            "after": int(rng.choice([-1, *ids])),
+            "unfinished": {int(i) for i in rng.choice(ids, size=3)},
+            "exclude": int(rng.choice(ids)),
+        }
+        expected = claims_since(public, writer._study_id, **window)
+        plans = _plans_in_sql(cached, writer._study_id, **window)  # the fast path, no fallback
+        assert Claims.of(plans) == claims_since(cached, writer._study_id, **window) == expected
+        claimed += len(plans)
+    assert claimed > 25  # the windows held claims to compare
 
 
 def test_view_from_settled_equals_a_view_of_the_whole_study(tmp_path: Path) -> None:
     """Reading only past ``settled`` loses nothing, unfinished trials included."""
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
-    index = StudyIndex(_fingerprint)
+    index = _new_index()
     rng = np.random.default_rng(1)
     pending: list[optuna.Trial] = []
     for step in range(40):
@@ -59,10 +105,10 @@ def test_view_from_settled_equals_a_view_of_the_whole_study(tmp_path: Path) -> N
         incremental = index.view(
             trials_from(study._storage, study._study_id, start), exclude=-1, start=start
         )
-        fresh = StudyIndex(_fingerprint).view(study.get_trials(deepcopy=False), exclude=-1)
+        fresh = _new_index().view(study.get_trials(deepcopy=False), exclude=-1)
         assert incremental == fresh, step
 
 
 def test_view_refuses_trials_that_skip_unindexed_ones() -> None:
     with pytest.raises(ValueError, match="skip unindexed"):
-        StudyIndex(_fingerprint).view([], exclude=-1, start=1)
+        _new_index().view([], exclude=-1, start=1)

@@ -1,8 +1,8 @@
 """An incremental index of a study's trials: what the sampler reads at every ask.
 
 A finished trial never changes again, so each one is indexed once (by fingerprint, and
-into its architecture when COMPLETE); unfinished trials are re-read at every ask. The
-index is a memo of the storage, not state of its own: dropping it changes no proposal.
+into the standings when COMPLETE); unfinished trials are looked at again at every ask.
+The index is a memo of the storage, not state of its own: dropping it changes no proposal.
 """
 
 from __future__ import annotations
@@ -12,17 +12,12 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_rnn.samplers._population import Architecture
+from optuna_rnn.samplers._population import Architecture, Standings
 
-try:  # private to Optuna: used only as a fast path, with the public read as fallback
-    from optuna.storages._cached_storage import _CachedStorage
-except ImportError:  # pragma: no cover - depends on the installed Optuna
-    _CachedStorage = None
-
-__all__ = ["StudyIndex", "View", "trials_from"]
+__all__ = ["StudyIndex", "View"]
 
 _Groups = Mapping[str, tuple[FrozenTrial, ...]]
 
@@ -34,14 +29,24 @@ class View:
     ``fingerprint in view`` is the dedupe test: some trial evaluated or claims it.
 
     Attributes:
-        architectures: COMPLETE trials grouped by fingerprint.
+        standings: the architectures of the COMPLETE trials, ranked.
         finished: finished trials (any state) by fingerprint.
         unfinished: RUNNING and WAITING trials by fingerprint.
+        unfinished_ids: the ids of every RUNNING and WAITING trial, claim or not.
+        last_trial_id: the id of the newest trial seen (-1: none). Claims made after this
+            view was read can only be on the unfinished trials or on newer ones.
     """
 
-    architectures: Mapping[str, Architecture]
+    standings: Standings
     finished: _Groups
     unfinished: _Groups
+    unfinished_ids: frozenset[int] = frozenset()
+    last_trial_id: int = -1
+
+    @property
+    def architectures(self) -> Mapping[str, Architecture]:
+        """COMPLETE trials grouped by fingerprint."""
+        return self.standings.architectures
 
     def __contains__(self, fingerprint: object) -> bool:
         return fingerprint in self.finished or fingerprint in self.unfinished
@@ -58,35 +63,20 @@ def _group(groups: dict[str, tuple[FrozenTrial, ...]], fp: str, trial: FrozenTri
     groups[fp] = tuple(group)
 
 
-def trials_from(storage: BaseStorage, study_id: int, start: int) -> list[FrozenTrial]:
-    """The study's trials numbered ``start`` and up, in number order, read from the storage now.
-
-    Optuna's cached SQL storage (what a storage URL gives) fetches only new and unfinished
-    trials, but its ``get_all_trials`` sorts the whole study at every call: at 10,000
-    trials that sort is most of a read. Its cache, keyed by the trial numbers 0 to n - 1,
-    is read past ``start`` instead, so a read costs what is new. Other storages: one
-    ``get_all_trials``.
-    """
-    if _CachedStorage is not None and isinstance(storage, _CachedStorage):
-        try:
-            storage._read_trials_from_remote_storage(study_id)
-            with storage._lock:
-                cached = storage._studies[study_id].trials
-                return [cached[n] for n in range(start, len(cached))]
-        except (AttributeError, KeyError, TypeError):
-            pass  # another Optuna version's cache: read the public way below
-    return storage.get_all_trials(study_id, deepcopy=False)[start:]
-
-
 class StudyIndex:
     """Finished trials indexed once; thread-safe (one sampler, several threads)."""
 
-    def __init__(self, fingerprint_of: Callable[[FrozenTrial], str | None]) -> None:
+    def __init__(
+        self,
+        fingerprint_of: Callable[[FrozenTrial], str | None],
+        directions: Sequence[StudyDirection],
+    ) -> None:
         self._fingerprint_of = fingerprint_of
         self._lock = threading.Lock()
         self._seen: set[int] = set()
         self._settled = 0
-        self._architectures: dict[str, Architecture] = {}
+        self._settled_id = -1
+        self._standings = Standings(directions)
         self._finished: dict[str, tuple[FrozenTrial, ...]] = {}
 
     @property
@@ -105,6 +95,7 @@ class StudyIndex:
         if start > self._settled:
             raise ValueError(f"trials from number {start} skip unindexed ones")
         unfinished: dict[str, tuple[FrozenTrial, ...]] = {}
+        unfinished_ids = set()
         with self._lock:
             # Another thread may have settled more meanwhile; ``_settled`` only grows.
             for t in trials[self._settled - start :]:
@@ -112,6 +103,7 @@ class StudyIndex:
                     continue
                 fp = self._fingerprint_of(t)
                 if not t.state.is_finished():
+                    unfinished_ids.add(t._trial_id)
                     if fp is not None:
                         _group(unfinished, fp, t)
                     continue
@@ -120,9 +112,16 @@ class StudyIndex:
                     continue
                 _group(self._finished, fp, t)
                 if t.state == TrialState.COMPLETE:
-                    arch = self._architectures.get(fp, Architecture(fp))
-                    self._architectures[fp] = arch.with_trial(t)
+                    self._standings.add(fp, t)
             end = start + len(trials)
             while self._settled < end and trials[self._settled - start].state.is_finished():
+                self._settled_id = trials[self._settled - start]._trial_id
                 self._settled += 1
-            return View(dict(self._architectures), dict(self._finished), unfinished)
+            newest = trials[-1]._trial_id if trials else -1
+            return View(
+                self._standings.copy(),
+                dict(self._finished),
+                unfinished,
+                frozenset(unfinished_ids),
+                max(newest, self._settled_id),
+            )

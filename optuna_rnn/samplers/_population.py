@@ -3,8 +3,9 @@
 An architecture is a fingerprint; its quality is that of its best COMPLETE trial in the
 study's direction (multi-objective: the best non-domination rank among its trials, as
 NSGA-II ranks trials). Nothing is remembered between asks but a memo of finished trials
-(:mod:`optuna_rnn.samplers._index`): every worker that shares the storage sees the same
-population. All values here are immutable, so threads can share them.
+(:mod:`optuna_rnn.samplers._index`), which keeps them as :class:`Standings`: every worker
+that shares the storage sees the same population. Architectures and members are
+immutable, so threads can share them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "Architecture",
     "ElitePopulation",
     "Member",
+    "Standings",
     "rank_architectures",
 ]
 
@@ -72,6 +74,12 @@ class Member:
     birth: int
 
 
+def _rank_key(arch: Architecture, direction: StudyDirection) -> tuple[float, int]:
+    """Single-objective rank (the best value, lower is better) and birth, to sort by."""
+    sign = 1.0 if direction == StudyDirection.MINIMIZE else -1.0
+    return sign * arch.best(direction).values[0], arch.birth
+
+
 def rank_architectures(
     architectures: Iterable[Architecture],
     directions: Sequence[StudyDirection],
@@ -84,8 +92,7 @@ def rank_architectures(
     archs = list(architectures)
     if len(directions) == 1:
         direction = directions[0]
-        sign = 1.0 if direction == StudyDirection.MINIMIZE else -1.0
-        keys = [(sign * a.best(direction).values[0], a.birth, k) for k, a in enumerate(archs)]
+        keys = [(*_rank_key(a, direction), k) for k, a in enumerate(archs)]
         top = heapq.nsmallest(limit, keys) if limit is not None else sorted(keys)
         return [Member(archs[k].fingerprint, r, archs[k].best(direction), b) for r, b, k in top]
     trials = [t for a in archs for t in a.trials]
@@ -103,6 +110,91 @@ def rank_architectures(
     return sorted(members, key=lambda m: (m.rank, m.birth))[:limit]
 
 
+class Standings:
+    """A study's architectures in rank order and in birth order, kept as trials arrive.
+
+    Ranking every architecture again at every ask is a pass over all of them; kept sorted,
+    a new COMPLETE trial costs two binary searches. The rank order exists for
+    single-objective studies (Pareto fronts need every trial at once, so multi-objective
+    studies are ranked when asked). Not thread-safe: the study index updates it under its
+    lock and hands out copies.
+    """
+
+    def __init__(self, directions: Sequence[StudyDirection]) -> None:
+        self.directions = tuple(directions)
+        self.architectures: dict[str, Architecture] = {}
+        self._by_birth: list[tuple[int, str]] = []
+        self._by_rank: list[tuple[float, int, str]] | None = (
+            [] if len(self.directions) == 1 else None
+        )
+
+    @classmethod
+    def of(
+        cls, architectures: Iterable[Architecture], directions: Sequence[StudyDirection]
+    ) -> Standings:
+        standings = cls(directions)
+        for arch in architectures:
+            standings._put(arch)
+        return standings
+
+    def add(self, fingerprint: str, trial: FrozenTrial) -> None:
+        """Count a COMPLETE ``trial`` of the architecture ``fingerprint``."""
+        arch = self.architectures.get(fingerprint, Architecture(fingerprint))
+        self._put(arch.with_trial(trial))
+
+    def _put(self, arch: Architecture) -> None:
+        old = self.architectures.get(arch.fingerprint)
+        if old is not None:
+            _remove(self._by_birth, (old.birth, old.fingerprint))
+            if self._by_rank is not None:
+                _remove(self._by_rank, self._rank_entry(old))
+        bisect.insort(self._by_birth, (arch.birth, arch.fingerprint))
+        if self._by_rank is not None:
+            bisect.insort(self._by_rank, self._rank_entry(arch))
+        self.architectures[arch.fingerprint] = arch
+
+    def _rank_entry(self, arch: Architecture) -> tuple[float, int, str]:
+        return (*_rank_key(arch, self.directions[0]), arch.fingerprint)
+
+    def copy(self) -> Standings:
+        """A snapshot that later :meth:`add` calls leave alone."""
+        out = Standings(self.directions)
+        out.architectures = dict(self.architectures)
+        out._by_birth = list(self._by_birth)
+        out._by_rank = None if self._by_rank is None else list(self._by_rank)
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Standings):
+            return NotImplemented
+        return (self.directions, self.architectures, self._by_rank, self._by_birth) == (
+            other.directions,
+            other.architectures,
+            other._by_rank,
+            other._by_birth,
+        )
+
+    def best(self, limit: int) -> list[Member]:
+        """The ``limit`` best architectures as members, best first (ties to the oldest)."""
+        if self._by_rank is None:
+            return rank_architectures(self.architectures.values(), self.directions, limit)
+        direction = self.directions[0]
+        return [
+            Member(fp, rank, self.architectures[fp].best(direction), birth)
+            for rank, birth, fp in self._by_rank[:limit]
+        ]
+
+    def youngest(self, limit: int) -> list[Architecture]:
+        """The ``limit`` architectures with the latest births, oldest first."""
+        kept = self._by_birth[max(0, len(self._by_birth) - limit) :]
+        return [self.architectures[fp] for _, fp in kept]
+
+
+def _remove(order: list, key: tuple) -> None:
+    """Delete ``key`` from the sorted list ``order``."""
+    del order[bisect.bisect_left(order, key)]
+
+
 class ElitePopulation:
     """The paper's population: the ``size`` best architectures found so far."""
 
@@ -114,7 +206,11 @@ class ElitePopulation:
         architectures: Iterable[Architecture],
         directions: Sequence[StudyDirection],
     ) -> list[Member]:
-        return rank_architectures(architectures, directions, self.size)
+        return self.select(Standings.of(architectures, directions))
+
+    def select(self, standings: Standings) -> list[Member]:
+        """The population from standings kept up to date (no ranking from scratch)."""
+        return standings.best(self.size)
 
 
 class AgingPopulation:
@@ -132,5 +228,8 @@ class AgingPopulation:
         architectures: Iterable[Architecture],
         directions: Sequence[StudyDirection],
     ) -> list[Member]:
-        youngest = sorted(architectures, key=lambda a: a.birth)[-self.size :]
-        return rank_architectures(youngest, directions)
+        return self.select(Standings.of(architectures, directions))
+
+    def select(self, standings: Standings) -> list[Member]:
+        """The population from standings kept up to date (no sort by birth from scratch)."""
+        return rank_architectures(standings.youngest(self.size), standings.directions)

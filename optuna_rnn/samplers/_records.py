@@ -9,7 +9,7 @@ share one population; the sampler object itself holds nothing but its settings.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,9 @@ from optuna.trial import FrozenTrial
 __all__ = [
     "FINGERPRINT_KEY",
     "PLAN_KEY",
+    "Claims",
     "Plan",
+    "drawn_params",
     "fingerprint_of",
     "hyperparameter_key",
     "read_plan",
@@ -120,3 +122,40 @@ def fingerprint_of(trial: FrozenTrial) -> str | None:
 def hyperparameter_key(params: Mapping[str, Any], names: Iterable[str]) -> str:
     """A comparable key of one hyperparameter draw (the values of ``names`` in ``params``)."""
     return json.dumps([[n, params.get(n)] for n in sorted(names)], default=repr)
+
+
+def drawn_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameter values a trial drew, or was planned to draw where it has not yet."""
+    plan = trial.system_attrs.get(PLAN_KEY)
+    return {**(plan["params"] if plan is not None else {}), **trial.params}
+
+
+@dataclass(frozen=True)
+class Claims:
+    """Evaluations that plans claim: each claimed fingerprint with each claim's params.
+
+    Attributes:
+        draws: fingerprint -> the params of every plan that claims it.
+    """
+
+    draws: Mapping[str, Sequence[Mapping[str, Any]]]
+
+    @classmethod
+    def of(cls, plans: Iterable[Mapping[str, Any] | None]) -> Claims:
+        """The claims of stored plans (``Plan.to_json`` output; ``None``: withdrawn)."""
+        draws: dict[str, list[Mapping[str, Any]]] = {}
+        for plan in plans:
+            if plan is not None:
+                draws.setdefault(plan["fingerprint"], []).append(plan["params"])
+        return cls(draws)
+
+    def take(self, plan: Plan) -> bool:
+        """Whether these claims take the evaluation ``plan`` proposes: its architecture, or
+        for a re-evaluation, the same hyperparameter draw on its architecture."""
+        if plan.action != REEVALUATE:
+            return plan.fingerprint in self.draws
+        key = hyperparameter_key(plan.params, plan.hyperparameters)
+        return any(
+            hyperparameter_key(params, plan.hyperparameters) == key
+            for params in self.draws.get(plan.fingerprint, ())
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.cell.ir import DEFAULT_MAX_NODES
 from optuna_rnn.samplers._architecture import ArchitectureCodec
-from optuna_rnn.samplers._index import StudyIndex, View, trials_from
+from optuna_rnn.samplers._index import StudyIndex, View
 from optuna_rnn.samplers._mutation import MutationProposal
 from optuna_rnn.samplers._population import AgingPopulation, ElitePopulation, Member
 from optuna_rnn.samplers._records import (
@@ -28,6 +28,7 @@ from optuna_rnn.samplers._records import (
     PLAN_KEY,
     REEVALUATE,
     Plan,
+    drawn_params,
     fingerprint_of,
     hyperparameter_key,
     read_plan,
@@ -35,6 +36,7 @@ from optuna_rnn.samplers._records import (
 )
 from optuna_rnn.samplers._reevaluation import Reevaluation
 from optuna_rnn.samplers._selection import TournamentSelection
+from optuna_rnn.samplers._storage import claims_since, trials_from
 
 if TYPE_CHECKING:
     from optuna_rnn.spaces import CellSpace
@@ -212,15 +214,17 @@ class CellEvolutionSampler(BaseSampler):
         return self._codec.fingerprint(own)
 
     # ---------------------------------------------------------------- proposals
-    def _view(self, study: Study, trial: FrozenTrial) -> View:
-        """The study without ``trial``, read from the storage now."""
+    def _view(self, study: Study, trial: FrozenTrial, *, refresh: bool) -> View:
+        """The study without ``trial``: read from the storage now, or with
+        ``refresh=False`` maybe as ``study.ask()`` read it just before (see
+        :func:`~optuna_rnn.samplers._storage.trials_from`)."""
         key = (study._storage, study._study_id)
         with self._lock:
             if key not in self._indexes:
-                self._indexes[key] = StudyIndex(self._codec.fingerprint_of)
+                self._indexes[key] = StudyIndex(self._codec.fingerprint_of, study.directions)
             index = self._indexes[key]
         start = index.settled
-        trials = trials_from(study._storage, study._study_id, start)
+        trials = trials_from(study._storage, study._study_id, start, refresh=refresh)
         return index.view(trials, exclude=trial.number, start=start)
 
     def _plan_of(self, study: Study, trial: FrozenTrial) -> Plan | None:
@@ -247,8 +251,8 @@ class CellEvolutionSampler(BaseSampler):
                 write_plan(storage, trial._trial_id, plan)
                 return plan
         rng = np.random.default_rng([self._seed, trial.number])
-        view = self._view(study, trial)
-        population = self._population(view.architectures.values(), study.directions)
+        view = self._view(study, trial, refresh=False)
+        population = self._population.select(view.standings)
         parents = [m.best for m in population] or self._seeds(study, trial.number)
         if not parents:
             return None  # nothing to evolve yet: hyperparameter_sampler draws a random cell
@@ -257,12 +261,20 @@ class CellEvolutionSampler(BaseSampler):
             if plan is None:
                 continue
             write_plan(storage, trial._trial_id, plan)
-            # Claim, then read every claim: of two workers claiming one evaluation at
-            # once, the later reader always sees the earlier claim and backs off, so no
-            # two claims survive on any storage that orders writes (all of Optuna's).
-            view = self._view(study, trial)
-            if not _claimed(view, plan):
+            # Claim, then read every claim made since the view: of two workers claiming
+            # one evaluation at once, the later reader always sees the earlier claim and
+            # backs off, so no two claims survive on any storage that orders writes (all
+            # of Optuna's). The proposal avoided everything in the view already.
+            claims = claims_since(
+                storage,
+                study._study_id,
+                after=view.last_trial_id,
+                unfinished=view.unfinished_ids,
+                exclude=trial._trial_id,
+            )
+            if not claims.take(plan):
                 return plan
+            view = self._view(study, trial, refresh=True)
         _logger.warning(
             f"Trial {trial.number}: no new architecture in {self._max_attempts} proposals; "
             "its architecture is sampled by the hyperparameter sampler instead."
@@ -315,7 +327,9 @@ class CellEvolutionSampler(BaseSampler):
     ) -> Plan | None:
         arch_params = self._codec.own(member.best.params)
         hyper = {k: d for k, d in member.best.distributions.items() if k not in arch_params}
-        tried = {_hyperparameter_key(t, hyper) for t in view.trials_of(member.fingerprint)}
+        tried = {
+            hyperparameter_key(drawn_params(t), hyper) for t in view.trials_of(member.fingerprint)
+        }
         params = self._reevaluation(
             hyper,
             tried,
@@ -332,21 +346,3 @@ class CellEvolutionSampler(BaseSampler):
             hyperparameters=hyper,
             parent=member.fingerprint,
         )
-
-
-def _claimed(view: View, plan: Plan) -> bool:
-    """Whether another trial in ``view`` claims the evaluation ``plan`` proposes."""
-    if plan.action != REEVALUATE:
-        return plan.fingerprint in view
-    key = hyperparameter_key(plan.params, plan.hyperparameters)
-    return any(
-        _hyperparameter_key(t, plan.hyperparameters) == key
-        for t in view.trials_of(plan.fingerprint)
-    )
-
-
-def _hyperparameter_key(trial: FrozenTrial, names: Iterable[str]) -> str:
-    """The hyperparameter draw a trial made or was planned to make."""
-    plan = trial.system_attrs.get(PLAN_KEY)
-    planned = plan["params"] if plan is not None else {}
-    return hyperparameter_key({**planned, **trial.params}, names)
