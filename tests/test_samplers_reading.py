@@ -88,6 +88,7 @@ def test_claims_since_in_one_query_equals_the_public_read(tmp_path: Path) -> Non
         }
         expected = claims_since(public, writer._study_id, **window)
         plans = _plans_in_sql(cached, writer._study_id, **window)  # the fast path, no fallback
+        assert plans is not None
         assert Claims.of(plans) == claims_since(cached, writer._study_id, **window) == expected
         claimed += len(plans)
     assert claimed > 25  # the windows held claims to compare

@@ -82,44 +82,48 @@ def claims_since(
     left out. On the cached SQL storage, one query of those trials' plans (the public read
     would fetch each trial whole, in six queries); elsewhere one ``get_all_trials``.
     """
+    plans = None
     if _CachedStorage is not None and isinstance(storage, _CachedStorage):
-        try:
-            plans = _plans_in_sql(
-                storage, study_id, after=after, unfinished=unfinished, exclude=exclude
-            )
-            return Claims.of(plans)
-        except (*_INTERNALS_DIFFER, StorageInternalError):
-            pass  # another Optuna version's schema or internals: read the public way below
-    return Claims.of(
-        t.system_attrs.get(PLAN_KEY)
-        for t in storage.get_all_trials(study_id, deepcopy=False)
-        if t._trial_id != exclude and (t._trial_id > after or t._trial_id in unfinished)
-    )
+        plans = _plans_in_sql(
+            storage, study_id, after=after, unfinished=unfinished, exclude=exclude
+        )
+    if plans is None:
+        plans = [
+            t.system_attrs.get(PLAN_KEY)
+            for t in storage.get_all_trials(study_id, deepcopy=False)
+            if t._trial_id != exclude and (t._trial_id > after or t._trial_id in unfinished)
+        ]
+    return Claims.of(plans)
 
 
 def _plans_in_sql(
     storage: Any, study_id: int, *, after: int, unfinished: Collection[int], exclude: int
-) -> list[Any]:
-    """The stored plans of the trials :func:`claims_since` reads, in one SQL query."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-    from sqlalchemy import or_, select
+) -> list[Any] | None:
+    """The stored plans of the trials :func:`claims_since` reads, in one SQL query;
+    ``None`` where Optuna's schema or internals are not the ones this query knows."""
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy import or_, select
 
-    trials = models.TrialModel.__table__
-    attrs = models.TrialSystemAttributeModel.__table__
-    window = trials.c.trial_id > after
-    if unfinished:
-        window = or_(window, trials.c.trial_id.in_(list(unfinished)))
-    query = (
-        select(attrs.c.value_json)
-        .join(trials, trials.c.trial_id == attrs.c.trial_id)
-        .where(
-            trials.c.study_id == study_id,
-            attrs.c.key == PLAN_KEY,
-            trials.c.trial_id != exclude,
-            window,
+        trials = models.TrialModel.__table__
+        attrs = models.TrialSystemAttributeModel.__table__
+        window = trials.c.trial_id > after
+        if unfinished:
+            window = or_(window, trials.c.trial_id.in_(list(unfinished)))
+        query = (
+            select(attrs.c.value_json)
+            .join(trials, trials.c.trial_id == attrs.c.trial_id)
+            .where(
+                trials.c.study_id == study_id,
+                attrs.c.key == PLAN_KEY,
+                trials.c.trial_id != exclude,
+                window,
+            )
+            .order_by(trials.c.trial_id)
         )
-        .order_by(trials.c.trial_id)
-    )
-    with _create_scoped_session(storage._backend.scoped_session) as session:
-        return [json.loads(value) for (value,) in session.execute(query)]
+        with _create_scoped_session(storage._backend.scoped_session) as session:
+            values = [value for (value,) in session.execute(query)]
+    except (*_INTERNALS_DIFFER, StorageInternalError):  # e.g. another schema's columns
+        return None
+    return [json.loads(value) for value in values]
