@@ -136,13 +136,23 @@ def test_many_mutants_every_config(k, cell):
         assert_fused_matches_reference(cell, seed=k, **config)
 
 
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count for one test, then restore it."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru", "mut1"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_batches_large_enough_to_split_across_threads(name, dtype):
-    """B * H >= 2048: the pointwise kernels split rows across OpenMP threads (when torch
-    has more than one)."""
+@pytest.mark.parametrize("threads", [2, 3])
+def test_batches_large_enough_to_split_across_threads(name, dtype, threads, torch_threads):
+    """B * H >= 2048: each time loop runs on blocks of batch rows, one per OpenMP thread,
+    and the blocks need not be equal (23 rows)."""
+    torch_threads(threads)
     assert_fused_matches_reference(
-        zoo.get(name), dtype=dtype, num_layers=2, batch_first=False, initial=True, batch=24, hidden=96, input_size=96
+        zoo.get(name), dtype=dtype, num_layers=2, batch_first=False, initial=True, batch=23, hidden=96, input_size=96
     )
 
 

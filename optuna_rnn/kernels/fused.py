@@ -147,7 +147,7 @@ class FusedCell:
                 self._schedules.clear()
             self._schedules[layout] = found
         runner = self._function(
-            lib, f"{RUNNER}_{key}", [ctypes.c_long] * 5 + [ctypes.POINTER(Op), ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
+            lib, f"{RUNNER}_{key}", [ctypes.c_long] * 5 + [ctypes.POINTER(Op), ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_long]
         )
         found.run(runner, gemm, buffers, T, B, H)
         return True

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from optuna_rnn.kernels.codegen_c import PARALLEL_ELEMENTS
 from optuna_rnn.kernels.executors import offsets
 from optuna_rnn.kernels.layout import Slot, slot
 from optuna_rnn.kernels.plan import Plan
@@ -32,8 +33,8 @@ class Op(ctypes.Structure):
         ("nargs", ctypes.c_long),
         ("bufs", ctypes.c_void_p),
         ("offs", ctypes.c_void_p),
+        ("rows", ctypes.c_void_p),
         ("fn", ctypes.c_void_p),
-        ("m", ctypes.c_long),
         ("n", ctypes.c_long),
         ("k", ctypes.c_long),
         ("lda", ctypes.c_long),
@@ -75,8 +76,10 @@ class Schedule:
         def add(kind: int, slots: Sequence[Slot], fn: int | None = None, **dims: int) -> None:
             table = np.ascontiguousarray(offsets(slots, buffers, T, H)[:, : len(slots)])
             bufs = np.array([index[s.buffer] for s in slots], dtype=np.int64)
-            self._keep += [table, bufs]
-            ops.append(Op(kind=kind, nargs=len(slots), bufs=bufs.ctypes.data, offs=table.ctypes.data, fn=fn, **dims))
+            rows = np.array([0 if s.vec else buffers[s.buffer].stride(1) for s in slots], dtype=np.int64)
+            self._keep += [table, bufs, rows]
+            ops.append(Op(kind=kind, nargs=len(slots), bufs=bufs.ctypes.data, offs=table.ctypes.data,
+                          rows=rows.ctypes.data, fn=fn, **dims))
 
         def product(p: int) -> None:
             prod = plan.products[p]
@@ -85,10 +88,10 @@ class Schedule:
             weight = Slot(weight_buffer(p), vec=True)
             if backward:  # d source += dY W
                 a, c = Slot("d" + wide), slot(plan, ("grad", prod.source))
-                dims = {"m": B, "n": H, "k": n, "ldb": H, "beta": 1}
+                dims = {"n": H, "k": n, "ldb": H, "beta": 1}
             else:  # Y = source W^T (+ Y where Y is XW's blocks: a folded product)
                 a, c = narrow, Slot(wide)
-                dims = {"m": B, "n": n, "k": H, "ldb": n, "beta": int(plan.xw_blocks[p] is not None)}
+                dims = {"n": n, "k": H, "ldb": n, "beta": int(plan.xw_blocks[p] is not None)}
             lda, ldc = (buffers[s.buffer].stride(1) for s in (a, c))
             add(0, [a, c, weight], lda=lda, ldc=ldc, **dims)
 
@@ -109,7 +112,9 @@ class Schedule:
         self.ops = (Op * len(ops))(*ops)
 
     def run(self, runner: ctypes._CFuncPtr, gemm: int, buffers: Mapping[str, torch.Tensor], T: int, B: int, H: int) -> None:
-        """Run ``T`` steps (at most the length this schedule was built for)."""
+        """Run ``T`` steps (at most the length this schedule was built for), the batch rows
+        split across torch's threads where there is enough work per step to share."""
         assert T <= self.T
         bases = (ctypes.c_void_p * len(self.names))(*(buffers[n].data_ptr() for n in self.names))
-        runner(T, int(self.backward), B, H, len(self.ops), self.ops, bases, gemm)
+        threads = min(torch.get_num_threads(), B) if B * H >= PARALLEL_ELEMENTS else 1
+        runner(T, int(self.backward), B, H, len(self.ops), self.ops, bases, gemm, threads)
