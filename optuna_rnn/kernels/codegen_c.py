@@ -5,14 +5,14 @@ per dtype), and the sequence runner ``ornn_run_f32`` that drives them through ti
 step and column block; a row argument advances ``width * H`` elements per batch row, a
 vector argument (a bias) is the same for every row. Transcendentals are declared with
 GCC's ``simd`` attribute so the element loop vectorises through glibc's libmvec (when
-``ORNN_MVEC`` is defined; otherwise they are plain libm calls). Batch rows are split
-across OpenMP threads when the library is built with ``-fopenmp``.
+``ORNN_MVEC`` is defined; otherwise they are plain libm calls).
 
 The runner executes a schedule of steps (see :mod:`optuna_rnn.kernels.sequence`) for every
-time step, forward or in reverse: a matrix product through the BLAS ``gemm`` it is handed,
-or a pointwise function, with each argument's pointer taken from its buffer's base and a
-per-step offset table. One call runs a whole sequence, so no time step returns to Python;
-with OpenMP, each thread runs it on its own block of batch rows.
+time step, forward or in reverse: a matrix product through the ``ornn_gemm`` it is handed
+(:mod:`optuna_rnn.kernels.gemm`), or a pointwise function, with each argument's pointer
+taken from its buffer's base and a per-step offset table. One call runs a whole sequence,
+so no time step returns to Python; with OpenMP, each thread runs it on its own block of
+batch rows.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from optuna_rnn.kernels.program import Instr, Program
 
-__all__ = ["DTYPES", "PARALLEL_ELEMENTS", "RUNNER", "c_source", "function_name"]
+__all__ = ["DTYPES", "RUNNER", "c_source", "function_name"]
 
 # dtype -> (C type, exp, tanh). float32 uses the inline approximations below (a few ulp,
 # and no vector-call register spills inside the element loop); float64 uses libm/libmvec.
@@ -80,24 +80,21 @@ typedef struct {
   const long *offs;  /* (T, nargs) element offset of each argument at each step */
   const long *rows;  /* (nargs) elements from one batch row to the next (0: a vector) */
   void *fn;          /* pointwise: the program's function */
-  long n, k, lda, ldb, ldc, beta;  /* product, row-major: C (rows x n) = A B + beta C */
+  long n, k, lda, ldc, beta;  /* product, row-major: C (rows x n) = A B + beta C */
 } ornn_op;
 """
 
-# Row-major C = A (m x k) B (k x n) is column-major C' = B' A': gemm("N", "N", n, m, k, ...).
-# Arguments of a product: A (per step), C (per step), B (a weight, the same every step).
-# Batch rows never meet inside the time loop (products and pointwise work are row-wise;
-# only the weight gradients after the loop sum over rows), so with OpenMP each thread runs
-# the whole loop on its own block of rows: one parallel region per call, no barrier per
-# step, and every product a single-threaded one on that block.
+# Arguments of a product: A (per step), C (per step), B (a weight, the same every step,
+# packed by optuna_rnn.kernels.gemm). Batch rows never meet inside the time loop (products
+# and pointwise work are row-wise; only the weight gradients after the loop sum over rows),
+# so with OpenMP each thread runs the whole loop on its own block of rows: one parallel
+# region per call, no barrier per step, and every product a single-threaded one on that block.
 _RUNNER = """\
-typedef void (*ornn_gemm_{d})(const char *, const char *, const int *, const int *, const int *,
-    const {real} *, const {real} *, const int *, const {real} *, const int *, const {real} *,
-    {real} *, const int *);
+typedef void (*ornn_gemm_fn_{d})(long, long, long, const {real} *, long, const {real} *, {real} *,
+    long, long);
 
 static void ornn_rows_{d}(long T, long reverse, long b0, long nb, long H, long n_ops,
-                          const ornn_op *ops, char *const *bases, ornn_gemm_{d} g) {{
-  const {real} one = 1, zero = 0;
+                          const ornn_op *ops, char *const *bases, ornn_gemm_fn_{d} gemm) {{
   void *args[{max_args}];
   for (long s = 0; s < T; ++s) {{
     long t = reverse ? T - 1 - s : s;
@@ -106,13 +103,10 @@ static void ornn_rows_{d}(long T, long reverse, long b0, long nb, long H, long n
       const long *off = op->offs + t * op->nargs;
       for (long i = 0; i < op->nargs; ++i)
         args[i] = bases[op->bufs[i]] + (off[i] + b0 * op->rows[i]) * (long)sizeof({real});
-      if (op->kind == 0) {{
-        int m = nb, n = op->n, k = op->k, lda = op->lda, ldb = op->ldb, ldc = op->ldc;
-        g("N", "N", &n, &m, &k, &one, args[2], &ldb, args[0], &lda, op->beta ? &one : &zero,
-          args[1], &ldc);
-      }} else {{
+      if (op->kind == 0)
+        gemm(nb, op->n, op->k, args[0], op->lda, args[2], args[1], op->ldc, op->beta);
+      else
         ((void (*)(long, long, void **))op->fn)(nb, H, args);
-      }}
     }}
   }}
 }}
@@ -125,20 +119,16 @@ void ornn_run_{d}(long T, long reverse, long B, long H, long n_ops, const ornn_o
     {{
       long id = omp_get_thread_num(), nt = omp_get_num_threads();
       long b0 = B * id / nt, b1 = B * (id + 1) / nt;
-      if (b1 > b0) ornn_rows_{d}(T, reverse, b0, b1 - b0, H, n_ops, ops, bases, (ornn_gemm_{d})gemm);
+      if (b1 > b0) ornn_rows_{d}(T, reverse, b0, b1 - b0, H, n_ops, ops, bases, (ornn_gemm_fn_{d})gemm);
     }}
     return;
   }}
 #endif
-  ornn_rows_{d}(T, reverse, 0, B, H, n_ops, ops, bases, (ornn_gemm_{d})gemm);
+  ornn_rows_{d}(T, reverse, 0, B, H, n_ops, ops, bases, (ornn_gemm_fn_{d})gemm);
 }}
 """
 
 RUNNER = "ornn_run"
-
-# Rows times hidden units per step below which a kernel, or a whole time loop, runs on one
-# thread: less work than that does not pay for waking the others.
-PARALLEL_ELEMENTS = 2048
 
 
 def function_name(prog: Program, dtype: str) -> str:
@@ -174,7 +164,6 @@ def _function(prog: Program, widths: Sequence[int | None], dtype: str) -> str:
     lines = [f"void {function_name(prog, dtype)}(long B, long H, void **p) {{"]
     for i in range(len(widths)):
         lines.append(f"  {real} *a{i} = ({real} *)p[{i}];")
-    lines.append(f"#pragma omp parallel for schedule(static) if (B * H >= {PARALLEL_ELEMENTS} && !omp_in_parallel())")
     lines.append("  for (long b = 0; b < B; ++b) {")
     for i, w in enumerate(widths):
         offset = "" if w is None else f" + b * {w} * H"

@@ -1,12 +1,9 @@
-"""Run a pointwise program at one time step: compiled C through ctypes, or plain torch.
-
-Binding happens once per sequence: the C binder precomputes every step's argument
-pointers in one table, so a kernel call costs a single ctypes call.
+"""Run a pointwise program at one time step of the Python time loop: a Triton kernel, or
+plain torch ops; and the per-step argument offsets that Triton and the C runner share.
 """
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,7 +13,7 @@ import torch
 from optuna_rnn.kernels.layout import Slot
 from optuna_rnn.kernels.program import Program
 
-__all__ = ["StepFn", "bind_c", "bind_torch", "bind_triton", "interpret", "offsets"]
+__all__ = ["StepFn", "bind_torch", "bind_triton", "interpret", "offsets"]
 
 StepFn = Callable[[int], None]
 
@@ -84,24 +81,3 @@ def bind_triton(
     steps = offsets(slots, buffers, T, H)[:, : len(slots)].tolist()
     return lambda t: kernel[grid](*bases, *steps[t], B, H, BLOCK=BLOCK)
 
-
-def bind_c(
-    fn: ctypes._CFuncPtr,
-    slots: Sequence[Slot],
-    buffers: Mapping[str, torch.Tensor],
-    T: int,
-    B: int,
-    H: int,
-) -> StepFn:
-    """Step function that calls the compiled ``fn`` with step ``t``'s pointers."""
-    table = offsets(slots, buffers, T, H).astype(np.uint64)
-    for i, s in enumerate(slots):
-        buf = buffers[s.buffer]
-        table[:, i] = buf.data_ptr() + table[:, i] * buf.element_size()
-    base, stride = table.ctypes.data, table.shape[1] * 8
-
-    def run(t: int) -> None:
-        fn(B, H, base + t * stride)
-
-    run.table = table  # type: ignore[attr-defined]  # keep the pointers alive with the closure
-    return run

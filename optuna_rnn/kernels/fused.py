@@ -5,9 +5,10 @@ function); then per step, per round, one product per source and one fused pointw
 kernel. Backward through time runs the stages in reverse with their generated backward
 kernels and pushes gradients through the products; weight, bias, input and initial-state
 gradients come out after the loop, each weight gradient as one product over all steps.
-On the CPU, with a compiler and torch's BLAS at hand, each direction's whole time loop is
-one call into the generated C (:mod:`optuna_rnn.kernels.sequence`); elsewhere the loop
-runs in Python, one product and one kernel launch at a time.
+On the CPU, with a compiler at hand, each direction's whole time loop is one call into
+the generated C (:mod:`optuna_rnn.kernels.sequence`), its products through
+:mod:`optuna_rnn.kernels.gemm`; elsewhere the loop runs in Python, one product and one
+kernel launch at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from optuna_rnn.cell import Cell
 from optuna_rnn.cell.ir import BIAS
-from optuna_rnn.kernels import blas, executors
+from optuna_rnn.kernels import executors, gemm
 from optuna_rnn.kernels.build import load_library
 from optuna_rnn.kernels.codegen_c import RUNNER, c_source, function_name
 from optuna_rnn.kernels.codegen_triton import load_triton_module, triton_source
@@ -66,7 +67,7 @@ class FusedCell:
         backward_reads = [loc for p in self.backward_programs if p is not None for loc in p.args if loc[0] == "val"]
         backward_reads += [("val", prod.source) for prod in plan.products]
         self.kept = frozenset({"S0", *(slot(plan, loc).buffer for loc in backward_reads)})
-        self._functions: dict[str, Any] = {}
+        self._runners: dict[str, Any] = {}
         self._triton: ModuleType | bool | None = None
         self._schedules: dict[tuple, Schedule] = {}
 
@@ -98,40 +99,29 @@ class FusedCell:
         return "triton" if device.type == "cuda" else "torch"
 
     def step_fn(
-        self, prog: Program, buffers: dict[str, torch.Tensor], T: int, B: int, H: int, dtype: torch.dtype
+        self, prog: Program, buffers: dict[str, torch.Tensor], T: int, B: int, H: int
     ) -> executors.StepFn:
+        """Step function of ``prog`` for the Python time loop: Triton kernels where they
+        run, torch ops elsewhere (C runs only inside :meth:`run_loop`)."""
         slots = self.slots[prog.name]
-        kind = self._executor(buffers["S0"].device, dtype)
-        if kind == "triton" and self.triton_module() is not None:
+        if self._executor(buffers["S0"].device, buffers["S0"].dtype) == "triton" and self.triton_module() is not None:
             return executors.bind_triton(getattr(self._triton, prog.name), slots, buffers, T, B, H)
-        key = _DTYPES.get(dtype)
-        lib = self.library(key) if kind == "c" and key else None
-        if lib is None:
-            return executors.bind_torch(prog, slots, buffers, H)
-        fn = self._function(lib, function_name(prog, key), [ctypes.c_long, ctypes.c_long, ctypes.c_void_p])
-        return executors.bind_c(fn, slots, buffers, T, B, H)
-
-    def _function(self, lib: ctypes.CDLL, name: str, argtypes: list) -> Any:
-        fn = self._functions.get(name)
-        if fn is None:
-            fn = getattr(lib, name)
-            fn.argtypes = argtypes
-            fn.restype = None
-            self._functions[name] = fn
-        return fn
+        return executors.bind_torch(prog, slots, buffers, H)
 
     def run_loop(
         self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int, dtype: torch.dtype
     ) -> bool:
         """Run one direction's whole time loop in C; ``False`` (nothing run) where that is
-        not possible here: not C on the CPU, no compiler, or no BLAS exported by torch."""
+        not possible here: not C on the CPU, or no working compiler."""
         key = _DTYPES.get(dtype)
         if key is None or self._executor(buffers["S0"].device, dtype) != "c":
             return False
-        gemm = blas.gemm_address(key)
-        lib = self.library(key) if gemm is not None else None
-        if lib is None:
+        lib = self.library(key)
+        product = gemm.address(key) if lib is not None else None
+        if product is None:
             return False
+        for p in range(len(self.plan.products)):
+            buffers[weight_buffer(p)] = gemm.pack(buffers[weight_buffer(p)])
         # Every buffer's layout follows from these (the raw input's from its width).
         layout = (backward, key, B, H, buffers["x"].shape[-1] if "x" in buffers else 0)
         found = self._schedules.get(layout)
@@ -146,10 +136,12 @@ class FusedCell:
             if len(self._schedules) >= 64:
                 self._schedules.clear()
             self._schedules[layout] = found
-        runner = self._function(
-            lib, f"{RUNNER}_{key}", [ctypes.c_long] * 5 + [ctypes.POINTER(Op), ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_long]
-        )
-        found.run(runner, gemm, buffers, T, B, H)
+        runner = self._runners.get(key)
+        if runner is None:
+            runner = self._runners[key] = getattr(lib, f"{RUNNER}_{key}")
+            runner.argtypes = [ctypes.c_long] * 5 + [ctypes.POINTER(Op), ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_long]
+            runner.restype = None
+        found.run(runner, product, buffers, T, B, H)
         return True
 
     def weight_names(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
@@ -209,8 +201,8 @@ class _Fused(torch.autograd.Function):
                 buffers[f"E{n}"] = ref.new_empty(T, B, H)
         for name, b in zip(core.biases, biases):
             buffers[f"b:{name}"] = b.contiguous()
-        for p, w in enumerate(weights):  # a contiguous right operand is faster
-            buffers[weight_buffer(p)] = w.t().contiguous()
+        for p, w in enumerate(weights):
+            buffers[weight_buffer(p)] = w.t()
         if not core.run_loop(False, buffers, T, B, H, ref.dtype):
             _python_loop(core, False, buffers, T, B, H)
         ctx.core, ctx.weights, ctx.shape = core, weights, (T, B, H)
@@ -252,7 +244,7 @@ class _Fused(torch.autograd.Function):
         for name in core.biases:
             buffers[f"gb:{name}"] = ref.new_zeros(1, B, H)
         for p, w in enumerate(weights):
-            buffers[weight_buffer(p)] = w.contiguous()
+            buffers[weight_buffer(p)] = w
         if not core.run_loop(True, buffers, T, B, H, ref.dtype):
             _python_loop(core, True, buffers, T, B, H)
         dweights = []
@@ -283,11 +275,10 @@ def _products_by_round(plan: Plan) -> list[list[int]]:
 def _python_loop(core: FusedCell, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int) -> None:
     """One direction's time loop in Python: a product or a kernel launch at a time."""
     plan = core.plan
-    dtype = buffers["S0"].dtype
     programs = core.backward_programs if backward else core.forward_programs
-    kernels = [core.step_fn(p, buffers, T, B, H, dtype) if p else None for p in programs]
+    kernels = [core.step_fn(p, buffers, T, B, H) if p else None for p in programs]
     by_round = _products_by_round(plan)
-    weights = [buffers[weight_buffer(p)] for p in range(len(plan.products))]
+    weights = [buffers[weight_buffer(p)].contiguous() for p in range(len(plan.products))]  # faster on the CPU
     if not backward:
         sources = [slot(plan, ("val", prod.source)).views(buffers, T, H) for prod in plan.products]
         targets = [buffers[f"Y{p}"].unbind(0) for p in range(len(plan.products))]

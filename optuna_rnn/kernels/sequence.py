@@ -1,9 +1,9 @@
 """A cell's time loop as one C call: the schedule the generated runner executes.
 
 Per time step the forward runs, stage by stage, that round's matrix products (one per
-source, through torch's BLAS) and then the stage's pointwise function; the backward runs
-the stages in reverse, each pointwise backward followed by its products' input-gradient
-products. A :class:`Schedule` lists those steps with every argument as a buffer index and
+source, through :mod:`optuna_rnn.kernels.gemm`) and then the stage's pointwise function;
+the backward runs the stages in reverse, each pointwise backward followed by its
+products' input-gradient products. A :class:`Schedule` lists those steps with every argument as a buffer index and
 a table of per-step element offsets, so a call needs only the buffers' base pointers.
 Offsets do not depend on the sequence length, so one schedule serves every ``T`` up to
 the longest seen.
@@ -17,12 +17,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from optuna_rnn.kernels.codegen_c import PARALLEL_ELEMENTS
 from optuna_rnn.kernels.executors import offsets
 from optuna_rnn.kernels.layout import Slot, slot
 from optuna_rnn.kernels.plan import Plan
 
-__all__ = ["Op", "Schedule", "weight_buffer"]
+__all__ = ["Op", "PARALLEL_ELEMENTS", "Schedule", "weight_buffer"]
+
+# Rows times hidden units per step below which a whole time loop runs on one thread: less
+# work than that does not pay for waking the others.
+PARALLEL_ELEMENTS = 2048
 
 
 class Op(ctypes.Structure):
@@ -38,14 +41,14 @@ class Op(ctypes.Structure):
         ("n", ctypes.c_long),
         ("k", ctypes.c_long),
         ("lda", ctypes.c_long),
-        ("ldb", ctypes.c_long),
         ("ldc", ctypes.c_long),
         ("beta", ctypes.c_long),
     ]
 
 
 def weight_buffer(p: int) -> str:
-    """Buffer name of product ``p``'s stacked weight (transposed in the forward)."""
+    """Buffer name of product ``p``'s stacked weight: the right operand of its products,
+    transposed in the forward (and packed by :func:`optuna_rnn.kernels.gemm.pack` for C)."""
     return f"W{p}"
 
 
@@ -88,10 +91,10 @@ class Schedule:
             weight = Slot(weight_buffer(p), vec=True)
             if backward:  # d source += dY W
                 a, c = Slot("d" + wide), slot(plan, ("grad", prod.source))
-                dims = {"n": H, "k": n, "ldb": H, "beta": 1}
+                dims = {"n": H, "k": n, "beta": 1}
             else:  # Y = source W^T (+ Y where Y is XW's blocks: a folded product)
                 a, c = narrow, Slot(wide)
-                dims = {"n": n, "k": H, "ldb": n, "beta": int(plan.xw_blocks[p] is not None)}
+                dims = {"n": n, "k": H, "beta": int(plan.xw_blocks[p] is not None)}
             lda, ldc = (buffers[s.buffer].stride(1) for s in (a, c))
             add(0, [a, c, weight], lda=lda, ldc=ldc, **dims)
 

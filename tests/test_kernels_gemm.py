@@ -1,0 +1,67 @@
+"""The C time loop's matrix product against torch's, on every row tiling and panel tail."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from optuna_rnn.kernels import gemm
+from optuna_rnn.kernels.build import compiler
+
+pytestmark = pytest.mark.skipif(shutil.which(compiler()) is None, reason="no C compiler")
+
+_ARGS = [ctypes.c_long] * 3 + [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
+_DTYPES = {"f32": (torch.float32, 1e-5), "f64": (torch.float64, 1e-13)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A private kernel cache, so the build itself is part of what is tested."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPTUNA_RNN_KERNEL_CACHE", str(tmp_path_factory.mktemp("gemm-cache")))
+        yield
+
+
+def _product(dtype: str) -> ctypes._CFuncPtr:
+    return ctypes.CFUNCTYPE(None, *_ARGS)(gemm.address(dtype))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(["f32", "f64"]),
+    m=st.integers(0, 30),
+    n=st.integers(0, 80),
+    k=st.integers(0, 40),
+    pad=st.tuples(st.integers(0, 5), st.integers(0, 5)),
+    beta=st.booleans(),
+    transposed=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_torch_on_strided_rows(dtype, m, n, k, pad, beta, transposed, seed):
+    torch_dtype, tol = _DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(m, k + pad[0], dtype=torch_dtype, generator=g)
+    b = torch.randn(n, k, dtype=torch_dtype, generator=g).t() if transposed else torch.randn(k, n, dtype=torch_dtype, generator=g)
+    c = torch.randn(m, n + pad[1], dtype=torch_dtype, generator=g)
+    want = a[:, :k] @ b + (c[:, :n] if beta else 0)
+    untouched = c[:, n:].clone()
+    panels = gemm.pack(b)
+    _product(dtype)(m, n, k, a.data_ptr(), a.stride(0), panels.data_ptr(), c.data_ptr(), c.stride(0), int(beta))
+    torch.testing.assert_close(c[:, :n], want, rtol=tol, atol=tol * max(k, 1))
+    assert torch.equal(c[:, n:], untouched)  # columns past n (the next block) are left alone
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pack_lays_out_zero_padded_column_panels(dtype):
+    b = torch.arange(3 * 37, dtype=dtype).view(3, 37)
+    panels = gemm.pack(b)
+    nr = gemm.PANEL_BYTES // b.element_size()
+    assert panels.shape == (-(-37 // nr), 3, nr) and panels.is_contiguous()
+    for j in range(37):
+        assert torch.equal(panels[j // nr, :, j % nr], b[:, j])
+    assert not panels[-1, :, 37 % nr :].any()
