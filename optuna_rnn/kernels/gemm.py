@@ -93,6 +93,19 @@ void ornn_gemm_{d}(long m, long n, long k, const {real} *a, long lda, const {rea
     }}
   }}
 }}
+
+/* b (k x n, row stride rs, column stride cs) into panels, zero past n. */
+void ornn_pack_{d}(long k, long n, const {real} *b, long rs, long cs, {real} *out) {{
+  for (long j = 0; j < n; j += ORNN_NR_{d}) {{
+    long nc = n - j < ORNN_NR_{d} ? n - j : ORNN_NR_{d};
+    for (long q = 0; q < k; ++q) {{
+      const {real} *src = b + q * rs + j * cs;
+      {real} *dst = out + j * k + q * ORNN_NR_{d};
+      for (long c = 0; c < nc; ++c) dst[c] = src[c * cs];
+      for (long c = nc; c < ORNN_NR_{d}; ++c) dst[c] = 0;
+    }}
+  }}
+}}
 """
 
 
@@ -105,9 +118,17 @@ def source(dtype: str) -> str:
     return "\n".join([_PRELUDE.format(**fmt), *tiles, driver])
 
 
+_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+
+
 @functools.cache
 def _library(dtype: str) -> ctypes.CDLL | None:
-    return load_library(source(dtype))
+    lib = load_library(source(dtype))
+    if lib is not None:
+        fn = getattr(lib, f"ornn_pack_{dtype}")
+        fn.argtypes = [ctypes.c_long] * 2 + [ctypes.c_void_p] + [ctypes.c_long] * 2 + [ctypes.c_void_p]
+        fn.restype = None
+    return lib
 
 
 def address(dtype: str) -> int | None:
@@ -117,14 +138,12 @@ def address(dtype: str) -> int | None:
 
 
 def pack(b: torch.Tensor) -> torch.Tensor:
-    """``b`` (k x n, any strides) as ``ornn_gemm``'s panels: ``(ceil(n / NR), k, NR)``,
-    panel ``j`` holding columns ``j * NR`` onwards, zero-padded past ``n``."""
+    """``b`` (k x n, any strides, float32 or float64 on the CPU) as ``ornn_gemm``'s panels:
+    ``(ceil(n / NR), k, NR)``, panel ``j`` holding columns ``j * NR`` onwards, zero past
+    ``n``. Needs the library (:func:`address` not ``None``)."""
+    dtype = _DTYPES[b.dtype]
     k, n = b.shape
     nr = PANEL_BYTES // b.element_size()
-    full, rest = divmod(n, nr)
-    out = b.new_empty(full + (rest > 0), k, nr)
-    out[:full] = b[:, : full * nr].unflatten(1, (full, nr)).transpose(0, 1)
-    if rest:
-        out[full, :, rest:] = 0
-        out[full, :, :rest] = b[:, full * nr :]
+    out = b.new_empty(-(-n // nr), k, nr)
+    getattr(_library(dtype), f"ornn_pack_{dtype}")(k, n, b.data_ptr(), b.stride(0), b.stride(1), out.data_ptr())
     return out
