@@ -1,19 +1,21 @@
 """The fused backend: a cell's plan run as a custom autograd function.
 
-Forward: the maps of ``x`` for all steps in one product (plain autograd outside the
-function); then per step, per round, one product per source and one fused pointwise
-kernel. Backward through time runs the stages in reverse with their generated backward
-kernels and pushes gradients through the products; weight, bias, input and initial-state
-gradients come out after the loop, each weight gradient as one product over all steps.
+Forward: the maps of ``x`` for all steps in one product; then per step, per round, one
+product per source and one fused pointwise kernel. Backward through time runs the stages
+in reverse with their generated backward kernels and pushes gradients through the
+products; weight, bias, input and initial-state gradients come out after the loop, each
+weight gradient as one product over all steps.
 On the CPU, with a compiler at hand, each direction's whole time loop is one call into
 the generated C (:mod:`optuna_rnn.kernels.sequence`), its products through
 :mod:`optuna_rnn.kernels.gemm`; elsewhere the loop runs in Python, one product and one
-kernel launch at a time.
+kernel launch at a time. On the CPU, buffers that only the call itself reads come from
+a pool (:mod:`optuna_rnn.kernels.workspace`) rather than fresh pages.
 """
 
 from __future__ import annotations
 
 import ctypes
+import weakref
 from types import ModuleType
 from typing import Any
 
@@ -29,6 +31,7 @@ from optuna_rnn.kernels.layout import slot
 from optuna_rnn.kernels.plan import Plan, make_plan
 from optuna_rnn.kernels.program import Program, backward_program, forward_program
 from optuna_rnn.kernels.sequence import Op, Schedule, weight_buffer
+from optuna_rnn.kernels.workspace import scratch
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
 
 __all__ = ["FusedCell", "fused_backend"]
@@ -120,8 +123,10 @@ class FusedCell:
         product = gemm.address(key) if lib is not None else None
         if product is None:
             return False
-        for p in range(len(self.plan.products)):
-            buffers[weight_buffer(p)] = gemm.pack(buffers[weight_buffer(p)])
+        names = [weight_buffer(p) for p in range(len(self.plan.products))]
+        weights = {name: buffers[name] for name in names}
+        packs = [scratch.take(gemm.packed_shape(weights[name]), dtype) for name in names]
+        buffers.update({name: gemm.pack(weights[name], out) for name, out in zip(names, packs)})
         # Every buffer's layout follows from these (the raw input's from its width).
         layout = (backward, key, B, H, buffers["x"].shape[-1] if "x" in buffers else 0)
         found = self._schedules.get(layout)
@@ -141,7 +146,11 @@ class FusedCell:
             runner = self._runners[key] = getattr(lib, f"{RUNNER}_{key}")
             runner.argtypes = [ctypes.c_long] * 5 + [ctypes.POINTER(Op), ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_long]
             runner.restype = None
-        found.run(runner, product, buffers, T, B, H)
+        try:
+            found.run(runner, product, buffers, T, B, H)
+        finally:
+            buffers.update(weights)
+            scratch.give(packs)
         return True
 
     def weight_names(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
@@ -156,15 +165,10 @@ class FusedCell:
         self, params: LayerParams, x: torch.Tensor, states: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         x_names, product_names = self.weight_names()
-        T, B = x.shape[:2]
-        xw = None
-        if x_names:
-            wx = _stack([params.weights[n] for n in x_names])
-            xw = (x.reshape(T * B, -1) @ wx.T).view(T, B, -1)
+        wx = _stack([params.weights[n] for n in x_names]) if x_names else None
         weights = [_stack([params.weights[n] for n in names]) for names in product_names]
         biases = [params.biases[n] for n in self.biases]
-        raw = x if self.plan.reads_x else None
-        outs = _Fused.apply(self, xw, raw, len(states), len(weights), *states, *weights, *biases)
+        outs = _Fused.apply(self, x, wx, len(states), len(weights), *states, *weights, *biases)
         return outs[0], tuple(outs[1:])
 
 
@@ -172,65 +176,92 @@ def _stack(mats: list[torch.Tensor]) -> torch.Tensor:
     return mats[0] if len(mats) == 1 else torch.cat(mats)
 
 
+def _scratch(ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor]) -> torch.Tensor:
+    """An uninitialised buffer that only this call reads: from the workspace on the CPU
+    (recorded in ``taken`` to go back), a plain allocation elsewhere."""
+    if ref.device.type != "cpu":
+        return ref.new_empty(shape)
+    buf = scratch.take(shape, ref.dtype)
+    taken.append(buf)
+    return buf
+
+
 class _Fused(torch.autograd.Function):
+    """The layer: x maps for all steps as one product, both time loops, and every gradient.
+
+    The x maps' product runs in here, not as autograd's own ``mm``, so that it and its
+    gradient are this call's scratch (see :mod:`optuna_rnn.kernels.workspace`).
+    """
+
     @staticmethod
-    def forward(ctx: Any, core: FusedCell, xw: torch.Tensor | None, x: torch.Tensor | None,
+    def forward(ctx: Any, core: FusedCell, x: torch.Tensor, wx: torch.Tensor | None,
                 n_states: int, n_weights: int, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         plan = core.plan
         states = rest[:n_states]
         weights = rest[n_states : n_states + n_weights]
         biases = rest[n_states + n_weights :]
         ref = states[0]
-        T = (xw if xw is not None else x).shape[0]
-        B, H = ref.shape
+        T, B, H = x.shape[0], *ref.shape
+        x = x.contiguous()
         buffers: dict[str, torch.Tensor] = {}
-        if xw is not None:
-            buffers["xw"] = xw.contiguous()
-        if x is not None:
-            buffers["x"] = x.contiguous()
-        for i, s in enumerate(states):
-            buffers[f"S{i}"] = ref.new_empty(T + 1, B, H)
+        taken: list[torch.Tensor] = []
+        if wx is not None:
+            xw = _scratch(ref, (T, B, wx.shape[0]), taken)
+            torch.mm(x.view(T * B, -1), wx.t(), out=xw.view(T * B, -1))
+            buffers["xw"] = xw
+        if plan.reads_x:
+            buffers["x"] = x
+        for i, s in enumerate(states):  # S0[1:] is the output; the others are this call's
+            buffers[f"S{i}"] = ref.new_empty(T + 1, B, H) if i == 0 else _scratch(ref, (T + 1, B, H), taken)
             buffers[f"S{i}"][0].copy_(s)
         for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
             width = len(prod.linears) * H
-            # A folded product accumulates into its XW blocks: xw is this call's own
-            # intermediate (autograd saved x and the weights, not it), so no one else reads it.
-            buffers[f"Y{p}"] = ref.new_empty(T, B, width) if block is None else buffers["xw"].narrow(2, block * H, width)
+            # A folded product accumulates into its XW blocks.
+            buffers[f"Y{p}"] = _scratch(ref, (T, B, width), taken) if block is None else buffers["xw"].narrow(2, block * H, width)
         for n in plan.exports:
             if n not in plan.updates.values():
-                buffers[f"E{n}"] = ref.new_empty(T, B, H)
+                buffers[f"E{n}"] = _scratch(ref, (T, B, H), taken)
         for name, b in zip(core.biases, biases):
             buffers[f"b:{name}"] = b.contiguous()
         for p, w in enumerate(weights):
             buffers[weight_buffer(p)] = w.t()
         if not core.run_loop(False, buffers, T, B, H, ref.dtype):
             _python_loop(core, False, buffers, T, B, H)
-        ctx.core, ctx.weights, ctx.shape = core, weights, (T, B, H)
+        ctx.core, ctx.weights, ctx.shape, ctx.n_states = core, weights, (T, B, H), n_states
         ctx.buffers = {name: b for name, b in buffers.items() if name in core.kept}
-        ctx.has = (xw is not None, x is not None, n_states)
-        ctx.input_size = x.shape[-1] if x is not None else 0
+        ctx.save_for_backward(x, wx)
         finals = [buffers[f"S{i}"][T].clone() for i in range(n_states)]
+        saved = {id(b) for b in ctx.buffers.values()}
+        scratch.give(b for b in taken if id(b) not in saved)
+        later = [b for b in taken if id(b) in saved]
+        if later:  # once autograd lets go of the graph, never while a backward may still run
+            weakref.finalize(ctx, scratch.give, later)
         return (buffers["S0"][1:], *finals)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, dout: torch.Tensor | None, *dfinals: torch.Tensor | None) -> tuple:
         core, buffers, weights = ctx.core, dict(ctx.buffers), ctx.weights
+        x, wx = ctx.saved_tensors
         plan = core.plan
         T, B, H = ctx.shape
-        has_xw, has_x, n_states = ctx.has
+        n_states = ctx.n_states
         ref = buffers["S0"]
-        buffers["dout"] = dout.contiguous() if dout is not None else ref.new_zeros(T, B, H)
+        taken: list[torch.Tensor] = []
+        if dout is None:
+            buffers["dout"] = ref.new_zeros(T, B, H)
+        else:  # as from out.sum(), an expanded gradient
+            buffers["dout"] = dout if dout.is_contiguous() else _scratch(ref, (T, B, H), taken).copy_(dout)
         # Gradient buffers that some kernel accumulates into start at zero; the others are
-        # stored whole by one kernel per step.
-        def grads_of(nodes: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor:
-            g = ref.new_empty(shape)
+        # stored whole by one kernel per step. dx is returned, the others only read here.
+        def grads_of(nodes: tuple[int, ...], shape: tuple[int, ...], returned: bool = False) -> torch.Tensor:
+            g = ref.new_empty(shape) if returned else _scratch(ref, shape, taken)
             return g if all(n in plan.stored_grads for n in nodes) else g.zero_()
 
-        if has_xw:
-            buffers["dxw"] = grads_of(plan.x_linears, (T, B, len(plan.x_linears) * H))
-        if has_x:
-            buffers["dx"] = grads_of((plan.x_index,), (T, B, ctx.input_size))
+        if wx is not None:
+            buffers["dxw"] = grads_of(plan.x_linears, (T, B, wx.shape[0]))
+        if plan.reads_x:
+            buffers["dx"] = grads_of((plan.x_index,), x.shape, returned=True)
         for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
             width = len(prod.linears) * H
             folded = block is not None
@@ -247,22 +278,21 @@ class _Fused(torch.autograd.Function):
             buffers[weight_buffer(p)] = w
         if not core.run_loop(True, buffers, T, B, H, ref.dtype):
             _python_loop(core, True, buffers, T, B, H)
+        dx, dwx = buffers.get("dx"), None
+        if wx is not None:
+            dxw = buffers["dxw"].view(T * B, -1)
+            if ctx.needs_input_grad[2]:
+                dwx = dxw.T @ x.view(T * B, -1)
+            if ctx.needs_input_grad[1]:
+                dx = (dxw @ wx).view(x.shape) if dx is None else dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
         dweights = []
         for p, prod in enumerate(plan.products):
             src = slot(plan, ("val", prod.source)).rows(buffers, T, H).reshape(T * B, H)
             dweights.append(buffers[f"dY{p}"].view(T * B, -1).T @ src)
         dbiases = [buffers[f"gb:{name}"][0].sum(0) for name in core.biases]
         dstates = [buffers[f"gS{i}"][0].clone() for i in range(n_states)]
-        return (
-            None,
-            buffers["dxw"] if has_xw else None,
-            buffers["dx"] if has_x else None,
-            None,
-            None,
-            *dstates,
-            *dweights,
-            *dbiases,
-        )
+        scratch.give(taken)
+        return (None, dx, dwx, None, None, *dstates, *dweights, *dbiases)
 
 
 def _products_by_round(plan: Plan) -> list[list[int]]:

@@ -22,7 +22,7 @@ import torch
 
 from optuna_rnn.kernels.build import load_library
 
-__all__ = ["PANEL_BYTES", "address", "pack", "source"]
+__all__ = ["PANEL_BYTES", "address", "pack", "packed_shape", "source"]
 
 # Two 64-byte vectors per row of a panel: 32 float32 or 16 float64 columns.
 PANEL_BYTES = 128
@@ -137,13 +137,23 @@ def address(dtype: str) -> int | None:
     return None if lib is None else ctypes.cast(getattr(lib, f"ornn_gemm_{dtype}"), ctypes.c_void_p).value
 
 
-def pack(b: torch.Tensor) -> torch.Tensor:
-    """``b`` (k x n, any strides, float32 or float64 on the CPU) as ``ornn_gemm``'s panels:
-    ``(ceil(n / NR), k, NR)``, panel ``j`` holding columns ``j * NR`` onwards, zero past
-    ``n``. Needs the library (:func:`address` not ``None``)."""
-    dtype = _DTYPES[b.dtype]
+def packed_shape(b: torch.Tensor) -> tuple[int, int, int]:
+    """Shape of :func:`pack`'s result for ``b`` (k x n): ``(ceil(n / NR), k, NR)``."""
     k, n = b.shape
     nr = PANEL_BYTES // b.element_size()
-    out = b.new_empty(-(-n // nr), k, nr)
+    return (-(-n // nr), k, nr)
+
+
+def pack(b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``b`` (k x n, any strides, float32 or float64 on the CPU) as ``ornn_gemm``'s panels,
+    panel ``j`` holding columns ``j * NR`` onwards, zero past ``n``; written into ``out``
+    (contiguous, :func:`packed_shape`) where given. Needs the library (:func:`address`)."""
+    dtype = _DTYPES[b.dtype]
+    shape = packed_shape(b)
+    if out is None:
+        out = b.new_empty(shape)
+    elif out.shape != shape or out.dtype != b.dtype or not out.is_contiguous():
+        raise ValueError(f"pack: out must be a contiguous {b.dtype} tensor of shape {shape}")
+    k, n = b.shape
     getattr(_library(dtype), f"ornn_pack_{dtype}")(k, n, b.data_ptr(), b.stride(0), b.stride(1), out.data_ptr())
     return out

@@ -1,0 +1,110 @@
+"""The fused backend's scratch pool: reuse, its bound, and buffers never shared by two
+live graphs."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from optuna_rnn import CellRNN, zoo
+from optuna_rnn.kernels.workspace import Workspace, scratch
+
+
+def test_a_returned_buffer_is_handed_out_again_for_the_same_size():
+    pool = Workspace(limit_bytes=1 << 20)
+    a = pool.take((4, 5), torch.float32)
+    pool.give([a])
+    b = pool.take((2, 10), torch.float32)  # same element count, another shape
+    assert b.data_ptr() == a.data_ptr() and b.shape == (2, 10)
+    assert pool.take((2, 10), torch.float64).data_ptr() != a.data_ptr()  # keyed by dtype
+    assert pool.take((3,), torch.float32).data_ptr() != a.data_ptr()
+    assert pool.held_bytes == 0
+
+
+def test_the_least_recently_returned_go_first_past_the_limit():
+    pool = Workspace(limit_bytes=3 * 400)
+    bufs = [pool.take((100,), torch.float32) for _ in range(4)]
+    pool.give(bufs)
+    assert pool.held_bytes == 3 * 400
+    again = {pool.take((100,), torch.float32).data_ptr() for _ in range(3)}
+    assert again == {b.data_ptr() for b in bufs[1:]}
+    assert pool.held_bytes == 0
+
+
+def test_threads_never_receive_the_same_buffer():
+    pool = Workspace(limit_bytes=64 << 20)
+    pool.give([torch.empty(256) for _ in range(8)])
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(200):
+            t = pool.take((256,), torch.float32)
+            with lock:
+                assert t.data_ptr() not in seen
+                seen.append(t.data_ptr())
+            with lock:
+                seen.remove(t.data_ptr())
+            pool.give([t])
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert pool.held_bytes <= 64 << 20
+
+
+def _pair(name: str, hidden: int = 16):
+    torch.manual_seed(0)
+    fused = CellRNN(zoo.get(name), 8, hidden, num_layers=2, backend="fused").double()
+    ref = CellRNN(zoo.get(name), 8, hidden, num_layers=2, backend="reference").double()
+    ref.load_state_dict(fused.state_dict())
+    return fused, ref
+
+
+@pytest.mark.parametrize("name", ["lstm", "mut1", "gru"])
+def test_two_graphs_alive_at_once_keep_their_own_buffers(name):
+    fused, ref = _pair(name)
+    xs = [torch.randn(7, 5, 8, dtype=torch.float64) for _ in range(3)]
+    outs = [fused(x)[0] for x in xs]  # three graphs, none backpropagated yet
+    for out in reversed(outs):
+        (out * out).sum().backward()
+    got = [p.grad.clone() for p in fused.parameters()]
+    for x in xs:
+        out = ref(x)[0]
+        (out * out).sum().backward()
+    for g, p in zip(got, ref.parameters()):
+        torch.testing.assert_close(g, p.grad)
+
+
+def test_a_retained_graph_backpropagates_twice_alike():
+    fused, _ = _pair("lstm")
+    params = list(fused.parameters())
+    x = torch.randn(7, 5, 8, dtype=torch.float64)
+    out = fused(x)[0]
+    first = torch.autograd.grad(out.square().sum(), params, retain_graph=True)
+    other = fused(torch.randn_like(x))[0]  # the same sizes: takes what the pool holds
+    other.sum().backward()
+    del other
+    with torch.no_grad():
+        fused(torch.randn_like(x))  # no graph kept: its scratch returns at once
+    second = torch.autograd.grad(out.square().sum(), params)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+
+
+def test_scratch_is_returned_once_the_graph_is_gone():
+    fused, _ = _pair("mut1", hidden=40)
+    x = torch.randn(9, 6, 8, dtype=torch.float64)
+    out = fused(x)[0]
+    out.sum().backward()
+    del out
+    held = scratch.held_bytes
+    out = fused(x)[0]  # the same sizes again: served from the pool
+    assert scratch.held_bytes < held
+    out.sum().backward()
+    del out
+    assert scratch.held_bytes == held
