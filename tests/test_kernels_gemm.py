@@ -65,3 +65,13 @@ def test_pack_lays_out_zero_padded_column_panels(dtype):
     for j in range(37):
         assert torch.equal(panels[j // nr, :, j % nr], b[:, j])
     assert not panels[-1, :, 37 % nr :].any()
+
+
+@pytest.mark.parametrize("m, n, k", [(10, 800, 200), (10, 200, 800), (16, 512, 128), (32, 128, 512)])
+def test_matches_torch_at_the_time_loops_shapes(m, n, k):
+    g = torch.Generator().manual_seed(m * n + k)
+    a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+    c = torch.randn(m, n, generator=g)
+    want = a @ b + c
+    _product("f32")(m, n, k, a.data_ptr(), k, gemm.pack(b).data_ptr(), c.data_ptr(), n, 1)
+    torch.testing.assert_close(c, want, rtol=1e-5, atol=1e-4)
