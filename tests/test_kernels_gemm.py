@@ -73,5 +73,6 @@ def test_matches_torch_at_the_time_loops_shapes(m, n, k):
     a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
     c = torch.randn(m, n, generator=g)
     want = a @ b + c
-    _product("f32")(m, n, k, a.data_ptr(), k, gemm.pack(b).data_ptr(), c.data_ptr(), n, 1)
+    panels = gemm.pack(b)  # held: a temporary's memory would be freed before the call
+    _product("f32")(m, n, k, a.data_ptr(), k, panels.data_ptr(), c.data_ptr(), n, 1)
     torch.testing.assert_close(c, want, rtol=1e-5, atol=1e-4)

@@ -12,14 +12,14 @@ from optuna_rnn import CellRNN, zoo
 from optuna_rnn.kernels.workspace import Workspace, scratch
 
 
-def test_a_returned_buffer_is_handed_out_again_for_the_same_size():
+def test_a_returned_buffer_is_handed_out_again_for_the_same_shape():
     pool = Workspace(limit_bytes=1 << 20)
     a = pool.take((4, 5), torch.float32)
     pool.give([a])
-    b = pool.take((2, 10), torch.float32)  # same element count, another shape
-    assert b.data_ptr() == a.data_ptr() and b.shape == (2, 10)
-    assert pool.take((2, 10), torch.float64).data_ptr() != a.data_ptr()  # keyed by dtype
-    assert pool.take((3,), torch.float32).data_ptr() != a.data_ptr()
+    assert pool.take((2, 10), torch.float32).data_ptr() != a.data_ptr()  # keyed by shape
+    assert pool.take((4, 5), torch.float64).data_ptr() != a.data_ptr()  # and dtype
+    b = pool.take((4, 5), torch.float32)
+    assert b.data_ptr() == a.data_ptr() and b.shape == (4, 5) and b.is_contiguous()
     assert pool.held_bytes == 0
 
 

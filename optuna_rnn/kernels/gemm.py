@@ -131,6 +131,7 @@ def _library(dtype: str) -> ctypes.CDLL | None:
     return lib
 
 
+@functools.cache
 def address(dtype: str) -> int | None:
     """Address of ``ornn_gemm_{dtype}``, built on first use; ``None`` without a compiler."""
     lib = _library(dtype)

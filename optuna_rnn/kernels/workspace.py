@@ -24,40 +24,37 @@ __all__ = ["Workspace", "scratch"]
 
 
 class Workspace:
-    """Free buffers by (dtype, element count), least recently returned dropped first once
-    more than ``limit_bytes`` are held."""
+    """Free buffers by (dtype, shape), least recently returned dropped first once more
+    than ``limit_bytes`` are held. Shapes, not sizes: a training loop asks for the same
+    shapes every step, and handing a buffer back as it was costs no view."""
 
     def __init__(self, *, limit_bytes: int) -> None:
         self.limit_bytes = limit_bytes
-        self._free: OrderedDict[tuple[torch.dtype, int], list[torch.Tensor]] = OrderedDict()
+        self._free: OrderedDict[tuple[torch.dtype, tuple[int, ...]], list[torch.Tensor]] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()  # buffers come back from autograd's threads too
 
     def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised contiguous CPU tensor of ``shape``: a returned one if any."""
-        numel = 1
-        for n in shape:
-            numel *= n
         with self._lock:
-            free = self._free.get((dtype, numel))
+            free = self._free.get((dtype, shape))
             if free:
-                flat = free.pop()
-                self._held -= flat.numel() * flat.element_size()
-                return flat.view(shape)
+                buf = free.pop()
+                self._held -= buf.nbytes
+                return buf
         return torch.empty(shape, dtype=dtype)
 
     def give(self, tensors: Iterable[torch.Tensor]) -> None:
         """Return buffers made by :meth:`take` (and no views of them still in use)."""
         with self._lock:
             for t in tensors:
-                key = (t.dtype, t.numel())
-                self._free.setdefault(key, []).append(t.view(-1))
+                key = (t.dtype, tuple(t.shape))
+                self._free.setdefault(key, []).append(t)
                 self._free.move_to_end(key)
-                self._held += t.numel() * t.element_size()
+                self._held += t.nbytes
             while self._held > self.limit_bytes:
                 key, free = next(iter(self._free.items()))
-                dropped = free.pop(0)
-                self._held -= dropped.numel() * dropped.element_size()
+                self._held -= free.pop(0).nbytes
                 if not free:
                     del self._free[key]
 
