@@ -231,9 +231,9 @@ class _Fused(torch.autograd.Function):
         ctx.buffers = {name: b for name, b in buffers.items() if name in core.kept}
         ctx.save_for_backward(x, wx)
         finals = [buffers[f"S{i}"][T].clone() for i in range(n_states)]
-        saved = {id(b) for b in ctx.buffers.values()}
-        scratch.give(b for b in taken if id(b) not in saved)
-        later = [b for b in taken if id(b) in saved]
+        saved = {b.untyped_storage().data_ptr() for b in ctx.buffers.values()}  # views too
+        scratch.give(b for b in taken if b.untyped_storage().data_ptr() not in saved)
+        later = [b for b in taken if b.untyped_storage().data_ptr() in saved]
         if later:  # once autograd lets go of the graph, never while a backward may still run
             weakref.finalize(ctx, scratch.give, later)
         return (buffers["S0"][1:], *finals)
