@@ -260,6 +260,22 @@ def test_plan_products_and_stages():
     assert make_plan(zoo.get("mut1")).reads_x
 
 
+@pytest.mark.parametrize(
+    "text, loop_maps",
+    [
+        ("h' = relu(W b1 + U h + V x)", ["U"]),
+        ("h' = tanh(W tanh(A b1 + b2) + U h) * (V x + K b3)", ["U"]),
+        ("h' = sigm(W b1) * h + V x", []),  # a constant gate: no product left in the loop
+    ],
+)
+def test_maps_of_constants_run_once_before_the_loop(text, loop_maps):
+    cell = optuna_rnn.Cell.parse(text)
+    plan = make_plan(cell)
+    assert plan.pre and [plan.nodes[i].name for p in plan.products for i in p.linears] == loop_maps
+    for config in CONFIGS:
+        assert_fused_matches_reference(cell, **config)
+
+
 def test_products_summed_with_maps_of_x_fold_into_xw():
     lstm = make_plan(zoo.get("lstm"))
     assert lstm.xw_blocks == (0,)  # all four gates: Wx x + Wh h + b

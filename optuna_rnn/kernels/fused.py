@@ -33,6 +33,7 @@ from optuna_rnn.kernels.program import Program, backward_program, forward_progra
 from optuna_rnn.kernels.sequence import Op, Schedule, weight_buffer
 from optuna_rnn.kernels.workspace import scratch
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
+from optuna_rnn.nn.reference import values_of
 
 __all__ = ["FusedCell", "fused_backend"]
 
@@ -55,6 +56,7 @@ class FusedCell:
         if pointwise not in POINTWISE:
             raise ValueError(f"pointwise must be one of {POINTWISE}, got {pointwise!r}")
         self.pointwise = pointwise
+        self.cell = cell
         self.plan: Plan = make_plan(cell)
         plan = self.plan
         self.forward_programs = [forward_program(plan, k) if s else None for k, s in enumerate(plan.stages)]
@@ -168,8 +170,16 @@ class FusedCell:
         wx = _stack([params.weights[n] for n in x_names]) if x_names else None
         weights = [_stack([params.weights[n] for n in names]) for names in product_names]
         biases = [params.biases[n] for n in self.biases]
-        outs = _Fused.apply(self, x, wx, len(states), len(weights), *states, *weights, *biases)
+        pres = self._prologue(params, x, states[0].shape[-1])
+        outs = _Fused.apply(self, x, wx, len(states), len(weights), len(pres), *states, *weights, *pres, *biases)
         return outs[0], tuple(outs[1:])
+
+    def _prologue(self, params: LayerParams, x: torch.Tensor, H: int) -> list[torch.Tensor]:
+        """The ``pre`` leaves' values, ``(H,)`` each, through autograd."""
+        if not self.plan.pre:
+            return []
+        values = values_of(self.cell, params, x, self.plan.prologue)
+        return [values[self.plan.pre[leaf]].expand(H) for leaf in sorted(self.plan.pre)]
 
 
 def _stack(mats: list[torch.Tensor]) -> torch.Tensor:
@@ -195,11 +205,12 @@ class _Fused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, core: FusedCell, x: torch.Tensor, wx: torch.Tensor | None,
-                n_states: int, n_weights: int, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                n_states: int, n_weights: int, n_pres: int, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         plan = core.plan
         states = rest[:n_states]
         weights = rest[n_states : n_states + n_weights]
-        biases = rest[n_states + n_weights :]
+        pres = rest[n_states + n_weights : n_states + n_weights + n_pres]
+        biases = rest[n_states + n_weights + n_pres :]
         ref = states[0]
         T, B, H = x.shape[0], *ref.shape
         x = x.contiguous()
@@ -211,6 +222,8 @@ class _Fused(torch.autograd.Function):
             buffers["xw"] = xw
         if plan.reads_x:
             buffers["x"] = x
+        for leaf, pre in zip(sorted(plan.pre), pres):
+            buffers[f"P{leaf}"] = pre.contiguous()
         for i, s in enumerate(states):  # S0[1:] is the output; the others are this call's
             buffers[f"S{i}"] = ref.new_empty(T + 1, B, H) if i == 0 else _scratch(ref, (T + 1, B, H), taken)
             buffers[f"S{i}"][0].copy_(s)
@@ -262,6 +275,8 @@ class _Fused(torch.autograd.Function):
             buffers["dxw"] = grads_of(plan.x_linears, (T, B, wx.shape[0]))
         if plan.reads_x:
             buffers["dx"] = grads_of((plan.x_index,), x.shape, returned=True)
+        for leaf in plan.pre:
+            buffers[f"dP{leaf}"] = ref.new_zeros(1, B, H)
         for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
             width = len(prod.linears) * H
             folded = block is not None
@@ -292,7 +307,8 @@ class _Fused(torch.autograd.Function):
         dbiases = [buffers[f"gb:{name}"][0].sum(0) for name in core.biases]
         dstates = [buffers[f"gS{i}"][0].clone() for i in range(n_states)]
         scratch.give(taken)
-        return (None, dx, dwx, None, None, *dstates, *dweights, *dbiases)
+        dpres = [buffers[f"dP{leaf}"][0].sum(0) for leaf in sorted(plan.pre)]
+        return (None, dx, dwx, None, None, None, *dstates, *dweights, *dpres, *dbiases)
 
 
 def _products_by_round(plan: Plan) -> list[list[int]]:

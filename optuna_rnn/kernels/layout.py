@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from optuna_rnn.cell.ir import BIAS, LINEAR, STATE, X
-from optuna_rnn.kernels.plan import Plan
+from optuna_rnn.kernels.plan import PRE, Plan
 from optuna_rnn.kernels.program import Loc
 
 __all__ = ["Slot", "buffer_width", "slot"]
@@ -91,6 +91,8 @@ def slot(plan: Plan, loc: Loc) -> Slot:
     grad = kind == "grad"
     if op == X:
         return Slot("dx" if grad else "x")
+    if op == PRE:
+        return Slot(f"dP{node}", mod=1) if grad else Slot(f"P{node}", vec=True)
     if op == STATE:
         i = plan.states.index(plan.nodes[node].name)
         return Slot(f"gS{i}", mod=2) if grad else Slot(f"S{i}")

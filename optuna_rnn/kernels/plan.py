@@ -12,6 +12,13 @@ what it needs; the sums and products between are recomputed.
 
 The plan works on a copy of the cell's nodes with a few ``copy`` nodes added, so that
 every state update and every product source is a pointwise node the kernels write.
+
+Maps of constants (``V b``, ``W tanh(b)``), and what reads them up to the first node
+that reads ``x`` or a state, have one value for every step and row: the prologue
+computes each once per call, outside the loop, and the loop reads it as it reads a bias
+(a ``pre`` leaf), instead of multiplying a copied bias by a matrix at every step. (Maps
+of other nodes that read no state, ``W (U x + b)``, stay in the loop: its products run
+about as fast per FLOP as one large product would.)
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ from dataclasses import dataclass
 from optuna_rnn.cell import Cell
 from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, ONE, RELU, SIGMOID, STATE, TANH, X
 
-__all__ = ["COPY", "POINTWISE_LEAVES", "Plan", "PlanNode", "make_plan"]
+__all__ = ["COPY", "POINTWISE_LEAVES", "PRE", "Plan", "PlanNode", "make_plan"]
 
 COPY = "copy"
-POINTWISE_LEAVES = frozenset({X, STATE, ONE, BIAS})
+PRE = "pre"  # a vector the prologue computed (see the module docstring)
+POINTWISE_LEAVES = frozenset({X, STATE, ONE, BIAS, PRE})
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,8 @@ class Plan:
     grad_exports: tuple[int, ...]          # ... read in-step outside their stage
     reads_x: bool                          # a pointwise node reads raw x
     x_index: int                           # the node x
+    prologue: tuple[int, ...]              # cell nodes computed before the loop, in order
+    pre: dict[int, int]                    # pre leaf -> the cell node whose values it holds
 
     stored_grads: frozenset[int]           # gradients one stage writes whole (no zeroing)
     # Per product, the XW block it is folded into, or None. When each of its maps is
@@ -83,13 +93,37 @@ def _inputs(nodes: list[PlanNode] | tuple[PlanNode, ...], stage: tuple[int, ...]
     return tuple(sorted({i for n in stage for i in nodes[n].inputs} - inside))
 
 
-def _graph(cell: Cell) -> tuple[list[PlanNode], dict[str, int]]:
-    """The cell's nodes plus copies for updates and product sources that no kernel writes."""
-    nodes = [PlanNode(n.op, n.inputs, n.name) for n in cell.nodes]
+def _hoisted(cell: Cell) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The prologue (cell nodes computed before the loop, in order) and, of them, the ones
+    the loop reads: maps of nodes that read neither a state nor ``x`` (``W b``), and what
+    reads them up to the first node that does. Their values are one vector per call."""
+    const: list[bool] = []
+    heavy: list[bool] = []
+    for n in cell.nodes:
+        const.append(n.op not in (STATE, X) and all(const[i] for i in n.inputs))
+        heavy.append(const[-1] and (n.op == LINEAR or any(heavy[i] for i in n.inputs)))
+    frontier = tuple(
+        i for i, n in enumerate(cell.nodes)
+        if heavy[i] and (i in cell.updates.values() or any(i in m.inputs and not heavy[j] for j, m in enumerate(cell.nodes)))
+    )
+    needed: set[int] = set()
+    stack = list(frontier)
+    while stack:
+        i = stack.pop()
+        if i not in needed:
+            needed.add(i)
+            stack.extend(cell.nodes[i].inputs)
+    return tuple(sorted(needed)), frontier
+
+
+def _graph(cell: Cell, frontier: tuple[int, ...]) -> tuple[list[PlanNode], dict[str, int], dict[int, int]]:
+    """The cell's nodes, ``frontier`` nodes as ``pre`` leaves, plus copies for updates and
+    product sources that no kernel writes; the pre leaves' cell nodes."""
+    nodes = [PlanNode(PRE, ()) if i in frontier else PlanNode(n.op, n.inputs, n.name) for i, n in enumerate(cell.nodes)]
     xi = cell.index(X)
     for i, n in enumerate(cell.nodes):
         src = n.inputs[0] if n.op == LINEAR else None
-        if src is not None and src != xi and nodes[src].op in (ONE, BIAS):
+        if i not in frontier and src is not None and src != xi and nodes[src].op in (ONE, BIAS):
             nodes.append(PlanNode(COPY, (src,)))
             nodes[i] = PlanNode(LINEAR, (len(nodes) - 1,), n.name)
     updates = cell.updates
@@ -101,10 +135,15 @@ def _graph(cell: Cell) -> tuple[list[PlanNode], dict[str, int]]:
                 copies[u] = len(nodes) - 1
             updates[s] = copies[u]
     # Copies are appended after everything they read; reorder topologically anyway.
-    return _toposort(nodes, updates)
+    out, updates, remap = _toposort(nodes, updates)
+    return out, updates, {remap[i]: i for i in frontier}
 
 
-def _toposort(nodes: list[PlanNode], updates: dict[str, int]) -> tuple[list[PlanNode], dict[str, int]]:
+def _toposort(
+    nodes: list[PlanNode], updates: dict[str, int]
+) -> tuple[list[PlanNode], dict[str, int], dict[int, int]]:
+    """Nodes in topological order, keeping the leaves and what the updates read (the
+    prologue's nodes drop out); the map from old indices to new."""
     order: list[int] = []
     seen: set[int] = set()
 
@@ -115,16 +154,20 @@ def _toposort(nodes: list[PlanNode], updates: dict[str, int]) -> tuple[list[Plan
                 visit(j)
             order.append(i)
 
-    for i in range(len(nodes)):
-        visit(i)
+    for i, n in enumerate(nodes):
+        if n.op in POINTWISE_LEAVES:
+            visit(i)
+    for u in updates.values():
+        visit(u)
     remap = {old: new for new, old in enumerate(order)}
     out = [PlanNode(nodes[i].op, tuple(remap[j] for j in nodes[i].inputs), nodes[i].name) for i in order]
-    return out, {s: remap[u] for s, u in updates.items()}
+    return out, {s: remap[u] for s, u in updates.items()}, remap
 
 
 def make_plan(cell: Cell) -> Plan:
     """Rounds, products, stages and exports for ``cell``."""
-    nodes, updates = _graph(cell)
+    prologue, frontier = _hoisted(cell)
+    nodes, updates, pre = _graph(cell, frontier)
     xi = next(i for i, n in enumerate(nodes) if n.op == X)
     rounds: list[int] = []
     for n in nodes:
@@ -178,6 +221,8 @@ def make_plan(cell: Cell) -> Plan:
         grad_exports=grad_exports,
         reads_x=any(xi in nodes[i].inputs for i in pointwise),
         x_index=xi,
+        prologue=prologue,
+        pre=pre,
         stored_grads=stored,
         xw_blocks=xw_blocks,
     )

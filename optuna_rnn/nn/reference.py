@@ -21,10 +21,42 @@ from optuna_rnn.cell.ir import (
     SUB,
     TANH,
     X,
+    Node,
 )
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
 
-__all__ = ["reference_backend", "step"]
+__all__ = ["reference_backend", "step", "values_of"]
+
+
+def _value(node: Node, ins: list[torch.Tensor], params: LayerParams, x: torch.Tensor,
+           states: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One node's value from its inputs' values."""
+    if node.op == X:
+        return x
+    if node.op == STATE:
+        return states[node.name]
+    if node.op == ONE:
+        return x.new_ones(())
+    if node.op == BIAS:
+        return params.biases[node.name]
+    if node.op == LINEAR:
+        w = params.weights[node.name]
+        operand = ins[0] if ins[0].dim() else ins[0].expand(w.shape[1])
+        return operand @ w.T
+    if node.op in (ADD, MUL):
+        v = ins[0]
+        for other in ins[1:]:
+            v = v + other if node.op == ADD else v * other
+        return v
+    if node.op == SUB:
+        return ins[0] - ins[1]
+    if node.op == TANH:
+        return torch.tanh(ins[0])
+    if node.op == SIGMOID:
+        return torch.sigmoid(ins[0])
+    if node.op == RELU:
+        return torch.relu(ins[0])
+    raise AssertionError(f"unknown op {node.op!r}")
 
 
 def step(
@@ -33,38 +65,17 @@ def step(
     """Every node's value at one time step (``x`` is ``(B, I)``), in node order."""
     values: list[torch.Tensor] = []
     for node in cell.nodes:
-        ins = [values[i] for i in node.inputs]
-        if node.op == X:
-            v = x
-        elif node.op == STATE:
-            v = states[node.name]
-        elif node.op == ONE:
-            v = x.new_ones(())
-        elif node.op == BIAS:
-            v = params.biases[node.name]
-        elif node.op == LINEAR:
-            w = params.weights[node.name]
-            operand = ins[0] if ins[0].dim() else ins[0].expand(w.shape[1])
-            v = operand @ w.T
-        elif node.op == ADD:
-            v = ins[0]
-            for other in ins[1:]:
-                v = v + other
-        elif node.op == MUL:
-            v = ins[0]
-            for other in ins[1:]:
-                v = v * other
-        elif node.op == SUB:
-            v = ins[0] - ins[1]
-        elif node.op == TANH:
-            v = torch.tanh(ins[0])
-        elif node.op == SIGMOID:
-            v = torch.sigmoid(ins[0])
-        elif node.op == RELU:
-            v = torch.relu(ins[0])
-        else:
-            raise AssertionError(f"unknown op {node.op!r}")
-        values.append(v)
+        values.append(_value(node, [values[i] for i in node.inputs], params, x, states))
+    return values
+
+
+def values_of(cell: Cell, params: LayerParams, x: torch.Tensor, nodes: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    """The values of ``nodes`` (ascending, closed under inputs, reading no state), with
+    ``x`` as the input: the fused backend's prologue."""
+    values: dict[int, torch.Tensor] = {}
+    for i in nodes:
+        node = cell.nodes[i]
+        values[i] = _value(node, [values[j] for j in node.inputs], params, x, {})
     return values
 
 
