@@ -114,7 +114,15 @@ class TrialQuota:
         """``objective``, run only for trials that hold a slot; records the worker."""
         worker = f"{socket.gethostname()}:{os.getpid()}"
 
+        storage = self.study._storage
+        heartbeat = is_heartbeat_enabled(storage)
+
         def guarded(trial: optuna.Trial) -> float:
+            if heartbeat:
+                # Optuna's heartbeat thread records its first beat concurrently with the
+                # objective; a trial with no beat is never stale, so a worker killed before
+                # that beat would leave it RUNNING for good and every worker waiting on it.
+                storage.record_heartbeat(trial._trial_id)
             trial.set_user_attr(WORKER_ATTR, worker)
             if not self.admits(trial.number):
                 trial.set_user_attr(ENDED_BECAUSE, SURPLUS)
