@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "GraphBuilder",
     "Node",
     "fresh_name",
+    "reach",
 ]
 
 X = "x"
@@ -426,7 +427,8 @@ def _check_structure(nodes: list[Node], updates: Mapping[str, int]) -> None:
             raise CellError(f"the update of {s!r} names no node")
 
 
-def _reach(nodes: list[Node], roots: Iterable[int]) -> set[int]:
+def reach(nodes: Sequence[Node], roots: Iterable[int]) -> set[int]:
+    """``roots`` and every node they read, directly or not."""
     seen: set[int] = set()
     stack = list(roots)
     while stack:
@@ -445,7 +447,7 @@ def _prune(
     frontier = ["h"]
     while frontier:
         s = frontier.pop()
-        for i in _reach(nodes, [updates[s]]):
+        for i in reach(nodes, [updates[s]]):
             n = nodes[i]
             if n.op == STATE and n.name not in live_states:
                 if n.name not in updates:
@@ -456,10 +458,10 @@ def _prune(
                 frontier.append(n.name)
     updates = {s: updates[s] for s in ["h"] + sorted(live_states - {"h"})}
     for s, i in updates.items():
-        reached = _reach(nodes, [i])
+        reached = reach(nodes, [i])
         if not any(nodes[j].op in (X, STATE) for j in reached):
             raise CellError(f"the update of {s}' ignores x and every state")
-    keep = sorted(_reach(nodes, updates.values()))
+    keep = sorted(reach(nodes, updates.values()))
     if not any(nodes[i].op == X for i in keep):
         raise CellError("the cell never reads its input x")
     remap = {old: new for new, old in enumerate(keep)}

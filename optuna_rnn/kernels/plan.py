@@ -11,7 +11,7 @@ cuDNN stores its gates, so a stage's backward computes no transcendental and rea
 what it needs; the sums and products between are recomputed.
 
 The plan works on a copy of the cell's nodes with a few ``copy`` nodes added, so that
-every state update and every product source is a pointwise node the kernels write.
+every state update is a pointwise node the kernels write.
 
 Maps of constants (``V b``, ``W tanh(b)``), and what reads them up to the first node
 that reads ``x`` or a state, have one value for every step and row: the prologue
@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optuna_rnn.cell import Cell
-from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, ONE, RELU, SIGMOID, STATE, TANH, X
+from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, ONE, RELU, SIGMOID, STATE, TANH, X, reach
 
 __all__ = ["COPY", "POINTWISE_LEAVES", "PRE", "Plan", "PlanNode", "make_plan"]
 
@@ -106,26 +106,14 @@ def _hoisted(cell: Cell) -> tuple[tuple[int, ...], tuple[int, ...]]:
         i for i, n in enumerate(cell.nodes)
         if heavy[i] and (i in cell.updates.values() or any(i in m.inputs and not heavy[j] for j, m in enumerate(cell.nodes)))
     )
-    needed: set[int] = set()
-    stack = list(frontier)
-    while stack:
-        i = stack.pop()
-        if i not in needed:
-            needed.add(i)
-            stack.extend(cell.nodes[i].inputs)
-    return tuple(sorted(needed)), frontier
+    return tuple(sorted(reach(cell.nodes, frontier))), frontier
 
 
 def _graph(cell: Cell, frontier: tuple[int, ...]) -> tuple[list[PlanNode], dict[str, int], dict[int, int]]:
-    """The cell's nodes, ``frontier`` nodes as ``pre`` leaves, plus copies for updates and
-    product sources that no kernel writes; the pre leaves' cell nodes."""
+    """The cell's nodes, ``frontier`` nodes as ``pre`` leaves, plus copies for updates that
+    no kernel writes; the pre leaves' cell nodes. (Maps of a bias or of one, which no
+    kernel writes either, are all in the prologue.)"""
     nodes = [PlanNode(PRE, ()) if i in frontier else PlanNode(n.op, n.inputs, n.name) for i, n in enumerate(cell.nodes)]
-    xi = cell.index(X)
-    for i, n in enumerate(cell.nodes):
-        src = n.inputs[0] if n.op == LINEAR else None
-        if i not in frontier and src is not None and src != xi and nodes[src].op in (ONE, BIAS):
-            nodes.append(PlanNode(COPY, (src,)))
-            nodes[i] = PlanNode(LINEAR, (len(nodes) - 1,), n.name)
     updates = cell.updates
     copies: dict[int, int] = {}
     for s, u in updates.items():
