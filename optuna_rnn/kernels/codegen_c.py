@@ -7,12 +7,13 @@ vector argument (a bias) is the same for every row. Transcendentals are declared
 GCC's ``simd`` attribute so the element loop vectorises through glibc's libmvec (when
 ``ORNN_MVEC`` is defined; otherwise they are plain libm calls).
 
-The runner executes a schedule of steps (see :mod:`optuna_rnn.kernels.sequence`) for every
+The runner first packs the weights' column panels through the ``ornn_pack`` it is handed,
+then executes a schedule of steps (see :mod:`optuna_rnn.kernels.sequence`) for every
 time step, forward or in reverse: a matrix product through the ``ornn_gemm`` it is handed
 (:mod:`optuna_rnn.kernels.gemm`), or a pointwise function, with each argument's pointer
 taken from its buffer's base and a per-step offset table. One call runs a whole sequence,
-so no time step returns to Python; with OpenMP, each thread runs it on its own block of
-batch rows.
+so no time step returns to Python; with OpenMP, the threads share the panels, meet once,
+and each runs the loop on its own block of batch rows.
 """
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ typedef struct {
   void *fn;          /* pointwise: the program's function */
   long n, k, lda, ldc, beta;  /* product, row-major: C (rows x n) = A B + beta C */
 } ornn_op;
+
+/* One column panel of a weight to pack; mirrored by ``optuna_rnn.kernels.sequence.PackJob``. */
+typedef struct {
+  long src, src_off;  /* the weight's buffer (an index into the base pointers), its panel's first element */
+  long dst_off;       /* where the panel goes in the packed buffer */
+  long k, n, rs, cs;  /* rows, the panel's columns, and the weight's row and column strides */
+} ornn_pack_job;
 """
 
 # Arguments of a product: A (per step), C (per step), B (a weight, the same every step,
@@ -92,6 +100,16 @@ typedef struct {
 _RUNNER = """\
 typedef void (*ornn_gemm_fn_{d})(long, long, long, const {real} *, long, const {real} *, {real} *,
     long, long);
+typedef void (*ornn_pack_fn_{d})(long, long, const {real} *, long, long, {real} *);
+
+/* Thread ``id`` of ``nt`` packs every nt-th panel. */
+static void ornn_packs_{d}(long n_jobs, const ornn_pack_job *jobs, char *const *bases, long packed,
+                           ornn_pack_fn_{d} pack, long id, long nt) {{
+  for (long i = id; i < n_jobs; i += nt) {{
+    const ornn_pack_job *j = &jobs[i];
+    pack(j->k, j->n, (const {real} *)bases[j->src] + j->src_off, j->rs, j->cs, ({real} *)bases[packed] + j->dst_off);
+  }}
+}}
 
 static void ornn_rows_{d}(long T, long reverse, long b0, long nb, long H, long n_ops,
                           const ornn_op *ops, char *const *bases, ornn_gemm_fn_{d} gemm) {{
@@ -112,18 +130,22 @@ static void ornn_rows_{d}(long T, long reverse, long b0, long nb, long H, long n
 }}
 
 void ornn_run_{d}(long T, long reverse, long B, long H, long n_ops, const ornn_op *ops,
-                  char *const *bases, void *gemm, long threads) {{
+                  char *const *bases, void *gemm, long threads, long n_jobs, const ornn_pack_job *jobs,
+                  long packed, void *pack) {{
 #ifdef _OPENMP
   if (threads > 1) {{
 #pragma omp parallel num_threads(threads)
     {{
       long id = omp_get_thread_num(), nt = omp_get_num_threads();
       long b0 = B * id / nt, b1 = B * (id + 1) / nt;
+      ornn_packs_{d}(n_jobs, jobs, bases, packed, (ornn_pack_fn_{d})pack, id, nt);
+#pragma omp barrier
       if (b1 > b0) ornn_rows_{d}(T, reverse, b0, b1 - b0, H, n_ops, ops, bases, (ornn_gemm_fn_{d})gemm);
     }}
     return;
   }}
 #endif
+  ornn_packs_{d}(n_jobs, jobs, bases, packed, (ornn_pack_fn_{d})pack, 0, 1);
   ornn_rows_{d}(T, reverse, 0, B, H, n_ops, ops, bases, (ornn_gemm_fn_{d})gemm);
 }}
 """

@@ -30,7 +30,7 @@ from optuna_rnn.kernels.codegen_triton import load_triton_module, triton_source
 from optuna_rnn.kernels.layout import slot
 from optuna_rnn.kernels.plan import Plan, make_plan
 from optuna_rnn.kernels.program import Program, backward_program, forward_program
-from optuna_rnn.kernels.sequence import Op, Schedule, weight_buffer
+from optuna_rnn.kernels.sequence import PACKED, Op, PackJob, Schedule, weight_buffer
 from optuna_rnn.kernels.workspace import scratch
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
 from optuna_rnn.nn.reference import values_of
@@ -125,11 +125,8 @@ class FusedCell:
         product = gemm.address(key) if lib is not None else None
         if product is None:
             return False
-        names = [weight_buffer(p) for p in range(len(self.plan.products))]
-        weights = {name: buffers[name] for name in names}
-        packs = [scratch.take(gemm.packed_shape(weights[name]), dtype) for name in names]
-        buffers.update({name: gemm.pack(weights[name], out) for name, out in zip(names, packs)})
-        # Every buffer's layout follows from these (the raw input's from its width).
+        # Every buffer's layout follows from these (the raw input's from its width; the
+        # weights are contiguous, transposed in the forward).
         layout = (backward, key, B, H, buffers["x"].shape[-1] if "x" in buffers else 0)
         found = self._schedules.get(layout)
         if found is None or found.T < T:
@@ -146,13 +143,14 @@ class FusedCell:
         runner = self._runners.get(key)
         if runner is None:
             runner = self._runners[key] = getattr(lib, f"{RUNNER}_{key}")
-            runner.argtypes = [ctypes.c_long] * 5 + [ctypes.POINTER(Op), ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_long]
+            runner.argtypes = [ctypes.c_long] * 5 + [ctypes.POINTER(Op), ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
+                               ctypes.c_long, ctypes.c_long, ctypes.POINTER(PackJob), ctypes.c_long, ctypes.c_void_p]
             runner.restype = None
+        packed = scratch.take((max(found.packed_size, 1),), dtype)
         try:
-            found.run(runner, product, buffers, T, B, H)
+            found.run(runner, product, gemm.address(key, "pack"), {**buffers, PACKED: packed}, T, B, H)
         finally:
-            buffers.update(weights)
-            scratch.give(packs)
+            scratch.give([packed])
         return True
 
     def weight_names(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
@@ -183,7 +181,8 @@ class FusedCell:
 
 
 def _stack(mats: list[torch.Tensor]) -> torch.Tensor:
-    return mats[0] if len(mats) == 1 else torch.cat(mats)
+    """The maps of one product (or of x) as one contiguous matrix, as the C loop expects."""
+    return mats[0].contiguous() if len(mats) == 1 else torch.cat(mats)
 
 
 def _scratch(ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor]) -> torch.Tensor:

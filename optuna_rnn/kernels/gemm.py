@@ -132,10 +132,11 @@ def _library(dtype: str) -> ctypes.CDLL | None:
 
 
 @functools.cache
-def address(dtype: str) -> int | None:
-    """Address of ``ornn_gemm_{dtype}``, built on first use; ``None`` without a compiler."""
+def address(dtype: str, function: str = "gemm") -> int | None:
+    """Address of ``ornn_gemm_{dtype}`` (or ``ornn_pack_{dtype}`` for ``function="pack"``),
+    built on first use; ``None`` without a compiler."""
     lib = _library(dtype)
-    return None if lib is None else ctypes.cast(getattr(lib, f"ornn_gemm_{dtype}"), ctypes.c_void_p).value
+    return None if lib is None else ctypes.cast(getattr(lib, f"ornn_{function}_{dtype}"), ctypes.c_void_p).value
 
 
 def packed_shape(b: torch.Tensor) -> tuple[int, int, int]:

@@ -6,7 +6,9 @@ the backward runs the stages in reverse, each pointwise backward followed by its
 products' input-gradient products. A :class:`Schedule` lists those steps with every argument as a buffer index and
 a table of per-step element offsets, so a call needs only the buffers' base pointers.
 Offsets do not depend on the sequence length, so one schedule serves every ``T`` up to
-the longest seen.
+the longest seen. It also lists the weights' column panels: the runner packs them into
+one scratch buffer (:data:`PACKED`) at the start of the call, the threads sharing the
+panels, before any step runs.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import numpy as np
 import torch
 
 from optuna_rnn.kernels.executors import offsets
+from optuna_rnn.kernels.gemm import PANEL_BYTES
 from optuna_rnn.kernels.layout import Slot, slot
 from optuna_rnn.kernels.plan import Plan
 
-__all__ = ["Op", "PARALLEL_ELEMENTS", "Schedule", "weight_buffer"]
+__all__ = ["Op", "PACKED", "PARALLEL_ELEMENTS", "PackJob", "Schedule", "weight_buffer"]
 
 # Rows times hidden units per step below which a whole time loop runs on one thread: less
 # work than that does not pay for waking the others.
@@ -46,9 +49,19 @@ class Op(ctypes.Structure):
     ]
 
 
+class PackJob(ctypes.Structure):
+    """Mirror of the runner's ``ornn_pack_job``: one column panel of one weight."""
+
+    _fields_ = [(name, ctypes.c_long) for name in ("src", "src_off", "dst_off", "k", "n", "rs", "cs")]
+
+
+# The scratch buffer that holds every weight's panels during a C call.
+PACKED = "K"
+
+
 def weight_buffer(p: int) -> str:
     """Buffer name of product ``p``'s stacked weight: the right operand of its products,
-    transposed in the forward (and packed by :func:`optuna_rnn.kernels.gemm.pack` for C)."""
+    transposed in the forward (and packed into :data:`PACKED`'s panels for C)."""
     return f"W{p}"
 
 
@@ -71,13 +84,29 @@ class Schedule:
     ) -> None:
         self.backward = backward
         self.T = T
-        self.names = sorted(buffers)
+        self.names = sorted({*buffers, PACKED})
         index = {name: i for i, name in enumerate(self.names)}
         self._keep: list[np.ndarray] = []
         ops: list[Op] = []
+        jobs: list[PackJob] = []
+        at: list[int] = []  # where each weight's panels start in PACKED
+        size = 0
+        for p in range(len(plan.products)):  # panels of NR columns, each contiguous along k
+            w = buffers[weight_buffer(p)]
+            (k, n), nr = w.shape, PANEL_BYTES // w.element_size()
+            at.append(size)
+            for j in range(0, n, nr):
+                jobs.append(PackJob(src=index[weight_buffer(p)], src_off=j * w.stride(1), dst_off=size,
+                                    k=k, n=min(nr, n - j), rs=w.stride(0), cs=w.stride(1)))
+                size += k * nr
+        self.packed_size = size
+        self.jobs = (PackJob * len(jobs))(*jobs)
+        self._packed = index[PACKED]
 
-        def add(kind: int, slots: Sequence[Slot], fn: int | None = None, **dims: int) -> None:
+        def add(kind: int, slots: Sequence[Slot], fn: int | None = None, weight_at: int = 0, **dims: int) -> None:
             table = np.ascontiguousarray(offsets(slots, buffers, T, H)[:, : len(slots)])
+            if kind == 0:  # the weight's panels start at its offset in PACKED
+                table[:, 2] = weight_at
             bufs = np.array([index[s.buffer] for s in slots], dtype=np.int64)
             rows = np.array([0 if s.vec else buffers[s.buffer].stride(1) for s in slots], dtype=np.int64)
             self._keep += [table, bufs, rows]
@@ -88,7 +117,7 @@ class Schedule:
             prod = plan.products[p]
             wide, narrow = f"Y{p}", slot(plan, ("val", prod.source))
             n = len(prod.linears) * H
-            weight = Slot(weight_buffer(p), vec=True)
+            weight = Slot(PACKED, vec=True)
             if backward:  # d source += dY W
                 a, c = Slot("d" + wide), slot(plan, ("grad", prod.source))
                 dims = {"n": H, "k": n, "beta": 1}
@@ -96,7 +125,7 @@ class Schedule:
                 a, c = narrow, Slot(wide)
                 dims = {"n": n, "k": H, "beta": int(plan.xw_blocks[p] is not None)}
             lda, ldc = (buffers[s.buffer].stride(1) for s in (a, c))
-            add(0, [a, c, weight], lda=lda, ldc=ldc, **dims)
+            add(0, [a, c, weight], weight_at=at[p], lda=lda, ldc=ldc, **dims)
 
         by_round: list[list[int]] = [[] for _ in plan.stages]
         for p, prod in enumerate(plan.products):
@@ -114,10 +143,13 @@ class Schedule:
                     product(p)
         self.ops = (Op * len(ops))(*ops)
 
-    def run(self, runner: ctypes._CFuncPtr, gemm: int, buffers: Mapping[str, torch.Tensor], T: int, B: int, H: int) -> None:
-        """Run ``T`` steps (at most the length this schedule was built for), the batch rows
-        split across torch's threads where there is enough work per step to share."""
-        assert T <= self.T
+    def run(self, runner: ctypes._CFuncPtr, gemm: int, pack: int, buffers: Mapping[str, torch.Tensor],
+            T: int, B: int, H: int) -> None:
+        """Pack the weights into ``buffers[PACKED]`` (:attr:`packed_size` elements) and run
+        ``T`` steps (at most the length this schedule was built for), the batch rows split
+        across torch's threads where there is enough work per step to share."""
+        assert T <= self.T and buffers[PACKED].numel() >= self.packed_size
         bases = (ctypes.c_void_p * len(self.names))(*(buffers[n].data_ptr() for n in self.names))
         threads = min(torch.get_num_threads(), B) if B * H >= PARALLEL_ELEMENTS else 1
-        runner(T, int(self.backward), B, H, len(self.ops), self.ops, bases, gemm, threads)
+        runner(T, int(self.backward), B, H, len(self.ops), self.ops, bases, gemm, threads,
+               len(self.jobs), self.jobs, self._packed, pack)
