@@ -4,9 +4,14 @@ Each step of a fused time loop multiplies a block of batch rows (one OpenMP thre
 share: 10 rows at B=20 on two threads) by the same weight, 35-100 times per call. A
 general BLAS GEMM re-reads the weight in its row-major layout and is tuned for large
 products (MKL reaches 50-75 GFLOP/s per core at 10 rows here). This one takes the weight
-packed once per call into column panels, ``PANEL_BYTES`` wide and contiguous along ``k``,
-and keeps a whole tile of rows by one panel in vector registers, so every FMA reads its
+packed once per call into column panels two vectors wide and contiguous along ``k``, and
+keeps a whole tile of rows by one panel in vector registers, so every FMA reads its
 weight vector with one contiguous load and each row's input with one broadcast.
+
+Vectors are the target's own width (64 bytes with AVX-512, 32 with AVX, 16 elsewhere):
+GCC expands a vector wider than the target's piecewise through the stack, which made
+64-byte vectors run at 1 GFLOP/s on AVX2. Tiles hold as many rows as the registers allow.
+The compiled library reports its panel width (:func:`panel_width`).
 
 ``ornn_gemm_{d}(m, n, k, a, lda, panels, c, ldc, beta)``: row-major ``C (m x n) = A (m x k)
 B (k x n) (+ C where beta)``, ``B`` given as :func:`pack` lays it out. The source is fixed
@@ -22,26 +27,36 @@ import torch
 
 from optuna_rnn.kernels.build import load_library
 
-__all__ = ["PANEL_BYTES", "address", "pack", "packed_shape", "source"]
+__all__ = ["address", "pack", "packed_shape", "panel_width", "source"]
 
-# Two 64-byte vectors per row of a panel: 32 float32 or 16 float64 columns.
-PANEL_BYTES = 128
-# Row tiles up to this many rows: 2 accumulators per row plus the panel's two vectors fit
-# in AVX-512's 32 registers; elsewhere a vector here spans several registers, so fewer.
+# Row tiles of up to this many rows are generated: with 32 vector registers (AVX-512,
+# AArch64), 12 rows of two accumulators plus the panel's two vectors fit. Targets with 16
+# registers use at most 6 (``ORNN_TILE``).
 MAX_TILE = 12
 
 _TYPES = {"f32": "float", "f64": "double"}
 
 _PRELUDE = """\
 /* optuna_rnn.kernels.gemm: packed-panel GEMM for the fused time loop. Do not edit. */
-typedef {real} ornn_vec_{d} __attribute__((vector_size(64), aligned(sizeof({real}))));
-#define ORNN_NR_{d} ({panel} / (long)sizeof({real}))
-#define ORNN_LANES_{d} (64 / (long)sizeof({real}))
-#ifdef __AVX512F__
-#define ORNN_TILE_{d} {max_tile}
+#if defined(__AVX512F__)
+#define ORNN_VBYTES 64
+#define ORNN_TILE {max_tile}
+#elif defined(__AVX__)
+#define ORNN_VBYTES 32
+#define ORNN_TILE 6
+#elif defined(__aarch64__)
+#define ORNN_VBYTES 16
+#define ORNN_TILE {max_tile}
 #else
-#define ORNN_TILE_{d} 3
+#define ORNN_VBYTES 16
+#define ORNN_TILE 6
 #endif
+typedef {real} ornn_vec_{d} __attribute__((vector_size(ORNN_VBYTES), aligned(sizeof({real}))));
+#define ORNN_LANES_{d} (ORNN_VBYTES / (long)sizeof({real}))
+#define ORNN_NR_{d} (2 * ORNN_LANES_{d})
+#define ORNN_TILE_{d} ORNN_TILE
+
+long ornn_panel_{d}(void) {{ return ORNN_NR_{d}; }}
 """
 
 # One tile: R rows by one panel, NV (1 or 2) vectors of it; ``nc`` valid columns.
@@ -111,7 +126,7 @@ void ornn_pack_{d}(long k, long n, const {real} *b, long rs, long cs, {real} *ou
 
 def source(dtype: str) -> str:
     """The C translation unit of ``ornn_gemm_{dtype}`` ("f32" or "f64")."""
-    fmt = {"d": dtype, "real": _TYPES[dtype], "panel": PANEL_BYTES, "max_tile": MAX_TILE}
+    fmt = {"d": dtype, "real": _TYPES[dtype], "max_tile": MAX_TILE}
     tiles = [_TILE.format(r=r, nv=nv, **fmt) for nv in (1, 2) for r in range(1, MAX_TILE + 1)]
     names = {nv: ", ".join(f"ornn_tile_{dtype}_{r}_{nv}" for r in range(1, MAX_TILE + 1)) for nv in (1, 2)}
     driver = _DRIVER.format(half=names[1], full=names[2], **fmt)
@@ -139,10 +154,20 @@ def address(dtype: str, function: str = "gemm") -> int | None:
     return None if lib is None else ctypes.cast(getattr(lib, f"ornn_{function}_{dtype}"), ctypes.c_void_p).value
 
 
+@functools.cache
+def panel_width(dtype: torch.dtype) -> int:
+    """Columns per panel (NR) of the library built for ``dtype`` on this machine: two of
+    its vectors. Needs the library (:func:`address`)."""
+    key = _DTYPES[dtype]
+    fn = getattr(_library(key), f"ornn_panel_{key}")
+    fn.restype = ctypes.c_long
+    return fn()
+
+
 def packed_shape(b: torch.Tensor) -> tuple[int, int, int]:
     """Shape of :func:`pack`'s result for ``b`` (k x n): ``(ceil(n / NR), k, NR)``."""
     k, n = b.shape
-    nr = PANEL_BYTES // b.element_size()
+    nr = panel_width(b.dtype)
     return (-(-n // nr), k, nr)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from optuna_rnn.kernels.executors import offsets
-from optuna_rnn.kernels.gemm import PANEL_BYTES
+from optuna_rnn.kernels.gemm import panel_width
 from optuna_rnn.kernels.layout import Slot, slot
 from optuna_rnn.kernels.plan import Plan
 
@@ -93,7 +93,7 @@ class Schedule:
         size = 0
         for p in range(len(plan.products)):  # panels of NR columns, each contiguous along k
             w = buffers[weight_buffer(p)]
-            (k, n), nr = w.shape, PANEL_BYTES // w.element_size()
+            (k, n), nr = w.shape, panel_width(w.dtype)
             at.append(size)
             for j in range(0, n, nr):
                 jobs.append(PackJob(src=index[weight_buffer(p)], src_off=j * w.stride(1), dst_off=size,
