@@ -248,6 +248,22 @@ def test_auto_on_the_cpu_picks_the_faster_backend_and_every_backend_shares_the_l
     assert torch.equal(auto(x)[0], twin(x)[0])
 
 
+@pytest.mark.parametrize("name", ["mut3", "gru_torch"])
+def test_auto_on_the_cpu_runs_one_step_sequences_on_the_reference(name):
+    """One step at a time (sampling) does not pay back the fused call's fixed cost."""
+    cell = zoo.get(name)
+    auto = CellRNN(cell, 4, 6)
+    ref = CellRNN(cell, 4, 6, backend="reference")
+    fused = CellRNN(cell, 4, 6, backend="fused")
+    ref.load_state_dict(auto.state_dict())
+    fused.load_state_dict(auto.state_dict())
+    x, h = torch.randn(1, 3, 4), torch.randn(1, 3, 6)
+    state = h if len(cell.states) == 1 else (h, torch.randn(1, 3, 6))
+    assert torch.equal(auto(x, state)[0], ref(x, state)[0])
+    longer = torch.randn(2, 3, 4)
+    assert torch.equal(auto(longer, state)[0], fused(longer, state)[0])
+
+
 def test_plan_products_and_stages():
     lstm = make_plan(zoo.get("lstm"))
     assert len(lstm.x_linears) == 4

@@ -106,7 +106,7 @@ def test_other_x86_targets_build_without_piecewise_vectors_and_match_torch(targe
     src, lib_path = tmp_path / "gemm.c", tmp_path / "gemm.so"
     src.write_text(gemm.source(dtype))
     cmd = [compiler(), "-O3", *flags, "-Werror=vector-operation-performance", "-shared", "-fPIC", str(src), "-o", str(lib_path)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     if not needs <= _cpu_flags():
         pytest.skip(f"this CPU lacks {sorted(needs - _cpu_flags())}")

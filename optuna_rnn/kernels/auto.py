@@ -8,24 +8,30 @@ from optuna_rnn.cell import Cell
 from optuna_rnn.kernels.fused import fused_backend
 from optuna_rnn.kernels.native import native_backend, native_kind
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
+from optuna_rnn.nn.reference import reference_backend
 
 __all__ = ["auto_backend"]
 
 
 def auto_backend(cell: Cell) -> LayerRunner:
-    """The fastest backend for each call, as ``benchmarks/kernels.py`` measures it: native
-    for exact LSTM cells on any device (oneDNN on the CPU, cuDNN on CUDA) and for exact GRU
-    cells on CUDA; fused everywhere else (on the CPU it beats PyTorch's GRU, which has no
-    oneDNN kernel there)."""
+    """The fastest backend for each call, as ``benchmarks/kernels.py`` and
+    ``benchmarks/short_sequences.py`` measure it: native for exact LSTM cells on any device
+    (oneDNN on the CPU, cuDNN on CUDA) and for exact GRU cells on CUDA; on the CPU, the
+    reference for one-step sequences (sampling a step at a time), where the fused call's
+    fixed cost (packing the weights, the x maps' product) is not yet paid back; fused
+    everywhere else (on the CPU it beats PyTorch's GRU, which has no oneDNN kernel there)."""
     kind = native_kind(cell)
     fused = fused_backend(cell)
     native = native_backend(cell) if kind is not None else None
+    reference = reference_backend(cell)
 
     def run(
         params: LayerParams, x: torch.Tensor, states: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         if native is not None and (x.is_cuda or kind == "lstm"):
             return native(params, x, states)
+        if x.shape[0] == 1 and x.device.type == "cpu":
+            return reference(params, x, states)
         return fused(params, x, states)
 
     return run

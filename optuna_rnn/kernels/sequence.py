@@ -24,7 +24,7 @@ from optuna_rnn.kernels.gemm import panel_width
 from optuna_rnn.kernels.layout import Slot, slot
 from optuna_rnn.kernels.plan import Plan
 
-__all__ = ["Op", "PACKED", "PARALLEL_ELEMENTS", "PackJob", "Schedule", "weight_buffer"]
+__all__ = ["PACKED", "PARALLEL_ELEMENTS", "Op", "PackJob", "Schedule", "weight_buffer"]
 
 # Rows times hidden units per step below which a whole time loop runs on one thread: less
 # work than that does not pay for waking the others.
