@@ -90,6 +90,21 @@ def test_eval_problems_belong_to_their_split() -> None:
                 assert task.split_of((int(a), op, int(b))) == split
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(1, 30), st.booleans()), min_size=2, max_size=12), min_size=1, max_size=6))
+def test_pad_batch_teacher_forces_every_sequence_and_pads_with_uncounted_zeros(sequences) -> None:
+    batch = pad_batch([([i for i, _ in seq], [f for _, f in seq]) for seq in sequences])
+    steps = max(len(seq) for seq in sequences) - 1
+    assert batch.inputs.shape == batch.targets.shape == batch.mask.shape == (steps, len(sequences))
+    assert batch.inputs.dtype == batch.targets.dtype == torch.long and batch.mask.dtype == torch.bool
+    for b, seq in enumerate(sequences):
+        for t in range(steps):
+            inside = t + 1 < len(seq)
+            assert batch.inputs[t, b] == (seq[t][0] if inside else 0)
+            assert batch.targets[t, b] == (seq[t + 1][0] if inside else 0)
+            assert batch.mask[t, b] == (seq[t + 1][1] if inside else False)
+
+
 def _counted(task, text: str, scored: list[bool]) -> str:
     """The target characters that count, through the real batch path (teacher forcing)."""
     batch = pad_batch([(task._vocabulary.encode(text), scored)])

@@ -45,18 +45,19 @@ def pad_batch(sequences: Sequence[tuple[list[int], list[bool]]]) -> Batch:
     """Teacher-forced, time-major batch of ``(ids, scored)`` sequences, padded with id 0.
 
     Position ``t`` reads ``ids[t]`` and targets ``ids[t + 1]``, counted iff
-    ``scored[t + 1]``; padding is never counted.
+    ``scored[t + 1]``; padding is never counted. One tensor per field from padded rows:
+    a tensor per sequence and field cost a short trial step a fifth of its time.
     """
     steps = max(len(ids) for ids, _ in sequences) - 1
-    inputs = torch.zeros(steps, len(sequences), dtype=torch.long)
-    targets = torch.zeros_like(inputs)
-    mask = torch.zeros(steps, len(sequences), dtype=torch.bool)
-    for b, (ids, scored) in enumerate(sequences):
-        n = len(ids) - 1
-        inputs[:n, b] = torch.tensor(ids[:-1])
-        targets[:n, b] = torch.tensor(ids[1:])
-        mask[:n, b] = torch.tensor(scored[1:])
-    return Batch(inputs, targets, mask)
+
+    def field(rows: list[list[Any]], pad: object, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([row + [pad] * (steps - len(row)) for row in rows], dtype=dtype).t().contiguous()
+
+    return Batch(
+        field([ids[:-1] for ids, _ in sequences], 0, torch.long),
+        field([ids[1:] for ids, _ in sequences], 0, torch.long),
+        field([scored[1:] for _, scored in sequences], False, torch.bool),
+    )
 
 
 class SyntheticTask(Task):
