@@ -27,7 +27,7 @@ from optuna_rnn.kernels import executors, gemm
 from optuna_rnn.kernels.build import load_library
 from optuna_rnn.kernels.codegen_c import RUNNER, c_source, function_name
 from optuna_rnn.kernels.codegen_triton import load_triton_module, triton_source
-from optuna_rnn.kernels.layout import slot
+from optuna_rnn.kernels.layout import BIAS_GRADS, bias_blocks, slot
 from optuna_rnn.kernels.plan import Plan, make_plan
 from optuna_rnn.kernels.program import Program, backward_program, forward_program
 from optuna_rnn.kernels.sequence import PACKED, Op, PackJob, Schedule, weight_buffer
@@ -59,6 +59,9 @@ class FusedCell:
         self.cell = cell
         self.plan: Plan = make_plan(cell)
         plan = self.plan
+        # Names of the x maps (XW's blocks, in order) and of each product's maps.
+        self.x_names = tuple(plan.nodes[i].name for i in plan.x_linears)
+        self.product_names = [tuple(plan.nodes[i].name for i in p.linears) for p in plan.products]
         self.forward_programs = [forward_program(plan, k) if s else None for k, s in enumerate(plan.stages)]
         self.backward_programs = [backward_program(plan, k) if s else None for k, s in enumerate(plan.stages)]
         programs = [p for p in self.forward_programs + self.backward_programs if p is not None]
@@ -67,6 +70,9 @@ class FusedCell:
         self._libraries: dict[str, ctypes.CDLL | None] = {}
         read = {loc[1] for p in programs for loc in p.args if loc[0] == "val"}
         self.biases = tuple(n.name for i, n in enumerate(plan.nodes) if n.op == BIAS and i in read)
+        # The bias-gradient buffer's column blocks, and the block of each of ``biases``.
+        blocks = bias_blocks(plan)
+        self.bias_blocks = (len(blocks), [blocks.index(name) for name in self.biases])
         # Forward buffers the backward reads: its programs' values and the weight
         # gradients' sources. The others are freed when the forward ends.
         backward_reads = [loc for p in self.backward_programs if p is not None for loc in p.args if loc[0] == "val"]
@@ -153,20 +159,11 @@ class FusedCell:
             scratch.give([packed])
         return True
 
-    def weight_names(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-        """Names of the x maps (XW's blocks) and of each product's maps."""
-        nodes = self.plan.nodes
-        return (
-            tuple(nodes[i].name for i in self.plan.x_linears),
-            [tuple(nodes[i].name for i in p.linears) for p in self.plan.products],
-        )
-
     def __call__(
         self, params: LayerParams, x: torch.Tensor, states: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        x_names, product_names = self.weight_names()
-        wx = _stack([params.weights[n] for n in x_names]) if x_names else None
-        weights = [_stack([params.weights[n] for n in names]) for names in product_names]
+        wx = _stack([params.weights[n] for n in self.x_names]) if self.x_names else None
+        weights = [_stack([params.weights[n] for n in names]) for names in self.product_names]
         biases = [params.biases[n] for n in self.biases]
         pres = self._prologue(params, x, states[0].shape[-1])
         outs = _Fused.apply(self, x, wx, len(states), len(weights), len(pres), *states, *weights, *pres, *biases)
@@ -286,8 +283,9 @@ class _Fused(torch.autograd.Function):
             buffers[f"gS{i}"] = ref.new_zeros(2, B, H)
             if dfinals[i] is not None:
                 buffers[f"gS{i}"][T % 2].copy_(dfinals[i])
-        for name in core.biases:
-            buffers[f"gb:{name}"] = ref.new_zeros(1, B, H)
+        n_blocks, blocks = core.bias_blocks
+        if blocks:
+            buffers[BIAS_GRADS] = ref.new_zeros(1, B, n_blocks * H)
         for p, w in enumerate(weights):
             buffers[weight_buffer(p)] = w
         if not core.run_loop(True, buffers, T, B, H, ref.dtype):
@@ -303,7 +301,10 @@ class _Fused(torch.autograd.Function):
         for p, prod in enumerate(plan.products):
             src = slot(plan, ("val", prod.source)).rows(buffers, T, H).reshape(T * B, H)
             dweights.append(buffers[f"dY{p}"].view(T * B, -1).T @ src)
-        dbiases = [buffers[f"gb:{name}"][0].sum(0) for name in core.biases]
+        dbiases = []
+        if blocks:
+            summed = buffers[BIAS_GRADS][0].sum(0).view(n_blocks, H).unbind(0)
+            dbiases = [summed[k] for k in blocks]
         dstates = [buffers[f"gS{i}"][0].clone() for i in range(n_states)]
         scratch.give(taken)
         dpres = [buffers[f"dP{leaf}"][0].sum(0) for leaf in sorted(plan.pre)]

@@ -18,7 +18,11 @@ from optuna_rnn.cell.ir import BIAS, LINEAR, STATE, X
 from optuna_rnn.kernels.plan import PRE, Plan
 from optuna_rnn.kernels.program import Loc
 
-__all__ = ["Slot", "buffer_width", "slot"]
+__all__ = ["BIAS_GRADS", "Slot", "bias_blocks", "slot"]
+
+# One buffer for every bias's gradient, a column block each (see :func:`bias_blocks`), so
+# that a backward zeroes them, and sums them over the batch, as one tensor.
+BIAS_GRADS = "gb"
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,9 @@ class Slot:
         return buf[self.shift : self.shift + T, :, self.block * H : (self.block + 1) * H]
 
 
-def buffer_width(plan: Plan, buffer: str) -> int:
-    """Row width of ``buffer`` in units of H."""
-    if buffer in ("xw", "dxw"):
-        return len(plan.x_linears)
-    if buffer.startswith(("Y", "dY")):
-        return len(plan.products[int(buffer.lstrip("dY"))].linears)
-    return 1
+def bias_blocks(plan: Plan) -> tuple[str, ...]:
+    """The plan's biases in node order: the column blocks of :data:`BIAS_GRADS`."""
+    return tuple(dict.fromkeys(n.name for n in plan.nodes if n.op == BIAS))
 
 
 def _linear_block(plan: Plan, node: int, grad: bool) -> Slot:
@@ -98,7 +98,10 @@ def slot(plan: Plan, loc: Loc) -> Slot:
         return Slot(f"gS{i}", mod=2) if grad else Slot(f"S{i}")
     if op == BIAS:
         name = plan.nodes[node].name
-        return Slot(f"gb:{name}", mod=1) if grad else Slot(f"b:{name}", vec=True)
+        if not grad:
+            return Slot(f"b:{name}", vec=True)
+        blocks = bias_blocks(plan)
+        return Slot(BIAS_GRADS, mod=1, block=blocks.index(name), width=len(blocks))
     if op == LINEAR:
         return _linear_block(plan, node, grad)
     if grad:

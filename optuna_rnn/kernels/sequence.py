@@ -85,6 +85,7 @@ class Schedule:
         self.backward = backward
         self.T = T
         self.names = sorted({*buffers, PACKED})
+        self._bases = ctypes.c_void_p * len(self.names)
         index = {name: i for i, name in enumerate(self.names)}
         self._keep: list[np.ndarray] = []
         ops: list[Op] = []
@@ -149,7 +150,8 @@ class Schedule:
         ``T`` steps (at most the length this schedule was built for), the batch rows split
         across torch's threads where there is enough work per step to share."""
         assert T <= self.T and buffers[PACKED].numel() >= self.packed_size
-        bases = (ctypes.c_void_p * len(self.names))(*(buffers[n].data_ptr() for n in self.names))
+        bases = self._bases()
+        bases[:] = [buffers[n].data_ptr() for n in self.names]
         threads = min(torch.get_num_threads(), B) if B * H >= PARALLEL_ELEMENTS else 1
         runner(T, int(self.backward), B, H, len(self.ops), self.ops, bases, gemm, threads,
                len(self.jobs), self.jobs, self._packed, pack)
