@@ -105,6 +105,11 @@ def test_pad_batch_teacher_forces_every_sequence_and_pads_with_uncounted_zeros(s
             assert batch.mask[t, b] == (seq[t + 1][1] if inside else False)
 
 
+def test_pad_batch_refuses_flags_that_do_not_match_the_ids() -> None:
+    with pytest.raises(ValueError, match="3 ids has 2 scored flags"):
+        pad_batch([([1, 2, 3], [False, True])])
+
+
 def _counted(task, text: str, scored: list[bool]) -> str:
     """The target characters that count, through the real batch path (teacher forcing)."""
     batch = pad_batch([(task._vocabulary.encode(text), scored)])

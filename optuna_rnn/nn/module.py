@@ -155,10 +155,7 @@ class CellRNN(nn.Module):
             layer_x = x @ layer.proj.T if layer.proj is not None else x
             x, final = self._runner(layer.params, layer_x, tuple(s[k] for s in states))
             finals.append(final)
-        stacked = tuple(
-            finals[0][i].unsqueeze(0) if len(finals) == 1 else torch.stack([f[i] for f in finals])
-            for i in range(len(self.cell.states))
-        )
+        stacked = tuple(torch.stack([f[i] for f in finals]) for i in range(len(self.cell.states)))
         if not batched:
             x = x.squeeze(1)
             stacked = tuple(s.squeeze(1) for s in stacked)
