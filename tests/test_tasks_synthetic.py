@@ -51,6 +51,17 @@ def test_same_seed_same_data(make) -> None:
 
 
 @pytest.mark.parametrize("make", TASKS)
+def test_eval_batches_repeat_at_each_batch_size(make) -> None:
+    task = make()
+    sixteen = list(task.eval_batches("valid", 16))
+    seven = list(task.eval_batches("valid", 7))
+    assert _same(list(task.eval_batches("valid", 16)), sixteen)
+    assert [b.inputs.shape[1] for b in seven[:-1]] == [7] * (len(seven) - 1)
+    assert sum(b.inputs.shape[1] for b in seven) == sum(b.inputs.shape[1] for b in sixteen) == task.eval_size
+    assert _same(list(make().eval_batches("valid", 7)), seven)
+
+
+@pytest.mark.parametrize("make", TASKS)
 def test_no_evaluation_problem_in_training(make) -> None:
     task = make()
 

@@ -105,6 +105,9 @@ class SyntheticTask(Task):
         self.valid_fraction = valid_fraction
         self.test_fraction = test_fraction
         self._eval_sets: dict[str, list[tuple[list[int], list[bool]]]] = {}
+        # Padded validation and test batches by (split, batch size): a trial validates
+        # the same sequences every ``eval_every`` steps.
+        self._eval_batches: dict[tuple[str, int], list[Batch]] = {}
 
     @abc.abstractmethod
     def sample_problem(self, rng: random.Random) -> Hashable:
@@ -151,6 +154,10 @@ class SyntheticTask(Task):
         if split not in self._eval_sets:
             rng = random.Random(f"{self.name}:{self.seed}:{split}")
             self._eval_sets[split] = [self._encoded(split, rng) for _ in range(self.eval_size)]
-        sequences = self._eval_sets[split]
-        for start in range(0, len(sequences), batch_size):
-            yield pad_batch(sequences[start : start + batch_size])
+        key = (split, batch_size)
+        if key not in self._eval_batches:
+            sequences = self._eval_sets[split]
+            self._eval_batches[key] = [
+                pad_batch(sequences[start : start + batch_size]) for start in range(0, len(sequences), batch_size)
+            ]
+        yield from self._eval_batches[key]
