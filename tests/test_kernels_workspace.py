@@ -3,6 +3,7 @@ live graphs."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -108,3 +109,24 @@ def test_scratch_is_returned_once_the_graph_is_gone():
     out.sum().backward()
     del out
     assert scratch.held_bytes == held
+
+
+@pytest.mark.parametrize("how", ["no_grad", "frozen"])
+def test_a_call_with_nothing_to_differentiate_keeps_nothing_and_computes_the_same(how):
+    fused, ref = _pair("mut1", hidden=40)
+    x = torch.randn(9, 6, 8, dtype=torch.float64)
+    with_graph, with_graph_state = fused(x.requires_grad_())
+    x = x.detach()
+    if how == "frozen":  # gradients on, but no input or parameter needs one
+        fused.requires_grad_(False)
+    with torch.no_grad() if how == "no_grad" else contextlib.nullcontext():
+        held = [scratch.held_bytes]
+        for _ in range(2):
+            out, state = fused(x)
+            held.append(scratch.held_bytes)
+    assert out.grad_fn is None and not out.requires_grad
+    assert held[0] <= held[1] == held[2]  # each call gave back all the scratch it took
+    assert torch.equal(out, with_graph.detach())
+    for a, b in zip(state, with_graph_state):
+        assert torch.equal(a, b.detach())
+    torch.testing.assert_close(out, ref(x)[0].detach())

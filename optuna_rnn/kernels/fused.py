@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import weakref
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
@@ -166,8 +167,15 @@ class FusedCell:
         weights = [_stack([params.weights[n] for n in names]) for names in self.product_names]
         biases = [params.biases[n] for n in self.biases]
         pres = self._prologue(params, x, states[0].shape[-1])
-        outs = _Fused.apply(self, x, wx, len(states), len(weights), len(pres), *states, *weights, *pres, *biases)
-        return outs[0], tuple(outs[1:])
+        inputs = (x, *states, *weights, *pres, *biases) + ((wx,) if wx is not None else ())
+        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            outs = _Fused.apply(self, x, wx, len(states), len(weights), len(pres), *states, *weights, *pres, *biases)
+            return outs[0], tuple(outs[1:])
+        # Nothing to differentiate (validation, sampling): no autograd node, nothing kept.
+        buffers, taken, _ = _forward(self, x, wx, states, weights, pres, biases)
+        scratch.give(taken)
+        out, *finals = _outputs(buffers, x.shape[0], len(states))
+        return out, tuple(finals)
 
     def _prologue(self, params: LayerParams, x: torch.Tensor, H: int) -> list[torch.Tensor]:
         """The ``pre`` leaves' values, ``(H,)`` each, through autograd."""
@@ -192,6 +200,51 @@ def _scratch(ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor
     return buf
 
 
+def _forward(
+    core: FusedCell, x: torch.Tensor, wx: torch.Tensor | None, states: Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor], pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """The forward pass: the x maps for all steps as one product, then the time loop.
+    Returns the buffers (``S{i}`` row ``t + 1`` holds state ``i`` after step ``t``), the
+    scratch taken from the workspace, and ``x`` made contiguous."""
+    plan = core.plan
+    ref = states[0]
+    T, B, H = x.shape[0], *ref.shape
+    x = x.contiguous()
+    buffers: dict[str, torch.Tensor] = {}
+    taken: list[torch.Tensor] = []
+    if wx is not None:
+        xw = _scratch(ref, (T, B, wx.shape[0]), taken)
+        torch.mm(x.view(T * B, -1), wx.t(), out=xw.view(T * B, -1))
+        buffers["xw"] = xw
+    if plan.reads_x:
+        buffers["x"] = x
+    for leaf, pre in zip(sorted(plan.pre), pres):
+        buffers[f"P{leaf}"] = pre.contiguous()
+    for i, s in enumerate(states):  # S0[1:] is the output; the others are this call's
+        buffers[f"S{i}"] = ref.new_empty(T + 1, B, H) if i == 0 else _scratch(ref, (T + 1, B, H), taken)
+        buffers[f"S{i}"][0].copy_(s)
+    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+        width = len(prod.linears) * H
+        # A folded product accumulates into its XW blocks.
+        buffers[f"Y{p}"] = _scratch(ref, (T, B, width), taken) if block is None else buffers["xw"].narrow(2, block * H, width)
+    for n in plan.exports:
+        if n not in plan.updates.values():
+            buffers[f"E{n}"] = _scratch(ref, (T, B, H), taken)
+    for name, b in zip(core.biases, biases):
+        buffers[f"b:{name}"] = b.contiguous()
+    for p, w in enumerate(weights):
+        buffers[weight_buffer(p)] = w.t()
+    if not core.run_loop(False, buffers, T, B, H, ref.dtype):
+        _python_loop(core, False, buffers, T, B, H)
+    return buffers, taken, x
+
+
+def _outputs(buffers: dict[str, torch.Tensor], T: int, n_states: int) -> tuple[torch.Tensor, ...]:
+    """The layer's output ``(T, B, H)`` and each state after the last step (copies)."""
+    return (buffers["S0"][1:], *(buffers[f"S{i}"][T].clone() for i in range(n_states)))
+
+
 class _Fused(torch.autograd.Function):
     """The layer: x maps for all steps as one product, both time loops, and every gradient.
 
@@ -202,50 +255,22 @@ class _Fused(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, core: FusedCell, x: torch.Tensor, wx: torch.Tensor | None,
                 n_states: int, n_weights: int, n_pres: int, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        plan = core.plan
         states = rest[:n_states]
         weights = rest[n_states : n_states + n_weights]
         pres = rest[n_states + n_weights : n_states + n_weights + n_pres]
         biases = rest[n_states + n_weights + n_pres :]
-        ref = states[0]
-        T, B, H = x.shape[0], *ref.shape
-        x = x.contiguous()
-        buffers: dict[str, torch.Tensor] = {}
-        taken: list[torch.Tensor] = []
-        if wx is not None:
-            xw = _scratch(ref, (T, B, wx.shape[0]), taken)
-            torch.mm(x.view(T * B, -1), wx.t(), out=xw.view(T * B, -1))
-            buffers["xw"] = xw
-        if plan.reads_x:
-            buffers["x"] = x
-        for leaf, pre in zip(sorted(plan.pre), pres):
-            buffers[f"P{leaf}"] = pre.contiguous()
-        for i, s in enumerate(states):  # S0[1:] is the output; the others are this call's
-            buffers[f"S{i}"] = ref.new_empty(T + 1, B, H) if i == 0 else _scratch(ref, (T + 1, B, H), taken)
-            buffers[f"S{i}"][0].copy_(s)
-        for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
-            width = len(prod.linears) * H
-            # A folded product accumulates into its XW blocks.
-            buffers[f"Y{p}"] = _scratch(ref, (T, B, width), taken) if block is None else buffers["xw"].narrow(2, block * H, width)
-        for n in plan.exports:
-            if n not in plan.updates.values():
-                buffers[f"E{n}"] = _scratch(ref, (T, B, H), taken)
-        for name, b in zip(core.biases, biases):
-            buffers[f"b:{name}"] = b.contiguous()
-        for p, w in enumerate(weights):
-            buffers[weight_buffer(p)] = w.t()
-        if not core.run_loop(False, buffers, T, B, H, ref.dtype):
-            _python_loop(core, False, buffers, T, B, H)
-        ctx.core, ctx.weights, ctx.shape, ctx.n_states = core, weights, (T, B, H), n_states
+        buffers, taken, x = _forward(core, x, wx, states, weights, pres, biases)
+        T, B, H = buffers["S0"].shape
+        ctx.core, ctx.weights, ctx.shape, ctx.n_states = core, weights, (T - 1, B, H), n_states
         ctx.buffers = {name: b for name, b in buffers.items() if name in core.kept}
         ctx.save_for_backward(x, wx)
-        finals = [buffers[f"S{i}"][T].clone() for i in range(n_states)]
+        outputs = _outputs(buffers, T - 1, n_states)
         saved = {b.untyped_storage().data_ptr() for b in ctx.buffers.values()}  # views too
         scratch.give(b for b in taken if b.untyped_storage().data_ptr() not in saved)
         later = [b for b in taken if b.untyped_storage().data_ptr() in saved]
         if later:  # once autograd lets go of the graph, never while a backward may still run
             weakref.finalize(ctx, scratch.give, later)
-        return (buffers["S0"][1:], *finals)
+        return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
