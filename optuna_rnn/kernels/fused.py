@@ -9,7 +9,9 @@ On the CPU, with a compiler at hand, each direction's whole time loop is one cal
 the generated C (:mod:`optuna_rnn.kernels.sequence`), its products through
 :mod:`optuna_rnn.kernels.gemm`; elsewhere the loop runs in Python, one product and one
 kernel launch at a time. On the CPU, buffers that only the call itself reads come from
-a pool (:mod:`optuna_rnn.kernels.workspace`) rather than fresh pages.
+a pool (:mod:`optuna_rnn.kernels.workspace`) rather than fresh pages. A call with nothing
+to differentiate (``torch.no_grad``, frozen weights) runs the forward alone: no autograd
+node, and its scratch goes back at once.
 """
 
 from __future__ import annotations
