@@ -19,6 +19,7 @@ import random
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from optuna_rnn.tasks.base import Batch, Split, Task, check_split
@@ -53,13 +54,14 @@ def pad_batch(sequences: Sequence[tuple[list[int], list[bool]]]) -> Batch:
             raise ValueError(f"a sequence of {len(ids)} ids has {len(scored)} scored flags")
     steps = max(len(ids) for ids, _ in sequences) - 1
 
-    def field(rows: list[list[Any]], pad: object, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor([row + [pad] * (steps - len(row)) for row in rows], dtype=dtype).t().contiguous()
+    def field(rows: list[list[Any]], pad: object, dtype: type) -> torch.Tensor:
+        # numpy reads nested lists about three times faster than torch.tensor does
+        return torch.from_numpy(np.array([row + [pad] * (steps - len(row)) for row in rows], dtype=dtype).T.copy())
 
     return Batch(
-        field([ids[:-1] for ids, _ in sequences], 0, torch.long),
-        field([ids[1:] for ids, _ in sequences], 0, torch.long),
-        field([scored[1:] for _, scored in sequences], False, torch.bool),
+        field([ids[:-1] for ids, _ in sequences], 0, np.int64),
+        field([ids[1:] for ids, _ in sequences], 0, np.int64),
+        field([scored[1:] for _, scored in sequences], False, np.bool_),
     )
 
 
