@@ -3,12 +3,12 @@
 Per time step the forward runs, stage by stage, that round's matrix products (one per
 source, through :mod:`optuna_rnn.kernels.gemm`) and then the stage's pointwise function;
 the backward runs the stages in reverse, each pointwise backward followed by its
-products' input-gradient products. A :class:`Schedule` lists those steps with every argument as a buffer index and
-a table of per-step element offsets, so a call needs only the buffers' base pointers.
-Offsets do not depend on the sequence length, so one schedule serves every ``T`` up to
-the longest seen. It also lists the weights' column panels: the runner packs them into
-one scratch buffer (:data:`PACKED`) at the start of the call, the threads sharing the
-panels, before any step runs.
+products' input-gradient products. A :class:`Schedule` lists those steps with every
+argument as a buffer index and a table of per-step element offsets, so a call needs only
+the buffers' base pointers. Offsets do not depend on the sequence length, so one
+schedule serves every ``T`` up to the longest seen. It also lists the weights' column
+panels: the runner packs them into one scratch buffer (:data:`PACKED`) at the start of
+the call, the threads sharing the panels, before any step runs.
 """
 
 from __future__ import annotations
