@@ -217,6 +217,25 @@ def test_state_carry_across_chunks_matches_one_pass():
     torch.testing.assert_close(torch.cat([first, second]), full)
 
 
+@pytest.mark.parametrize("uses", ["output", "final states", "one final state"])
+def test_a_loss_that_reads_only_some_outputs_gets_the_reference_gradients(uses):
+    # The outputs the loss leaves unread get no gradient at all (None, not zeros).
+    torch.manual_seed(0)
+    cell = zoo.get("lstm")
+    fused = CellRNN(cell, 3, 6, num_layers=2, backend="fused").double()
+    ref = CellRNN(cell, 3, 6, num_layers=2, backend="reference").double()
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = tuple(torch.randn(2, 2, 6, dtype=torch.float64, requires_grad=True) for _ in cell.states)
+    grads = []
+    for rnn in (fused, ref):
+        out, (h, c) = rnn(x, h0)
+        loss = {"output": out.square().sum(), "final states": (h * c).sum(), "one final state": c.sum()}[uses]
+        grads.append(torch.autograd.grad(loss, [x, *h0, *rnn.parameters()]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
 def test_dropout_between_layers_matches_reference():
     cell = zoo.get("gru")
     fused = CellRNN(cell, 3, 6, num_layers=3, dropout=0.4, backend="fused").double().train()

@@ -81,6 +81,7 @@ class FusedCell:
         backward_reads = [loc for p in self.backward_programs if p is not None for loc in p.args if loc[0] == "val"]
         backward_reads += [("val", prod.source) for prod in plan.products]
         self.kept = frozenset({"S0", *(slot(plan, loc).buffer for loc in backward_reads)})
+        self.sources = [slot(plan, ("val", prod.source)) for prod in plan.products]  # of the weight gradients
         self._runners: dict[str, Any] = {}
         self._triton: ModuleType | bool | None = None
         self._schedules: dict[tuple, Schedule] = {}
@@ -264,6 +265,7 @@ class _Fused(torch.autograd.Function):
         buffers, taken, x = _forward(core, x, wx, states, weights, pres, biases)
         T, B, H = buffers["S0"].shape
         ctx.core, ctx.weights, ctx.shape, ctx.n_states = core, weights, (T - 1, B, H), n_states
+        ctx.set_materialize_grads(False)  # an unused output's gradient comes as None, not zeros
         ctx.buffers = {name: b for name, b in buffers.items() if name in core.kept}
         ctx.save_for_backward(x, wx)
         outputs = _outputs(buffers, T - 1, n_states)
@@ -325,14 +327,14 @@ class _Fused(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 dx = (dxw @ wx).view(x.shape) if dx is None else dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
         dweights = []
-        for p, prod in enumerate(plan.products):
-            src = slot(plan, ("val", prod.source)).rows(buffers, T, H).reshape(T * B, H)
-            dweights.append(buffers[f"dY{p}"].view(T * B, -1).T @ src)
+        for p, source in enumerate(core.sources):
+            dweights.append(buffers[f"dY{p}"].view(T * B, -1).T @ source.rows(buffers, T, H).reshape(T * B, H))
         dbiases = []
         if blocks:
             summed = buffers[BIAS_GRADS][0].sum(0).view(n_blocks, H).unbind(0)
             dbiases = [summed[k] for k in blocks]
-        dstates = [buffers[f"gS{i}"][0].clone() for i in range(n_states)]
+        wanted = ctx.needs_input_grad[6 : 6 + n_states]
+        dstates = [buffers[f"gS{i}"][0] if wanted[i] else None for i in range(n_states)]  # gS: this call's own
         scratch.give(taken)
         dpres = [buffers[f"dP{leaf}"][0].sum(0) for leaf in sorted(plan.pre)]
         return (None, dx, dwx, None, None, None, *dstates, *dweights, *dpres, *dbiases)
