@@ -54,6 +54,8 @@ _PRELUDE = """\
 typedef {real} ornn_vec_{d} __attribute__((vector_size(ORNN_VBYTES), aligned(sizeof({real}))));
 #define ORNN_LANES_{d} (ORNN_VBYTES / (long)sizeof({real}))
 #define ORNN_NR_{d} (2 * ORNN_LANES_{d})
+/* Panel rows fetched ahead: a loop's weights outgrow L1, so each step streams them from L2. */
+#define ORNN_AHEAD 8
 #define ORNN_TILE_{d} ORNN_TILE
 
 long ornn_panel_{d}(void) {{ return ORNN_NR_{d}; }}
@@ -68,6 +70,7 @@ static void ornn_tile_{d}_{r}_{nv}(long k, const {real} *restrict a, long lda,
     for (int v = 0; v < {nv}; ++v) acc[i][v] = (ornn_vec_{d}){{0}};
   for (long q = 0; q < k; ++q) {{
     ornn_vec_{d} w[{nv}];
+    for (int v = 0; v < {nv}; ++v) __builtin_prefetch(p + (q + ORNN_AHEAD) * ORNN_NR_{d} + v * ORNN_LANES_{d});
     for (int v = 0; v < {nv}; ++v) w[v] = *(const ornn_vec_{d} *)(p + q * ORNN_NR_{d} + v * ORNN_LANES_{d});
     for (int i = 0; i < {r}; ++i) {{
       {real} x = a[i * lda + q];
