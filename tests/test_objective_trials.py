@@ -61,14 +61,14 @@ SMALL = Hyperparameters(
 
 
 def _objective(**kw: Any):
-    settings = dict(
-        space=SPACE,
-        hyperparameters=SMALL,
-        max_steps=60,
-        eval_every=20,
-        backend="reference",
-        notes=False,
-    )
+    settings = {
+        "space": SPACE,
+        "hyperparameters": SMALL,
+        "max_steps": 60,
+        "eval_every": 20,
+        "backend": "reference",
+        "notes": False,
+    }
     return make_objective(TASK, **{**settings, **kw})
 
 

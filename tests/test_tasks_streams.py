@@ -96,7 +96,10 @@ def test_textfile_word_level_maps_unseen_words_to_unk(tmp_path: Path) -> None:
     text = "the cat sat\n" * 8 + "the cat ran\n" + "a dog sat\n"
     task = TextFile(_write(tmp_path, text), level="word", fractions=(0.8, 0.1, 0.1))
     assert task.vocab == ("<eos>", "cat", "sat", "the", "<unk>")
-    decode = lambda split: [task.vocab[i] for i in task.streams[split].tolist()]  # noqa: E731
+
+    def decode(split: str) -> list[str]:
+        return [task.vocab[i] for i in task.streams[split].tolist()]
+
     assert decode("valid") == ["the", "cat", "<unk>", "<eos>"]
     assert decode("test") == ["<unk>", "<unk>", "sat", "<eos>"]
 

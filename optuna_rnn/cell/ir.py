@@ -242,7 +242,7 @@ class Cell:
     their fingerprints are.
     """
 
-    __slots__ = ("_nodes", "_updates", "_labels", "_fingerprint", "_hashes")
+    __slots__ = ("_fingerprint", "_hashes", "_labels", "_nodes", "_updates")
 
     def __init__(
         self,

@@ -39,7 +39,7 @@ from optuna_rnn.cell.ir import (
     fresh_name,
 )
 
-__all__ = ["parse", "FUNCTIONS"]
+__all__ = ["FUNCTIONS", "parse"]
 
 MAX_TEXT = 100_000
 MAX_DEPTH = 100

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from optuna_rnn.cell.ir import Cell, CellError
 
-__all__ = ["Entry", "equations", "get", "names", "name_of", "source"]
+__all__ = ["Entry", "equations", "get", "name_of", "names", "source"]
 
 _JOZEFOWICZ = "Jozefowicz, Zaremba, Sutskever, ICML 2015"
 _GREFF = "Greff et al., LSTM: A Search Space Odyssey, IEEE TNNLS 2017"

@@ -20,8 +20,8 @@ from optuna_rnn.cell.ir import (
     STATE,
     SUB,
     TANH,
-    X,
     Node,
+    X,
 )
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
 
