@@ -333,7 +333,7 @@ class _Fused(torch.autograd.Function):
         if blocks:
             summed = buffers[BIAS_GRADS][0].sum(0).view(n_blocks, H).unbind(0)
             dbiases = [summed[k] for k in blocks]
-        wanted = ctx.needs_input_grad[6 : 6 + n_states]
+        wanted = ctx.needs_input_grad[6 : 6 + n_states]  # forward's states follow core, x, wx and three counts
         dstates = [buffers[f"gS{i}"][0] if wanted[i] else None for i in range(n_states)]  # gS: this call's own
         scratch.give(taken)
         dpres = [buffers[f"dP{leaf}"][0].sum(0) for leaf in sorted(plan.pre)]
