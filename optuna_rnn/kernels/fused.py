@@ -263,12 +263,12 @@ class _Fused(torch.autograd.Function):
         pres = rest[n_states + n_weights : n_states + n_weights + n_pres]
         biases = rest[n_states + n_weights + n_pres :]
         buffers, taken, x = _forward(core, x, wx, states, weights, pres, biases)
-        T, B, H = buffers["S0"].shape
-        ctx.core, ctx.weights, ctx.shape, ctx.n_states = core, weights, (T - 1, B, H), n_states
+        T, (B, H) = x.shape[0], states[0].shape
+        ctx.core, ctx.weights, ctx.shape, ctx.n_states = core, weights, (T, B, H), n_states
         ctx.set_materialize_grads(False)  # an unused output's gradient comes as None, not zeros
         ctx.buffers = {name: b for name, b in buffers.items() if name in core.kept}
         ctx.save_for_backward(x, wx)
-        outputs = _outputs(buffers, T - 1, n_states)
+        outputs = _outputs(buffers, T, n_states)
         saved = {b.untyped_storage().data_ptr() for b in ctx.buffers.values()}  # views too
         scratch.give(b for b in taken if b.untyped_storage().data_ptr() not in saved)
         later = [b for b in taken if b.untyped_storage().data_ptr() in saved]
