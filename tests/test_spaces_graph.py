@@ -123,6 +123,26 @@ def test_bad_options_raise(kwargs: dict) -> None:
         GraphSpace(**kwargs)
 
 
+def test_a_point_whose_h_folds_into_a_slot_another_state_reads_is_invalid() -> None:
+    # n0 = 1 * n6 is n6 itself, and c' reads n6: the cell reads h', which no slot holds
+    # (found by the property test below, seed 674445430).
+    params = {
+        "cell.n0.op": "mul", "cell.n0.in0": "1", "cell.n0.in1": "n6",
+        "cell.n6.op": "sub", "cell.n6.in0": "h", "cell.n6.in1": "c",
+        "cell.c.update": "n2", "cell.n2.op": "sub", "cell.n2.in0": "n12", "cell.n2.in1": "n6",
+        "cell.n12.op": "mul", "cell.n12.in0": "n13", "cell.n12.in1": "n14",
+        "cell.n13.op": "tanh", "cell.n13.in0": "n14", "cell.n14.op": "tanh", "cell.n14.in0": "x",
+    }
+    space = GraphSpace(max_nodes=15)
+    with pytest.raises(CellError, match="reads h'"):
+        space.decode(params)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=674445430))
+    trial = study.ask()
+    with pytest.raises(CellError, match="reads h'"):
+        space.suggest(trial)
+    assert trial.params == params  # every param suggested, so the trial keeps them
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), max_nodes=st.integers(1, 24))
 def test_random_points_round_trip_and_use_only_reached_slots(seed: int, max_nodes: int) -> None:

@@ -63,6 +63,14 @@ def _slot(ref: str) -> int | None:
     return int(ref[1:]) if _SLOT.match(ref) else None
 
 
+def _check_h_unread(cell: Cell) -> None:
+    """Slot ``n0`` is h', which no slot reads: a cell whose other nodes read a computed h'
+    is outside the space."""
+    h_new = cell.updates["h"]
+    if cell.nodes[h_new].op not in LEAF_OPS and cell.consumers()[h_new]:
+        raise CellError("the cell reads h' (the new h); GraphSpace cannot hold that")
+
+
 class GraphSpace(CellSpace):
     """Cells as graphs of up to ``max_nodes`` slots (see the module docs for the params).
 
@@ -174,7 +182,9 @@ class GraphSpace(CellSpace):
             op, refs, value = specs[k]
             name = f"b{k}" if op == BIAS else f"W{k}" if op == LINEAR else None
             built[k] = b.add(Node(op, (), name, value), [node(r) for r in refs])
-        return Cell(b.nodes, {s: node(r) for s, r in updates.items()}, max_nodes=self._max_nodes)
+        cell = Cell(b.nodes, {s: node(r) for s, r in updates.items()}, max_nodes=self._max_nodes)
+        _check_h_unread(cell)  # n0 may fold into a slot another state reads (1 * n6 is n6)
+        return cell
 
     # ----------------------------------------------------------------- encode
     def encode(self, cell: Cell) -> dict[str, Any]:
@@ -239,8 +249,7 @@ class GraphSpace(CellSpace):
         """The first slot of each computed node: h' in n0, then readers before operands."""
         nodes, h_new = cell.nodes, cell.updates["h"]
         leaf_h = nodes[h_new].op in LEAF_OPS
-        if not leaf_h and cell.consumers()[h_new]:
-            raise CellError("the cell reads h' (the new h); GraphSpace cannot hold that")
+        _check_h_unread(cell)
         # Canonical order lists operands before readers, so reversed it lists readers first.
         inner = [i for i in reversed(range(len(nodes))) if nodes[i].op not in (X, STATE, ONE)]
         order = ([] if leaf_h else [h_new]) + [i for i in inner if i != h_new]
