@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from test_kernels_fused import CONFIGS, assert_fused_matches_reference, mutants
+from test_kernels_graphs import CELL_IDS, CELLS, assert_steps_match_reference, assert_threads_get_their_own_gradients
 
 from optuna_rnn import CellRNN, zoo
+from optuna_rnn.kernels.fused import fused_backend
 
 pytestmark = [
     pytest.mark.cuda,
@@ -49,3 +51,16 @@ def test_auto_routes_exact_lstm_to_cudnn_and_others_to_triton():
         twin = CellRNN(zoo.get(name), 3, 8, backend=other).cuda()
         twin.load_state_dict(auto.state_dict())
         assert torch.equal(auto(x)[0], twin(x)[0])
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=CELL_IDS)
+def test_cuda_graphs_replay_the_time_loops_as_the_reference_computes(cell):
+    # Length 5: launched, then captured, then replayed; 7: launched once.
+    assert_steps_match_reference("fused", cell, "cuda", [5, 5, 5, 7, 5])
+    loops = fused_backend(cell)._loops
+    entries = [e for direction in (False, True) for e in loops[(direction, "cuda")]._entries.values()]
+    assert entries and all(e.graph is not None for e in entries)
+
+
+def test_threads_replaying_one_cuda_graph_each_get_their_own_gradients():
+    assert_threads_get_their_own_gradients("fused", "cuda")

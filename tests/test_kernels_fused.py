@@ -172,13 +172,13 @@ def test_kernels_share_torchs_openmp_runtime():
 def _loops_in_c(monkeypatch) -> list[bool]:
     """Record whether each time loop ran as one C call."""
     ran: list[bool] = []
-    run_loop = FusedCell.run_loop
+    run_c = FusedCell._run_c
 
     def recording(self, *args):
-        ran.append(run_loop(self, *args))
+        ran.append(run_c(self, *args))
         return ran[-1]
 
-    monkeypatch.setattr(FusedCell, "run_loop", recording)
+    monkeypatch.setattr(FusedCell, "_run_c", recording)
     return ran
 
 

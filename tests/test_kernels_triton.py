@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_kernels_graphs import assert_steps_match_reference
 
 from optuna_rnn import Cell, CellRNN, zoo
 from optuna_rnn.kernels.codegen_triton import triton_source
@@ -58,3 +59,16 @@ def test_triton_source_has_no_user_names():
     source = triton_source(FusedCell(cell)._widths)
     assert "secret" not in source and "gate" not in source
     assert source.count("@triton.jit") == 2  # the forward and backward of the one stage
+
+
+def test_triton_kernels_on_twin_buffers_match_the_reference(monkeypatch, tmp_path):
+    """The CUDA path's LoopGraphs without the graph: Triton launches bound to the twin."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("OPTUNA_RNN_KERNEL_CACHE", str(tmp_path))
+    cores: dict[str, FusedCell] = {}
+    register_backend("triton-twin-test", lambda c: cores.setdefault(str(c), FusedCell(c, pointwise="triton", graphs=True)))
+    try:
+        assert_steps_match_reference("triton-twin-test", zoo.get("mut1"), "cpu", [4, 4, 4])
+    finally:
+        del BACKENDS["triton-twin-test"]
+    assert all(loops._entries for loops in next(iter(cores.values()))._loops.values())

@@ -8,7 +8,8 @@ weight gradient as one product over all steps.
 On the CPU, with a compiler at hand, each direction's whole time loop is one call into
 the generated C (:mod:`optuna_rnn.kernels.sequence`), its products through
 :mod:`optuna_rnn.kernels.gemm`; elsewhere the loop runs in Python, one product and one
-kernel launch at a time. On the CPU, buffers that only the call itself reads come from
+kernel launch at a time, and on CUDA that loop is captured once per layout as a CUDA
+graph and replayed (:mod:`optuna_rnn.kernels.graphs`). On the CPU, buffers that only the call itself reads come from
 a pool (:mod:`optuna_rnn.kernels.workspace`) rather than fresh pages. A call with nothing
 to differentiate (``torch.no_grad``, frozen weights) runs the forward alone: no autograd
 node, and its scratch goes back at once.
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import ctypes
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -30,6 +32,7 @@ from optuna_rnn.kernels import executors, gemm
 from optuna_rnn.kernels.build import load_library
 from optuna_rnn.kernels.codegen_c import RUNNER, c_source, function_name
 from optuna_rnn.kernels.codegen_triton import load_triton_module, triton_source
+from optuna_rnn.kernels.graphs import LoopGraphs
 from optuna_rnn.kernels.layout import BIAS_GRADS, bias_blocks, slot
 from optuna_rnn.kernels.plan import Plan, make_plan
 from optuna_rnn.kernels.program import Program, backward_program, forward_program
@@ -52,13 +55,17 @@ class FusedCell:
     ``pointwise`` picks what runs the pointwise programs: "c" (built by the system
     compiler, CPU), "triton" (CUDA, or Triton's interpreter with ``TRITON_INTERPRET=1``),
     "torch" (plain ops, anywhere) or "auto": C on the CPU and Triton on CUDA, falling back
-    to torch where those are missing.
+    to torch where those are missing. ``graphs`` says whether a time loop that runs in
+    Python goes through :class:`~optuna_rnn.kernels.graphs.LoopGraphs`: ``None`` (the
+    default) on CUDA only; ``True`` elsewhere runs it eagerly on the graphs' own buffers.
     """
 
-    def __init__(self, cell: Cell, *, pointwise: str = "auto") -> None:
+    def __init__(self, cell: Cell, *, pointwise: str = "auto", graphs: bool | None = None) -> None:
         if pointwise not in POINTWISE:
             raise ValueError(f"pointwise must be one of {POINTWISE}, got {pointwise!r}")
         self.pointwise = pointwise
+        self.graphs = graphs
+        self._loops: dict[tuple[bool, str], LoopGraphs] = {}
         self.cell = cell
         self.plan: Plan = make_plan(cell)
         plan = self.plan
@@ -114,7 +121,7 @@ class FusedCell:
         return "triton" if device.type == "cuda" else "torch"
 
     def step_fn(
-        self, prog: Program, buffers: dict[str, torch.Tensor], T: int, B: int, H: int
+        self, prog: Program, buffers: Mapping[str, torch.Tensor], T: int, B: int, H: int
     ) -> executors.StepFn:
         """Step function of ``prog`` for the Python time loop: Triton kernels where they
         run, torch ops elsewhere (C runs only inside :meth:`run_loop`)."""
@@ -123,7 +130,38 @@ class FusedCell:
             return executors.bind_triton(getattr(self._triton, prog.name), slots, buffers, T, B, H)
         return executors.bind_torch(prog, slots, buffers, H)
 
-    def run_loop(
+    def run_loop(self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int) -> None:
+        """Run one direction's whole time loop: one call into C where it runs, else in
+        Python (through CUDA graphs where ``graphs`` says so)."""
+        if self._run_c(backward, buffers, T, B, H, buffers["S0"].dtype):
+            return
+        device = buffers["S0"].device.type
+        if not (device == "cuda" if self.graphs is None else self.graphs):
+            _python_loop(self, backward, buffers)
+            return
+        loops = self._loops.get((backward, device))
+        if loops is None:
+            loops = self._loops.setdefault(
+                (backward, device),
+                LoopGraphs(partial(_python_loop, self, backward), self._results(backward), capture=device == "cuda"),
+            )
+        loops(buffers)
+
+    def _results(self, backward: bool) -> set[str]:
+        """The buffers one direction's loop writes (its kernels' stores, its products)
+        that are read after it: the states and what the backward keeps; the gradients."""
+        plan = self.plan
+        programs = self.backward_programs if backward else self.forward_programs
+        slots = [(self.slots[p.name], p.body) for p in programs if p is not None]
+        names = {args[ins.args[0]].buffer for args, body in slots for ins in body if ins.op in ("store", "accum", "zero")}
+        states = {f"{'g' if backward else ''}S{i}" for i in range(len(plan.states))}
+        if not backward:
+            return (names | {f"Y{p}" for p in range(len(plan.products))}) & (self.kept | states)
+        names |= {slot(plan, ("grad", prod.source)).buffer for prod in plan.products}
+        read = {"dx", "dxw", BIAS_GRADS, *states, *(f"dY{p}" for p in range(len(plan.products)))}
+        return names & (read | {f"dP{leaf}" for leaf in plan.pre})
+
+    def _run_c(
         self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int, dtype: torch.dtype
     ) -> bool:
         """Run one direction's whole time loop in C; ``False`` (nothing run) where that is
@@ -238,8 +276,7 @@ def _forward(
         buffers[f"b:{name}"] = b.contiguous()
     for p, w in enumerate(weights):
         buffers[weight_buffer(p)] = w.t()
-    if not core.run_loop(False, buffers, T, B, H, ref.dtype):
-        _python_loop(core, False, buffers, T, B, H)
+    core.run_loop(False, buffers, T, B, H)
     return buffers, taken, x
 
 
@@ -317,8 +354,7 @@ class _Fused(torch.autograd.Function):
             buffers[BIAS_GRADS] = ref.new_zeros(1, B, n_blocks * H)
         for p, w in enumerate(weights):
             buffers[weight_buffer(p)] = w
-        if not core.run_loop(True, buffers, T, B, H, ref.dtype):
-            _python_loop(core, True, buffers, T, B, H)
+        core.run_loop(True, buffers, T, B, H)
         dx, dwx = buffers.get("dx"), None
         if wx is not None:
             dxw = buffers["dxw"].view(T * B, -1)
@@ -347,9 +383,11 @@ def _products_by_round(plan: Plan) -> list[list[int]]:
     return out
 
 
-def _python_loop(core: FusedCell, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int) -> None:
+def _python_loop(core: FusedCell, backward: bool, buffers: Mapping[str, torch.Tensor]) -> None:
     """One direction's time loop in Python: a product or a kernel launch at a time."""
     plan = core.plan
+    T, B, H = buffers["S0"].shape
+    T -= 1  # S0 holds the initial state and one row per step
     programs = core.backward_programs if backward else core.forward_programs
     kernels = [core.step_fn(p, buffers, T, B, H) if p else None for p in programs]
     by_round = _products_by_round(plan)
