@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The kernel checks for a lent CUDA GPU, in one go (well under 8 minutes): the CUDA tests
-# (fused Triton kernels and cuDNN routing against the reference) and the GPU benchmark
-# at the issue's sizes plus B=64 T=100 H=512. Run from anywhere:
+# (fused Triton kernels, CUDA graphs and cuDNN routing against the reference), the GPU
+# benchmark at the issue's sizes plus B=64 T=100 H=512, and a profile of one fused LSTM
+# step. Run from anywhere:
 #     bash benchmarks/gpu_check.sh
 # Everything it prints lands in $OUT (default ./gpu_check_out): env.txt, cuda_tests.txt,
-# gpu_benchmark.txt.
+# gpu_benchmark.txt, gpu_profile.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_check_out}"
@@ -24,6 +25,9 @@ timeout 240 python -m pytest -q -p no:cacheprovider -rs tests/test_kernels_cuda.
   > "$OUT/cuda_tests.txt" 2>&1
 echo "cuda tests: exit $?"; tail -3 "$OUT/cuda_tests.txt"
 
-timeout 200 python benchmarks/kernels.py --device cuda --sizes a,b,c --reps 20 --mutants 0 \
+timeout 200 python benchmarks/kernels.py --device cuda --sizes a,b,c --reps 20 --mutants 2 \
   > "$OUT/gpu_benchmark.txt" 2>&1
 echo "gpu benchmark: exit $?"; cat "$OUT/gpu_benchmark.txt"
+
+timeout 60 python benchmarks/profile_step.py --device cuda --cell lstm --size a > "$OUT/gpu_profile.txt" 2>&1
+echo "gpu profile: exit $?"; head -3 "$OUT/gpu_profile.txt"

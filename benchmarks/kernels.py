@@ -7,7 +7,7 @@ reports the median of ``--reps`` steps. Also: cold build and warm (cached) load 
 new cells' kernels, and the GFLOP/s of the fused steps against a large matrix product
 timed among them.
 
-    python benchmarks/kernels.py [--reps 20] [--sizes a,b] [--threads N] [--device cpu]
+    python benchmarks/kernels.py [--reps 20] [--sizes a,b] [--threads N] [--device cpu] [--tf32]
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ import torch
 from optuna_rnn import Cell, CellRNN, mutate, zoo
 from optuna_rnn.kernels import build
 from optuna_rnn.kernels.fused import FusedCell
+from optuna_rnn.nn.backends import register_backend
 
+EAGER = "fused-no-graphs"  # CUDA: the fused backend without CUDA graphs
 SIZES = {"a": (35, 20, 200, 200), "b": (40, 32, 64, 128), "c": (100, 64, 512, 512)}
 
 
@@ -57,9 +59,11 @@ def step_fn(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 
 def interleaved(contenders: dict[str, Callable[[], None]], reps: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call, contenders called round-robin (after one warm-up each)."""
-    for fn in contenders.values():
-        fn()
+    """Median seconds per call, contenders called round-robin (after two warm-ups each:
+    on CUDA the fused backend captures a layout's graphs on its second call)."""
+    for _ in range(2):
+        for fn in contenders.values():
+            fn()
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(reps):
         for name, fn in contenders.items():
@@ -107,14 +111,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mutants", type=int, default=10)
+    parser.add_argument("--tf32", action="store_true", help="CUDA: let products and cuDNN use TF32")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda":  # every contender in real float32 (cuDNN's RNNs default to TF32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+        register_backend(EAGER, lambda cell: FusedCell(cell, graphs=False))
     print(f"# optuna-rnn kernel benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+          + (f" ({torch.cuda.get_device_name(device)}, TF32 {'on' if args.tf32 else 'off'})"
+             if device.type == "cuda" else ""))
     extra = mutants(args.mutants)
     cold, warm = build_times(mutants(5, seed=12345))
     print(f"build of a new cell (float32): cold median {statistics.median(cold) * 1e3:.0f} ms "
@@ -132,6 +141,11 @@ def main() -> None:
             "fused gru_torch": CellRNN(zoo.get("gru_torch"), I, H, backend="fused"),
         }
         pairs = [("fused lstm", "nn.LSTM", "<= 1.10"), ("fused gru_torch", "nn.GRU", "<= 0.75")]
+        if device.type == "cuda":  # what the CUDA graphs buy: the same loops launched one by one
+            for name in ("lstm", "gru_torch"):
+                modules[f"{name} no graphs"] = CellRNN(zoo.get(name), I, H, backend=EAGER)
+                modules[f"{name} no graphs"].load_state_dict(modules[f"fused {name}"].state_dict())
+                pairs.append((f"{name} no graphs", f"fused {name}", "graphs' gain"))
         cells = [(n, zoo.get(n)) for n in ("mut1", "mut2", "mut3")]
         cells += [(f"mutant{k}", c) for k, c in enumerate(extra)]
         for name, cell in cells:
