@@ -40,16 +40,19 @@ def _regions(buffers: Buffers) -> dict[int, tuple[int, int]]:
 
 
 def layout(buffers: Buffers) -> tuple:
-    """What a twin of ``buffers`` depends on: each buffer's dtype, device, shape and
+    """What a twin of ``buffers`` depends on: their device, each buffer's dtype, shape and
     strides, and which buffers share memory, where each starts in it. Not where the memory
-    is, so a layer's calls with fresh tensors of one shape share a layout."""
-    regions = _regions(buffers)
-    index = {ptr: i for i, ptr in enumerate(regions)}
-    out = []
-    for name, t in buffers.items():
-        ptr = t.untyped_storage().data_ptr()
-        out.append((name, t.dtype, t.device, t.shape, t.stride(), index[ptr], t.storage_offset() - regions[ptr][0]))
-    return tuple(out)
+    is, so a layer's calls with fresh tensors of one shape share a layout. (Computed on
+    every call: attribute reads only, each once.)"""
+    rows = [(name, t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride(), t.dtype)
+            for name, t in buffers.items()]
+    lows: dict[int, int] = {}
+    for _, ptr, offset, *_ in rows:
+        if lows.get(ptr, offset) >= offset:
+            lows[ptr] = offset
+    index = {ptr: i for i, ptr in enumerate(lows)}
+    device = next(iter(buffers.values())).device
+    return device, tuple((name, index[ptr], offset - lows[ptr], *rest) for name, ptr, offset, *rest in rows)
 
 
 def twin(buffers: Buffers) -> dict[str, torch.Tensor]:
