@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
 from test_kernels_fused import CONFIGS, assert_fused_matches_reference, mutants
 from test_kernels_graphs import CELL_IDS, CELLS, assert_steps_match_reference, assert_threads_get_their_own_gradients
 
 from optuna_rnn import CellRNN, zoo
+from optuna_rnn.kernels import graphs
 from optuna_rnn.kernels.fused import fused_backend
 
 pytestmark = [
@@ -64,3 +67,14 @@ def test_cuda_graphs_replay_the_time_loops_as_the_reference_computes(cell):
 
 def test_threads_replaying_one_cuda_graph_each_get_their_own_gradients():
     assert_threads_get_their_own_gradients("fused", "cuda")
+
+
+def test_cuda_graphs_dropped_from_a_full_cache_leave_every_step_right(monkeypatch):
+    monkeypatch.setattr(graphs, "_kept", OrderedDict())
+    monkeypatch.setattr(graphs, "_kept_bytes", 0)
+    monkeypatch.setattr(graphs.LoopGraphs, "limit_count", 2)
+    # Three lengths round robin through two graphs (two layers, two directions): graphs
+    # are captured, dropped, captured again, until the loops stop making new ones.
+    assert_steps_match_reference("fused", zoo.get("mgu"), "cuda", [3, 4, 5] * 5)
+    loops = fused_backend(zoo.get("mgu"))._loops.values()
+    assert all(loop._recaptured == 3 for loop in loops)

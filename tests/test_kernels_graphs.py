@@ -8,13 +8,15 @@ loop wrote. ``tests/test_kernels_cuda.py`` runs the same checks with real CUDA g
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import pytest
 import torch
 
 from optuna_rnn import Cell, CellRNN, zoo
+from optuna_rnn.kernels import graphs
 from optuna_rnn.kernels.fused import FusedCell
-from optuna_rnn.kernels.graphs import layout, twin
+from optuna_rnn.kernels.graphs import LoopGraphs, layout, twin
 from optuna_rnn.nn.backends import BACKENDS, register_backend
 
 
@@ -140,3 +142,53 @@ def assert_threads_get_their_own_gradients(backend: str, device: str) -> None:
 
 def test_threads_sharing_one_twin_each_get_their_own_gradients(graph_backend):
     assert_threads_get_their_own_gradients(graph_backend[0], "cpu")
+
+
+@pytest.fixture
+def empty_cache(monkeypatch):
+    """A cache of at most two twins, empty at the start, whatever other tests left."""
+    monkeypatch.setattr(graphs, "_kept", OrderedDict())
+    monkeypatch.setattr(graphs, "_kept_bytes", 0)
+    monkeypatch.setattr(LoopGraphs, "limit_count", 2)
+
+
+def _double(buffers) -> None:
+    buffers["y"].copy_(buffers["x"] * 2)
+
+
+def _call(loop: LoopGraphs, n: int) -> None:
+    x, y = torch.randn(n), torch.full((n,), float("nan"))
+    loop({"x": x, "y": y})
+    assert torch.equal(y, x * 2)
+
+
+def test_the_cache_keeps_the_most_recent_twins_of_all_loops(empty_cache):
+    first, second = LoopGraphs(_double, {"y"}, capture=False), LoopGraphs(_double, {"y"}, capture=False)
+    for n in (3, 4, 3, 4):  # each length seen, then twinned
+        _call(first, n)
+    assert len(first._entries) == 2 and graphs._kept_bytes == 2 * (3 + 4) * 4
+    _call(second, 5)
+    _call(second, 5)  # a third twin, in another loop: the least recently used goes
+    assert [e.static["x"].numel() for e in first._entries.values()] == [4]
+    assert len(second._entries) == 1 and len(graphs._kept) == 2
+    assert graphs._kept_bytes == 2 * (4 + 5) * 4
+
+
+def test_a_twin_larger_than_the_byte_limit_is_not_kept(empty_cache, monkeypatch):
+    monkeypatch.setattr(LoopGraphs, "limit_bytes", 100)
+    loop = LoopGraphs(_double, {"y"}, capture=False)
+    for _ in range(3):
+        _call(loop, 20)  # 2 * 20 floats: 160 bytes
+    assert not loop._entries and not graphs._kept
+
+
+def test_a_loop_whose_twins_keep_being_dropped_stops_making_them(empty_cache):
+    loop = LoopGraphs(_double, {"y"}, capture=False)
+    for _ in range(10):  # three lengths round robin through a cache of two
+        for n in (3, 4, 5):
+            _call(loop, n)
+    assert loop._recaptured == 3  # one more than the cache holds, then no more
+    kept = dict(loop._entries)
+    for n in (3, 4, 5):
+        _call(loop, n)
+    assert loop._entries == kept

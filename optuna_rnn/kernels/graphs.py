@@ -15,11 +15,12 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import optuna
 import torch
 
-__all__ = ["LoopGraphs"]
+__all__ = ["LoopGraphs", "layout", "twin", "twin_nbytes"]
 
 Buffers = Mapping[str, torch.Tensor]
 _logger = optuna.logging.get_logger(__name__)
@@ -53,6 +54,12 @@ def layout(buffers: Buffers) -> tuple:
     index = {ptr: i for i, ptr in enumerate(lows)}
     device = next(iter(buffers.values())).device
     return device, tuple((name, index[ptr], offset - lows[ptr], *rest) for name, ptr, offset, *rest in rows)
+
+
+def twin_nbytes(buffers: Buffers) -> int:
+    """The memory :func:`twin` allocates for ``buffers``."""
+    sizes = {t.untyped_storage().data_ptr(): t.element_size() for t in buffers.values()}
+    return sum((hi - lo) * sizes[ptr] for ptr, (lo, hi) in _regions(buffers).items())
 
 
 def twin(buffers: Buffers) -> dict[str, torch.Tensor]:
@@ -95,13 +102,27 @@ def _capture(run: Callable[[Buffers], None], static: Buffers) -> torch.cuda.CUDA
 @dataclass
 class _Entry:
     static: dict[str, torch.Tensor]
+    nbytes: int
     graph: torch.cuda.CUDAGraph | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held while a call uses it
     done: torch.cuda.Event | None = None  # the last call's copies out, on its stream
+    dropped: bool = False  # out of the cache: no call may start on it
+
+
+# Every kept twin, least recently used first, across all cells and directions: a search
+# trains a new cell per trial, and finished trials' graphs must not pile up in GPU memory.
+_lock = threading.Lock()
+_kept: OrderedDict[tuple[int, tuple], LoopGraphs] = OrderedDict()
+_kept_bytes = 0
 
 
 class LoopGraphs:
-    """``run(buffers)`` through graphs, one per layout, the ``size`` most recent kept.
+    """``run(buffers)`` through graphs, one per buffer layout.
+
+    At most ``limit_count`` twins (and ``limit_bytes`` of their buffers) are kept across
+    all instances; the least recently used goes first. A loop whose layouts keep being
+    dropped and captured again (more than ``limit_count`` times: sequence lengths vary
+    more than the cache holds) stops capturing new ones and runs those launch by launch.
 
     ``capture=False`` keeps everything but the graph: each call runs ``run`` on the twin
     buffers (so the copying is checked where there is no GPU). ``results`` names the
@@ -109,47 +130,82 @@ class LoopGraphs:
     the others are scratch, or only read (some are the caller's inputs and parameters).
     """
 
-    def __init__(
-        self, run: Callable[[Buffers], None], results: Collection[str], *, capture: bool = True, size: int = 16
-    ) -> None:
-        self.run, self.results, self.capture, self.size = run, frozenset(results), capture, size
-        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
-        self._seen: OrderedDict[tuple, None] = OrderedDict()
-        self._lock = threading.Lock()
+    limit_count: ClassVar[int] = 64
+    limit_bytes: ClassVar[int] = 4 << 30
+
+    def __init__(self, run: Callable[[Buffers], None], results: Collection[str], *, capture: bool = True) -> None:
+        self.run, self.results, self.capture = run, frozenset(results), capture
+        self._entries: dict[tuple, _Entry] = {}
+        self._seen: OrderedDict[tuple, bool] = OrderedDict()  # layout -> was it dropped
+        self._recaptured = 0
 
     def __call__(self, buffers: Buffers) -> None:
         key = layout(buffers)
-        with self._lock:
+        with _lock:
             entry = self._entries.get(key)
-            if entry is None and key not in self._seen:
-                self._seen[key] = None
-                if len(self._seen) > 4 * self.size:
-                    self._seen.popitem(last=False)
-            elif entry is None:
-                entry = self._entries[key] = _Entry(twin(buffers))
-                if len(self._entries) > self.size:
-                    evicted = self._entries.popitem(last=False)[1]
-                    if evicted.done is not None:  # its graph's memory goes back: not while it runs
-                        evicted.done.synchronize()
+            if entry is not None:
+                _kept.move_to_end((id(self), key))
             else:
-                self._entries.move_to_end(key)
-        if entry is None:  # first sight of this layout
-            self.run(buffers)
-            return
+                entry = self._admit(key, buffers)
+        if entry is not None:
+            with entry.lock:  # one call at a time on the twin
+                if not entry.dropped:
+                    self._replay(entry, buffers)
+                    return
+        self.run(buffers)
+
+    def _replay(self, entry: _Entry, buffers: Buffers) -> None:
+        """Copy ``buffers`` into the twin, replay (capturing first where there is no
+        graph yet), copy the results back."""
         names = list(buffers)
         results = [n for n in names if n in self.results]
-        with entry.lock:  # one call at a time on the twin
+        if entry.done is not None:
+            torch.cuda.current_stream().wait_event(entry.done)
+        torch._foreach_copy_([entry.static[n] for n in names], [buffers[n] for n in names])
+        if entry.graph is not None:
+            entry.graph.replay()
+        elif self.capture:
+            entry.graph = _capture(self.run, entry.static)
+            entry.done = torch.cuda.Event()
+            self.capture = entry.graph is not None
+        else:
+            self.run(entry.static)
+        torch._foreach_copy_([buffers[n] for n in results], [entry.static[n] for n in results])
+        if entry.done is not None:
+            entry.done.record()
+
+    def _admit(self, key: tuple, buffers: Buffers) -> _Entry | None:
+        """A new twin for ``key`` (under ``_lock``), room made for it; ``None`` (run
+        without) on the layout's first sight, for a twin over ``limit_bytes``, or once
+        this loop thrashes."""
+        global _kept_bytes
+        if key not in self._seen:
+            self._seen[key] = False
+            if len(self._seen) > 4 * self.limit_count:
+                self._seen.popitem(last=False)
+            return None
+        if self._recaptured > self.limit_count:
+            return None
+        self._recaptured += self._seen[key]
+        nbytes = twin_nbytes(buffers)
+        if nbytes > self.limit_bytes:
+            return None
+        entry = _Entry(twin(buffers), nbytes)
+        while _kept and (len(_kept) >= self.limit_count or _kept_bytes + entry.nbytes > self.limit_bytes):
+            (_, old_key), owner = _kept.popitem(last=False)
+            owner._drop(old_key)
+        self._entries[key] = entry
+        _kept[(id(self), key)] = self
+        _kept_bytes += entry.nbytes
+        return entry
+
+    def _drop(self, key: tuple) -> None:
+        """Forget ``key``'s twin (under ``_lock``), once the GPU is done with it."""
+        global _kept_bytes
+        entry = self._entries.pop(key)
+        _kept_bytes -= entry.nbytes
+        self._seen[key] = True
+        with entry.lock:  # a call on it finishes first (calls never take ``_lock``)
+            entry.dropped = True
             if entry.done is not None:
-                torch.cuda.current_stream().wait_event(entry.done)
-            torch._foreach_copy_([entry.static[n] for n in names], [buffers[n] for n in names])
-            if entry.graph is not None:
-                entry.graph.replay()
-            elif self.capture:
-                entry.graph = _capture(self.run, entry.static)
-                entry.done = torch.cuda.Event()
-                self.capture = entry.graph is not None
-            else:
-                self.run(entry.static)
-            torch._foreach_copy_([buffers[n] for n in results], [entry.static[n] for n in results])
-            if entry.done is not None:
-                entry.done.record()
+                entry.done.synchronize()
