@@ -78,3 +78,24 @@ def test_cuda_graphs_dropped_from_a_full_cache_leave_every_step_right(monkeypatc
     assert_steps_match_reference("fused", zoo.get("mgu"), "cuda", [3, 4, 5] * 5)
     loops = fused_backend(zoo.get("mgu"))._loops.values()
     assert all(loop._recaptured == 3 for loop in loops)
+
+
+def test_a_fused_layer_captured_in_the_callers_own_graph_trains_as_it_does_eagerly():
+    # make_graphed_callables captures the layer's forward and backward into graphs of its
+    # own; the layer's time loops then run inside them rather than as graphs of their own.
+    torch.manual_seed(0)
+    eager = CellRNN(zoo.get("mut1"), 3, 8, backend="fused").cuda().double()
+    graphed = CellRNN(zoo.get("mut1"), 3, 8, backend="fused").cuda().double()
+    graphed.load_state_dict(eager.state_dict())
+    x = torch.randn(6, 4, 3, device="cuda", dtype=torch.float64, requires_grad=True)
+    graphed = torch.cuda.make_graphed_callables(graphed, (x,))
+    for _ in range(3):
+        x = torch.randn(6, 4, 3, device="cuda", dtype=torch.float64, requires_grad=True)
+        outs = []
+        for model in (eager, graphed):
+            model.zero_grad()
+            out, state = model(x)
+            dx, *dw = torch.autograd.grad(out.square().sum() + state[0].sum(), [x, *model.parameters()])
+            outs.append([out, dx, *dw])
+        for a, b in zip(*outs):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -140,6 +140,9 @@ class LoopGraphs:
         self._recaptured = 0
 
     def __call__(self, buffers: Buffers) -> None:
+        if self.capture and torch.cuda.is_current_stream_capturing():
+            self.run(buffers)  # the caller is capturing a graph of its own: be part of it
+            return
         key = layout(buffers)
         with _lock:
             entry = self._entries.get(key)
