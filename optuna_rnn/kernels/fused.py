@@ -9,10 +9,10 @@ On the CPU, with a compiler at hand, each direction's whole time loop is one cal
 the generated C (:mod:`optuna_rnn.kernels.sequence`), its products through
 :mod:`optuna_rnn.kernels.gemm`; elsewhere the loop runs in Python, one product and one
 kernel launch at a time, and on CUDA that loop is captured once per layout as a CUDA
-graph and replayed (:mod:`optuna_rnn.kernels.graphs`). On the CPU, buffers that only the call itself reads come from
-a pool (:mod:`optuna_rnn.kernels.workspace`) rather than fresh pages. A call with nothing
-to differentiate (``torch.no_grad``, frozen weights) runs the forward alone: no autograd
-node, and its scratch goes back at once.
+graph and replayed (:mod:`optuna_rnn.kernels.graphs`). On the CPU, buffers that only
+the call itself reads come from a pool (:mod:`optuna_rnn.kernels.workspace`) rather than
+fresh pages. A call with nothing to differentiate (``torch.no_grad``, frozen weights)
+runs the forward alone: no autograd node, and its scratch goes back at once.
 """
 
 from __future__ import annotations
