@@ -7,11 +7,11 @@ loop wrote. ``tests/test_kernels_cuda.py`` runs the same checks with real CUDA g
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 
 import pytest
 import torch
+from test_kernels_workspace import assert_each_thread_gets_its_own_gradients
 
 from optuna_rnn import Cell, CellRNN, zoo
 from optuna_rnn.kernels import graphs
@@ -114,30 +114,8 @@ def assert_threads_get_their_own_gradients(backend: str, device: str) -> None:
     torch.manual_seed(0)
     # Weights differ; one cell and one layout, so every thread goes through one twin.
     models = [CellRNN(zoo.get("mut1"), 4, 8, backend=backend).to(device, torch.float64) for _ in range(4)]
-    xs = [torch.randn(6, 3, 4, dtype=torch.float64, device=device) for _ in range(4)]
-
-    def grads(model, x):
-        model.zero_grad()
-        out, state = model(x)
-        (out.square().sum() + state[0].sum()).backward()
-        return [p.grad.clone() for p in model.parameters()]
-
-    expected = [grads(m, x) for m, x in zip(models, xs)]
-    got: list[list | None] = [None] * 4
-
-    def work(i: int) -> None:
-        got[i] = [grads(models[i], xs[i]) for _ in range(6)]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i in range(4):
-        assert got[i] is not None
-        for g in got[i]:
-            for a, b in zip(g, expected[i]):
-                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    xs = [[torch.randn(6, 3, 4, dtype=torch.float64, device=device)] for _ in range(4)]
+    assert_each_thread_gets_its_own_gradients(models, xs, rounds=6)
 
 
 def test_threads_sharing_one_twin_each_get_their_own_gradients(graph_backend):

@@ -132,13 +132,9 @@ def test_a_call_with_nothing_to_differentiate_keeps_nothing_and_computes_the_sam
     torch.testing.assert_close(out, ref(x)[0].detach())
 
 
-@pytest.mark.parametrize("batch,hidden", [(4, 16), (16, 160)])  # one C thread a call; OpenMP's
-def test_threads_training_one_cell_at_once_each_get_their_own_gradients(batch, hidden):
-    # As trials do under ``study.optimize(n_jobs=...)``: every thread's model shares the one
-    # compiled cell, its schedules (rebuilt as longer sequences come) and the scratch pool.
-    torch.manual_seed(0)
-    models = [CellRNN(zoo.get("mut1"), 8, hidden, backend="fused").double() for _ in range(4)]  # weights differ
-    xs = [[torch.randn(3 + 4 * i + k, batch, 8, dtype=torch.float64) for k in range(3)] for i in range(4)]
+def assert_each_thread_gets_its_own_gradients(models: list, inputs: list[list[torch.Tensor]], rounds: int) -> None:
+    """Thread ``i`` trains ``models[i]`` on ``inputs[i]`` ``rounds`` times over, all threads at
+    once: every step's gradients are those the same step gets alone."""
 
     def grads(model, x):
         model.zero_grad()
@@ -146,19 +142,29 @@ def test_threads_training_one_cell_at_once_each_get_their_own_gradients(batch, h
         (out.square().sum() + state[0].sum()).backward()
         return [p.grad.clone() for p in model.parameters()]
 
-    expected = [[grads(m, x) for x in seq] for m, seq in zip(models, xs)]
-    got: list[list | None] = [None] * 4
+    expected = [[grads(m, x) for x in seq] for m, seq in zip(models, inputs)]
+    got: list[list | None] = [None] * len(models)
 
     def work(i: int) -> None:
-        got[i] = [grads(models[i], x) for _ in range(5) for x in xs[i]]
+        got[i] = [grads(models[i], x) for _ in range(rounds) for x in inputs[i]]
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(models))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    for i in range(4):
+    for i, seq in enumerate(inputs):
         assert got[i] is not None
         for k, g in enumerate(got[i]):
-            for a, b in zip(g, expected[i][k % 3]):
+            for a, b in zip(g, expected[i][k % len(seq)]):
                 torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch,hidden", [(4, 16), (16, 160)])  # one C thread a call; OpenMP's
+def test_threads_training_one_cell_at_once_each_get_their_own_gradients(batch, hidden):
+    # As trials do under ``study.optimize(n_jobs=...)``: every thread's model shares the one
+    # compiled cell, its schedules (rebuilt as longer sequences come) and the scratch pool.
+    torch.manual_seed(0)
+    models = [CellRNN(zoo.get("mut1"), 8, hidden, backend="fused").double() for _ in range(4)]  # weights differ
+    xs = [[torch.randn(3 + 4 * i + k, batch, 8, dtype=torch.float64) for k in range(3)] for i in range(4)]
+    assert_each_thread_gets_its_own_gradients(models, xs, rounds=5)
