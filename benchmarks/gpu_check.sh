@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The kernel checks for a lent CUDA GPU, in one go (well under 8 minutes): the CUDA tests
-# (fused Triton kernels, CUDA graphs and cuDNN routing against the reference), the GPU
+# (fused Triton kernels, CUDA graphs and cuDNN routing against the reference, a study), the GPU
 # benchmark at the issue's sizes plus B=64 T=100 H=512, and a profile of one fused LSTM
 # step. Run from anywhere:
 #     bash benchmarks/gpu_check.sh
@@ -21,7 +21,7 @@ export OPTUNA_RNN_KERNEL_CACHE="${OPTUNA_RNN_KERNEL_CACHE:-/tmp/optuna-rnn-kerne
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-timeout 240 python -m pytest -q -p no:cacheprovider -rs tests/test_kernels_cuda.py \
+timeout 240 python -m pytest -q -p no:cacheprovider -rs -m cuda tests \
   > "$OUT/cuda_tests.txt" 2>&1
 echo "cuda tests: exit $?"; tail -3 "$OUT/cuda_tests.txt"
 
