@@ -152,8 +152,9 @@ def test_the_cache_keeps_the_most_recent_twins_of_all_loops(empty_cache):
     assert graphs._kept_bytes == 2 * (4 + 5) * 4
 
 
-def test_a_twin_larger_than_the_byte_limit_is_not_kept(empty_cache, monkeypatch):
-    monkeypatch.setattr(LoopGraphs, "limit_bytes", 100)
+@pytest.mark.parametrize("limit", [("limit_bytes", 100), ("limit_count", 0)])
+def test_a_twin_over_a_limit_is_not_kept(limit, empty_cache, monkeypatch):
+    monkeypatch.setattr(LoopGraphs, *limit)
     loop = LoopGraphs(_double, {"y"}, capture=False)
     for _ in range(3):
         _call(loop, 20)  # 2 * 20 floats: 160 bytes

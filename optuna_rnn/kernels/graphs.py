@@ -123,6 +123,7 @@ class LoopGraphs:
     all instances; the least recently used goes first. A loop whose layouts keep being
     dropped and captured again (more than ``limit_count`` times: sequence lengths vary
     more than the cache holds) stops capturing new ones and runs those launch by launch.
+    ``LoopGraphs.limit_count = 0`` turns graphs off.
 
     ``capture=False`` keeps everything but the graph: each call runs ``run`` on the twin
     buffers (so the copying is checked where there is no GPU). ``results`` names the
@@ -191,7 +192,7 @@ class LoopGraphs:
             return None
         self._recaptured += self._seen[key]
         nbytes = twin_nbytes(buffers)
-        if nbytes > self.limit_bytes:
+        if nbytes > self.limit_bytes or self.limit_count < 1:
             return None
         entry = _Entry(twin(buffers), nbytes)
         while _kept and (len(_kept) >= self.limit_count or _kept_bytes + entry.nbytes > self.limit_bytes):
