@@ -138,6 +138,7 @@ class LoopGraphs:
         self.run, self.results, self.capture = run, frozenset(results), capture
         self._entries: dict[tuple, _Entry] = {}
         self._seen: OrderedDict[tuple, bool] = OrderedDict()  # layout -> was it dropped
+        self._failed = False  # a capture failed: no more twins, every call runs ``run``
         self._recaptured = 0
 
     def __call__(self, buffers: Buffers) -> None:
@@ -153,7 +154,7 @@ class LoopGraphs:
                 entry = self._admit(key, buffers)
         if entry is not None:
             with entry.lock:  # one call at a time on the twin
-                if not entry.dropped:
+                if not entry.dropped and (entry.graph is not None or not self._failed):
                     self._replay(entry, buffers)
                     return
         self.run(buffers)
@@ -171,7 +172,7 @@ class LoopGraphs:
         elif self.capture:
             entry.graph = _capture(self.run, entry.static)
             entry.done = torch.cuda.Event()
-            self.capture = entry.graph is not None
+            self._failed = entry.graph is None
         else:
             self.run(entry.static)
         torch._foreach_copy_([buffers[n] for n in results], [entry.static[n] for n in results])
@@ -188,7 +189,7 @@ class LoopGraphs:
             if len(self._seen) > 4 * self.limit_count:
                 self._seen.popitem(last=False)
             return None
-        if self._recaptured > self.limit_count:
+        if self._recaptured > self.limit_count or self._failed:
             return None
         self._recaptured += self._seen[key]
         nbytes = twin_nbytes(buffers)
