@@ -181,20 +181,18 @@ class LoopGraphs:
 
     def _admit(self, key: tuple, buffers: Buffers) -> _Entry | None:
         """A new twin for ``key`` (under ``_lock``), room made for it; ``None`` (run
-        without) on the layout's first sight, for a twin over ``limit_bytes``, or once
-        this loop thrashes."""
+        without) on the layout's first sight, for a twin over the limits, once this loop
+        thrashes, or after a capture failed."""
         global _kept_bytes
         if key not in self._seen:
             self._seen[key] = False
             if len(self._seen) > 4 * self.limit_count:
                 self._seen.popitem(last=False)
             return None
-        if self._recaptured > self.limit_count or self._failed:
+        nbytes = twin_nbytes(buffers)
+        if self._recaptured > self.limit_count or self._failed or nbytes > self.limit_bytes or self.limit_count < 1:
             return None
         self._recaptured += self._seen[key]
-        nbytes = twin_nbytes(buffers)
-        if nbytes > self.limit_bytes or self.limit_count < 1:
-            return None
         entry = _Entry(twin(buffers), nbytes)
         while _kept and (len(_kept) >= self.limit_count or _kept_bytes + entry.nbytes > self.limit_bytes):
             (_, old_key), owner = _kept.popitem(last=False)
