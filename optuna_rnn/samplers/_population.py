@@ -10,6 +10,7 @@ immutable, so threads can share them.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import heapq
 from collections.abc import Iterable, Sequence
@@ -195,8 +196,8 @@ def _remove(order: list, key: tuple) -> None:
     del order[bisect.bisect_left(order, key)]
 
 
-class ElitePopulation:
-    """The paper's population: the ``size`` best architectures found so far."""
+class _Population(abc.ABC):
+    """Which ``size`` architectures breed, chosen from the standings."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -208,28 +209,24 @@ class ElitePopulation:
     ) -> list[Member]:
         return self.select(Standings.of(architectures, directions))
 
+    @abc.abstractmethod
     def select(self, standings: Standings) -> list[Member]:
         """The population from standings kept up to date (no ranking from scratch)."""
+
+
+class ElitePopulation(_Population):
+    """The paper's population: the ``size`` best architectures found so far."""
+
+    def select(self, standings: Standings) -> list[Member]:
         return standings.best(self.size)
 
 
-class AgingPopulation:
+class AgingPopulation(_Population):
     """Regularised evolution (Real et al., 2019): the ``size`` youngest architectures.
 
     The oldest member leaves, not the worst, so a lucky early score cannot hold a place
     forever. Members are returned best first, for tournament selection.
     """
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(
-        self,
-        architectures: Iterable[Architecture],
-        directions: Sequence[StudyDirection],
-    ) -> list[Member]:
-        return self.select(Standings.of(architectures, directions))
-
     def select(self, standings: Standings) -> list[Member]:
-        """The population from standings kept up to date (no sort by birth from scratch)."""
         return rank_architectures(standings.youngest(self.size), standings.directions)
