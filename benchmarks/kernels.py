@@ -4,8 +4,9 @@ One step = forward + backward of the recurrent core (loss: sum of the outputs; t
 input needs its gradient, as an embedding's output would). All
 contenders run interleaved, round-robin, so background load hits them alike; each
 reports the median of ``--reps`` steps. Also: cold build and warm (cached) load time of
-new cells' kernels, and the GFLOP/s of the fused steps against a large matrix product
-timed among them.
+new cells' kernels, the GFLOP/s of the fused steps against a large matrix product
+timed among them, and, for scale, how much faster than the reference LSTM PyTorch's own
+LSTM runs.
 
     python benchmarks/kernels.py [--reps 20] [--sizes a,b] [--threads N] [--device cpu] [--tf32]
 """
@@ -137,9 +138,11 @@ def main() -> None:
         modules: dict[str, torch.nn.Module] = {
             "nn.LSTM": torch.nn.LSTM(I, H),
             "fused lstm": CellRNN(zoo.get("lstm"), I, H, backend="fused"),
+            "ref lstm": CellRNN(zoo.get("lstm"), I, H, backend="reference"),
             "nn.GRU": torch.nn.GRU(I, H),
             "fused gru_torch": CellRNN(zoo.get("gru_torch"), I, H, backend="fused"),
         }
+        modules["ref lstm"].load_state_dict(modules["fused lstm"].state_dict())
         pairs = [("fused lstm", "nn.LSTM", "bar <= 1.10"), ("fused gru_torch", "nn.GRU", "bar <= 0.75")]
         if device.type == "cuda":
             pairs = [("fused lstm", "nn.LSTM", "bar <= 1.50"), ("fused gru_torch", "nn.GRU", "bar <= 1.50")]
@@ -177,6 +180,10 @@ def main() -> None:
                   f"fused {gf:.1f} GFLOP/s")
         print(f"median speedup over the reference (mut1-3 and {len(extra)} mutants): "
               f"{statistics.median(speedups):.2f}x (bar >= 4)")
+        # For scale: what PyTorch's own LSTM kernel gains over the same eager reference.
+        r = times["ref lstm"]
+        print(f"the reference lstm {r * 1e3:.2f} ms: nn.LSTM is {r / times['nn.LSTM']:.2f}x faster, "
+              f"fused lstm {r / times['fused lstm']:.2f}x")
 
 
 if __name__ == "__main__":
