@@ -57,11 +57,11 @@ def test_auto_runs_every_cell_fused_on_cuda():
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=CELL_IDS)
-def test_cuda_graphs_replay_the_time_loops_as_the_reference_computes(cell):
+def test_cuda_graphs_replay_the_calls_as_the_reference_computes(cell):
     # Length 5: launched, then captured, then replayed; 7: launched once.
     assert_steps_match_reference("fused", cell, "cuda", [5, 5, 5, 7, 5])
-    loops = fused_backend(cell)._loops
-    entries = [e for direction in (False, True) for e in loops[(direction, "cuda")]._entries.values()]
+    calls = fused_backend(cell)._graphs
+    entries = [e for direction in (False, True) for e in calls[(direction, "cuda")]._entries.values()]
     assert entries and all(e.graph is not None for e in entries)
 
 
@@ -71,18 +71,17 @@ def test_threads_replaying_one_cuda_graph_each_get_their_own_gradients():
 
 def test_cuda_graphs_dropped_from_a_full_cache_leave_every_step_right(monkeypatch):
     monkeypatch.setattr(graphs, "_kept", OrderedDict())
-    monkeypatch.setattr(graphs, "_kept_bytes", 0)
-    monkeypatch.setattr(graphs.LoopGraphs, "limit_count", 2)
+    monkeypatch.setattr(graphs.CallGraphs, "limit_count", 2)
     # Three lengths round robin through two graphs (two layers, two directions): graphs
     # are captured, dropped, captured again, until the loops stop making new ones.
     assert_steps_match_reference("fused", zoo.get("mgu"), "cuda", [3, 4, 5] * 5)
-    loops = fused_backend(zoo.get("mgu"))._loops.values()
-    assert all(loop._recaptured == 3 for loop in loops)
+    calls = fused_backend(zoo.get("mgu"))._graphs.values()
+    assert all(call._recaptured == 3 for call in calls)
 
 
 def test_a_fused_layer_captured_in_the_callers_own_graph_trains_as_it_does_eagerly():
     # make_graphed_callables captures the layer's forward and backward into graphs of its
-    # own; the layer's time loops then run inside them rather than as graphs of their own.
+    # own; the layer's calls then run inside them rather than as graphs of their own.
     torch.manual_seed(0)
     eager = CellRNN(zoo.get("mut1"), 3, 8, backend="fused").cuda().double()
     graphed = CellRNN(zoo.get("mut1"), 3, 8, backend="fused").cuda().double()

@@ -1,8 +1,8 @@
-"""LoopGraphs: the Python time loop on graph-owned twin buffers.
+"""CallGraphs: a fused layer's forward and backward calls on graph-owned twin inputs.
 
 On the CPU the graph itself is not captured (``capture=False``), but everything around
-it is the same: the twin's layout, copying in, running on the twin, copying back what the
-loop wrote. ``tests/test_kernels_cuda.py`` runs the same checks with real CUDA graphs.
+it is the same: the twin's layout, copying in, running on the twin, copying the outputs
+out. ``tests/test_kernels_cuda.py`` runs the same checks with real CUDA graphs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from test_kernels_workspace import assert_each_thread_gets_its_own_gradients
 from optuna_rnn import Cell, CellRNN, zoo
 from optuna_rnn.kernels import graphs
 from optuna_rnn.kernels.fused import FusedCell
-from optuna_rnn.kernels.graphs import LoopGraphs, layout, twin
+from optuna_rnn.kernels.graphs import CallGraphs, kept_nbytes, layout, twin
 from optuna_rnn.nn.backends import BACKENDS, register_backend
 
 
@@ -57,7 +57,7 @@ def test_layout_ignores_where_memory_is_but_not_how_buffers_share_it():
 
 @pytest.fixture
 def graph_backend():
-    """The fused plan with torch pointwise ops, its Python loops through LoopGraphs; one
+    """The fused plan with torch pointwise ops, its calls through CallGraphs; one
     compiled cell per cell, as ``fused_backend`` keeps them."""
     cores: dict[str, FusedCell] = {}
 
@@ -105,7 +105,7 @@ def test_steps_through_twin_buffers_match_the_reference(cell, graph_backend):
     (core,) = cores.values()
     for direction in (False, True):
         # Each layer's layout at length 5; 7 came once.
-        assert len(core._loops[(direction, "cpu")]._entries) == 2
+        assert len(core._graphs[(direction, "cpu")]._entries) == 2
 
 
 def assert_threads_get_their_own_gradients(backend: str, device: str) -> None:
@@ -126,48 +126,57 @@ def test_threads_sharing_one_twin_each_get_their_own_gradients(graph_backend):
 def empty_cache(monkeypatch):
     """A cache of at most two twins, empty at the start, whatever other tests left."""
     monkeypatch.setattr(graphs, "_kept", OrderedDict())
-    monkeypatch.setattr(graphs, "_kept_bytes", 0)
-    monkeypatch.setattr(LoopGraphs, "limit_count", 2)
+    monkeypatch.setattr(CallGraphs, "limit_count", 2)
 
 
-def _double(buffers) -> None:
-    buffers["y"].copy_(buffers["x"] * 2)
+def _scaled(inputs, factor):
+    return {"y": inputs["x"] * factor, "first": inputs["x"][:1]}
 
 
-def _call(loop: LoopGraphs, n: int) -> None:
-    x, y = torch.randn(n), torch.full((n,), float("nan"))
-    loop({"x": x, "y": y})
-    assert torch.equal(y, x * 2)
+def _call(calls: CallGraphs, n: int, factor: float = 2.0) -> dict[str, torch.Tensor]:
+    x = torch.randn(n)
+    out = calls({"x": x}, factor)
+    assert torch.equal(out["y"], x * factor) and torch.equal(out["first"], x[:1])
+    return out
 
 
-def test_the_cache_keeps_the_most_recent_twins_of_all_loops(empty_cache):
-    first, second = LoopGraphs(_double, {"y"}, capture=False), LoopGraphs(_double, {"y"}, capture=False)
+def test_outputs_come_out_as_copies_and_options_pick_their_own_twin(empty_cache):
+    calls = CallGraphs(_scaled, capture=False)
+    for factor in (2.0, 3.0, 2.0, 3.0):  # each option seen, then twinned
+        out = _call(calls, 4, factor)
+    statics = [e.static["x"].untyped_storage().data_ptr() for e in calls._entries.values()]
+    assert len(statics) == 2
+    assert out["first"].untyped_storage().data_ptr() not in statics  # not a view of the twin's input
+
+
+def test_the_cache_keeps_the_most_recent_twins_of_all_calls(empty_cache):
+    first, second = CallGraphs(_scaled, capture=False), CallGraphs(_scaled, capture=False)
     for n in (3, 4, 3, 4):  # each length seen, then twinned
         _call(first, n)
-    assert len(first._entries) == 2 and graphs._kept_bytes == 2 * (3 + 4) * 4
+    assert len(first._entries) == 2 and kept_nbytes() == (3 + 4) * 4
     _call(second, 5)
-    _call(second, 5)  # a third twin, in another loop: the least recently used goes
+    _call(second, 5)  # a third twin, in another instance: the least recently used goes
     assert [e.static["x"].numel() for e in first._entries.values()] == [4]
     assert len(second._entries) == 1 and len(graphs._kept) == 2
-    assert graphs._kept_bytes == 2 * (4 + 5) * 4
+    assert kept_nbytes() == (4 + 5) * 4
 
 
-@pytest.mark.parametrize("limit", [("limit_bytes", 100), ("limit_count", 0)])
+@pytest.mark.parametrize("limit", [("limit_bytes", 60), ("limit_count", 0)])
 def test_a_twin_over_a_limit_is_not_kept(limit, empty_cache, monkeypatch):
-    monkeypatch.setattr(LoopGraphs, *limit)
-    loop = LoopGraphs(_double, {"y"}, capture=False)
+    monkeypatch.setattr(CallGraphs, *limit)
+    calls = CallGraphs(_scaled, capture=False)
     for _ in range(3):
-        _call(loop, 20)  # 2 * 20 floats: 160 bytes
-    assert not loop._entries and not graphs._kept
+        _call(calls, 20)  # 20 floats in: 80 bytes
+    assert not calls._entries and not graphs._kept
 
 
-def test_a_loop_whose_twins_keep_being_dropped_stops_making_them(empty_cache):
-    loop = LoopGraphs(_double, {"y"}, capture=False)
+def test_calls_whose_twins_keep_being_dropped_stop_making_them(empty_cache):
+    calls = CallGraphs(_scaled, capture=False)
     for _ in range(10):  # three lengths round robin through a cache of two
         for n in (3, 4, 5):
-            _call(loop, n)
-    assert loop._recaptured == 3  # one more than the cache holds, then no more
-    kept = dict(loop._entries)
+            _call(calls, n)
+    assert calls._recaptured == 3  # one more than the cache holds, then no more
+    kept = dict(calls._entries)
     for n in (3, 4, 5):
-        _call(loop, n)
-    assert loop._entries == kept
+        _call(calls, n)
+    assert calls._entries == kept

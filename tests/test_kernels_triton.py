@@ -62,7 +62,7 @@ def test_triton_source_has_no_user_names():
 
 
 def test_triton_kernels_on_twin_buffers_match_the_reference(monkeypatch, tmp_path):
-    """The CUDA path's LoopGraphs without the graph: Triton launches bound to the twin."""
+    """The CUDA path's CallGraphs without the graph: Triton launches bound to the twin."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv("OPTUNA_RNN_KERNEL_CACHE", str(tmp_path))
     cores: dict[str, FusedCell] = {}
@@ -71,4 +71,4 @@ def test_triton_kernels_on_twin_buffers_match_the_reference(monkeypatch, tmp_pat
         assert_steps_match_reference("triton-twin-test", zoo.get("mut1"), "cpu", [4, 4, 4])
     finally:
         del BACKENDS["triton-twin-test"]
-    assert all(loops._entries for loops in next(iter(cores.values()))._loops.values())
+    assert all(calls._entries for calls in next(iter(cores.values()))._graphs.values())

@@ -8,8 +8,9 @@ weight gradient as one product over all steps.
 On the CPU, with a compiler at hand, each direction's whole time loop is one call into
 the generated C (:mod:`optuna_rnn.kernels.sequence`), its products through
 :mod:`optuna_rnn.kernels.gemm`; elsewhere the loop runs in Python, one product and one
-kernel launch at a time, and on CUDA that loop is captured once per layout as a CUDA
-graph and replayed (:mod:`optuna_rnn.kernels.graphs`). On the CPU, buffers that only
+kernel launch at a time, and on CUDA the whole forward or backward call, that loop and
+everything around it, is captured once per layout as a CUDA graph and replayed
+(:mod:`optuna_rnn.kernels.graphs`). On the CPU, buffers that only
 the call itself reads come from a pool (:mod:`optuna_rnn.kernels.workspace`) rather than
 fresh pages. A call with nothing to differentiate (``torch.no_grad``, frozen weights)
 runs the forward alone: no autograd node, and its scratch goes back at once.
@@ -32,7 +33,7 @@ from optuna_rnn.kernels import executors, gemm
 from optuna_rnn.kernels.build import load_library
 from optuna_rnn.kernels.codegen_c import RUNNER, c_source, function_name
 from optuna_rnn.kernels.codegen_triton import load_triton_module, triton_source
-from optuna_rnn.kernels.graphs import LoopGraphs
+from optuna_rnn.kernels.graphs import CallGraphs
 from optuna_rnn.kernels.layout import BIAS_GRADS, bias_blocks, slot
 from optuna_rnn.kernels.plan import Plan, make_plan
 from optuna_rnn.kernels.program import Program, backward_program, forward_program
@@ -56,8 +57,9 @@ class FusedCell:
     compiler, CPU), "triton" (CUDA, or Triton's interpreter with ``TRITON_INTERPRET=1``),
     "torch" (plain ops, anywhere) or "auto": C on the CPU and Triton on CUDA, falling back
     to torch where those are missing. ``graphs`` says whether a time loop that runs in
-    Python goes through :class:`~optuna_rnn.kernels.graphs.LoopGraphs`: ``None`` (the
-    default) on CUDA only; ``True`` elsewhere runs it eagerly on the graphs' own buffers.
+    Python runs its forward and backward calls through
+    :class:`~optuna_rnn.kernels.graphs.CallGraphs`: ``None`` (the default) on CUDA only;
+    ``True`` elsewhere runs them eagerly on the graphs' own buffers.
     """
 
     def __init__(self, cell: Cell, *, pointwise: str = "auto", graphs: bool | None = None) -> None:
@@ -65,7 +67,7 @@ class FusedCell:
             raise ValueError(f"pointwise must be one of {POINTWISE}, got {pointwise!r}")
         self.pointwise = pointwise
         self.graphs = graphs
-        self._loops: dict[tuple[bool, str], LoopGraphs] = {}
+        self._graphs: dict[tuple[bool, str], CallGraphs] = {}
         self.cell = cell
         self.plan: Plan = make_plan(cell)
         plan = self.plan
@@ -89,6 +91,20 @@ class FusedCell:
         backward_reads += [("val", prod.source) for prod in plan.products]
         self.kept = frozenset({"S0", *(slot(plan, loc).buffer for loc in backward_reads)})
         self.sources = [slot(plan, ("val", prod.source)) for prod in plan.products]  # of the weight gradients
+        # What _Fused.backward returns, by name in _gradients' result ("": None).
+        self.grad_names = (
+            "", "dx", "dwx", "", "", "",
+            *(f"dh{i}" for i in range(len(plan.states))),
+            *(f"dW{p}" for p in range(len(plan.products))),
+            *(f"dP{j}" for j in range(len(plan.pre))),
+            *(f"db{j}" for j in range(len(self.biases))),
+        )
+        # The forward loop's buffers that are the call's inputs (see ``_given``).
+        self.given = (
+            *(f"P{leaf}" for leaf in sorted(plan.pre)),
+            *(f"b:{name}" for name in self.biases),
+            *(weight_buffer(p) for p in range(len(plan.products))),
+        )
         self._runners: dict[str, Any] = {}
         self._triton: ModuleType | bool | None = None
         self._schedules: dict[tuple, Schedule] = {}
@@ -132,47 +148,40 @@ class FusedCell:
 
     def run_loop(self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int) -> None:
         """Run one direction's whole time loop: one call into C where it runs, else in
-        Python (through CUDA graphs where ``graphs`` says so)."""
-        if self._run_c(backward, buffers, T, B, H, buffers["S0"].dtype):
-            return
-        device = buffers["S0"].device.type
-        if not (device == "cuda" if self.graphs is None else self.graphs):
+        Python."""
+        if not self._run_c(backward, buffers, T, B, H, buffers["S0"].dtype):
             _python_loop(self, backward, buffers)
-            return
-        loops = self._loops.get((backward, device))
-        if loops is None:
-            loops = self._loops.setdefault(
-                (backward, device),
-                LoopGraphs(partial(_python_loop, self, backward), self._results(backward), capture=device == "cuda"),
-            )
-        loops(buffers)
 
-    def _results(self, backward: bool) -> set[str]:
-        """The buffers one direction's loop writes (its kernels' stores, its products)
-        that are read after it: the states and what the backward keeps; the gradients."""
-        plan = self.plan
-        programs = self.backward_programs if backward else self.forward_programs
-        slots = [(self.slots[p.name], p.body) for p in programs if p is not None]
-        names = {args[ins.args[0]].buffer for args, body in slots for ins in body if ins.op in ("store", "accum", "zero")}
-        states = {f"{'g' if backward else ''}S{i}" for i in range(len(plan.states))}
-        if not backward:
-            return (names | {f"Y{p}" for p in range(len(plan.products))}) & (self.kept | states)
-        names |= {slot(plan, ("grad", prod.source)).buffer for prod in plan.products}
-        read = {"dx", "dxw", BIAS_GRADS, *states, *(f"dY{p}" for p in range(len(plan.products)))}
-        return names & (read | {f"dP{leaf}" for leaf in plan.pre})
+    def call_graphs(self, backward: bool, ref: torch.Tensor) -> CallGraphs | None:
+        """What runs one direction's calls on ``ref``'s device and dtype as graphs; ``None``
+        where they run eagerly: ``graphs`` says no, or the time loop is one C call anyway."""
+        if not (ref.is_cuda if self.graphs is None else self.graphs) or self._c_product(ref) is not None:
+            return None
+        device = ref.device.type
+        found = self._graphs.get((backward, device))
+        if found is None:
+            run = _backward_call if backward else _forward_call
+            found = self._graphs.setdefault((backward, device), CallGraphs(partial(run, self), capture=device == "cuda"))
+        return found
+
+    def _c_product(self, ref: torch.Tensor) -> int | None:
+        """The C product's address where the time loop runs in C for ``ref``'s device and
+        dtype (building the kernels on first use); ``None`` where it does not."""
+        key = _DTYPES.get(ref.dtype)
+        if key is None or self._executor(ref.device, ref.dtype) != "c" or self.library(key) is None:
+            return None
+        return gemm.address(key)
 
     def _run_c(
         self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int, dtype: torch.dtype
     ) -> bool:
         """Run one direction's whole time loop in C; ``False`` (nothing run) where that is
         not possible here: not C on the CPU, or no working compiler."""
-        key = _DTYPES.get(dtype)
-        if key is None or self._executor(buffers["S0"].device, dtype) != "c":
-            return False
-        lib = self.library(key)
-        product = gemm.address(key) if lib is not None else None
+        product = self._c_product(buffers["S0"])
         if product is None:
             return False
+        key = _DTYPES[dtype]
+        lib = self.library(key)
         # Every buffer's layout follows from these (the raw input's from its width; the
         # weights are contiguous, transposed in the forward).
         layout = (backward, key, B, H, buffers["x"].shape[-1] if "x" in buffers else 0)
@@ -213,10 +222,10 @@ class FusedCell:
             outs = _Fused.apply(self, x, wx, len(states), len(weights), len(pres), *states, *weights, *pres, *biases)
             return outs[0], tuple(outs[1:])
         # Nothing to differentiate (validation, sampling): no autograd node, nothing kept.
-        buffers, taken, _ = _forward(self, x, wx, states, weights, pres, biases)
+        x = x.contiguous()
+        result, taken = _forward_outputs(self, x, wx, states, _given(self, weights, pres, biases), keep=False)
         scratch.give(taken)
-        out, *finals = _outputs(buffers, x.shape[0], len(states))
-        return out, tuple(finals)
+        return result["out"], tuple(result[f"final{i}"] for i in range(len(states)))
 
     def _prologue(self, params: LayerParams, x: torch.Tensor, H: int) -> list[torch.Tensor]:
         """The ``pre`` leaves' values, ``(H,)`` each, through autograd."""
@@ -231,37 +240,84 @@ def _stack(mats: list[torch.Tensor]) -> torch.Tensor:
     return mats[0].contiguous() if len(mats) == 1 else torch.cat(mats)
 
 
-def _scratch(ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor]) -> torch.Tensor:
+def _scratch(ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor] | None) -> torch.Tensor:
     """An uninitialised buffer that only this call reads: from the workspace on the CPU
-    (recorded in ``taken`` to go back), a plain allocation elsewhere."""
-    if ref.device.type != "cpu":
+    where ``taken`` records it to go back, a plain allocation elsewhere."""
+    if taken is None or not ref.is_cpu:
         return ref.new_empty(shape)
     buf = scratch.take(shape, ref.dtype)
     taken.append(buf)
     return buf
 
 
+def _given(
+    core: FusedCell, weights: Sequence[torch.Tensor], pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The forward loop's buffers that are the call's inputs (named as ``core.given``):
+    the ``pre`` leaves' values, the biases, each product's weight transposed."""
+    given = {f"P{leaf}": pre.contiguous() for leaf, pre in zip(sorted(core.plan.pre), pres)}
+    given.update((f"b:{name}", b.contiguous()) for name, b in zip(core.biases, biases))
+    given.update((weight_buffer(p), w.t()) for p, w in enumerate(weights))
+    return given
+
+
+def _forward_outputs(
+    core: FusedCell, x: torch.Tensor, wx: torch.Tensor | None, states: Sequence[torch.Tensor],
+    given: dict[str, torch.Tensor], *, keep: bool,
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """The forward's :func:`_results` for ``x`` (contiguous), through graphs where they
+    run. Also returns the scratch taken from the CPU workspace (none through graphs)."""
+    graphs = core.call_graphs(False, x)
+    if graphs is None:
+        taken: list[torch.Tensor] = []
+        return _results(core, _forward(core, x, wx, states, given, taken), given, keep), taken
+    inputs = {"x": x, **({"wx": wx} if wx is not None else {}), **given}
+    for i, s in enumerate(states):
+        inputs[f"h{i}"] = s.contiguous()
+    return graphs(inputs, keep), []
+
+
+def _forward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], keep: bool) -> dict[str, torch.Tensor]:
+    """The forward's :func:`_results` for a graph's ``inputs``: those of
+    :func:`_forward`, named as :func:`_forward_outputs` names them."""
+    given = {n: inputs[n] for n in core.given}
+    states = [inputs[f"h{i}"] for i in range(len(core.plan.states))]
+    return _results(core, _forward(core, inputs["x"], inputs.get("wx"), states, given, None), given, keep)
+
+
+def _results(
+    core: FusedCell, buffers: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], keep: bool
+) -> dict[str, torch.Tensor]:
+    """The forward's outputs: ``out``, each state after the last step as ``final{i}``
+    (copies), and with ``keep`` the buffers the forward made that the backward reads."""
+    S0 = buffers["S0"]
+    T = S0.shape[0] - 1
+    result = {"out": S0[1:]}
+    for i in range(len(core.plan.states)):
+        result[f"final{i}"] = buffers[f"S{i}"][T].clone()
+    if keep:
+        for name, b in buffers.items():
+            if name in core.kept and name not in given and name != "x":
+                result[name] = b
+    return result
+
+
 def _forward(
     core: FusedCell, x: torch.Tensor, wx: torch.Tensor | None, states: Sequence[torch.Tensor],
-    weights: Sequence[torch.Tensor], pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    given: dict[str, torch.Tensor], taken: list[torch.Tensor] | None,
+) -> dict[str, torch.Tensor]:
     """The forward pass: the x maps for all steps as one product, then the time loop.
-    Returns the buffers (``S{i}`` row ``t + 1`` holds state ``i`` after step ``t``), the
-    scratch taken from the workspace, and ``x`` made contiguous."""
+    Returns the buffers (``S{i}`` row ``t + 1`` holds state ``i`` after step ``t``)."""
     plan = core.plan
     ref = states[0]
     T, B, H = x.shape[0], *ref.shape
-    x = x.contiguous()
-    buffers: dict[str, torch.Tensor] = {}
-    taken: list[torch.Tensor] = []
+    buffers = dict(given)
     if wx is not None:
         xw = _scratch(ref, (T, B, wx.shape[0]), taken)
         torch.mm(x.view(T * B, -1), wx.t(), out=xw.view(T * B, -1))
         buffers["xw"] = xw
     if plan.reads_x:
         buffers["x"] = x
-    for leaf, pre in zip(sorted(plan.pre), pres):
-        buffers[f"P{leaf}"] = pre.contiguous()
     for i, s in enumerate(states):  # S0[1:] is the output; the others are this call's
         buffers[f"S{i}"] = ref.new_empty(T + 1, B, H) if i == 0 else _scratch(ref, (T + 1, B, H), taken)
         buffers[f"S{i}"][0].copy_(s)
@@ -272,17 +328,8 @@ def _forward(
     for n in plan.exports:
         if n not in plan.updates.values():
             buffers[f"E{n}"] = _scratch(ref, (T, B, H), taken)
-    for name, b in zip(core.biases, biases):
-        buffers[f"b:{name}"] = b.contiguous()
-    for p, w in enumerate(weights):
-        buffers[weight_buffer(p)] = w.t()
     core.run_loop(False, buffers, T, B, H)
-    return buffers, taken, x
-
-
-def _outputs(buffers: dict[str, torch.Tensor], T: int, n_states: int) -> tuple[torch.Tensor, ...]:
-    """The layer's output ``(T, B, H)`` and each state after the last step (copies)."""
-    return (buffers["S0"][1:], *(buffers[f"S{i}"][T].clone() for i in range(n_states)))
+    return buffers
 
 
 class _Fused(torch.autograd.Function):
@@ -299,81 +346,119 @@ class _Fused(torch.autograd.Function):
         weights = rest[n_states : n_states + n_weights]
         pres = rest[n_states + n_weights : n_states + n_weights + n_pres]
         biases = rest[n_states + n_weights + n_pres :]
-        buffers, taken, x = _forward(core, x, wx, states, weights, pres, biases)
-        T, (B, H) = x.shape[0], states[0].shape
-        ctx.core, ctx.weights, ctx.shape, ctx.n_states = core, weights, (T, B, H), n_states
+        x = x.contiguous()
+        given = _given(core, weights, pres, biases)
+        result, taken = _forward_outputs(core, x, wx, states, given, keep=True)
+        ctx.core, ctx.weights = core, weights
         ctx.set_materialize_grads(False)  # an unused output's gradient comes as None, not zeros
-        ctx.buffers = {name: b for name, b in buffers.items() if name in core.kept}
+        ctx.buffers = {name: b for name, b in {**given, "x": x, **result}.items() if name in core.kept}
         ctx.save_for_backward(x, wx)
-        outputs = _outputs(buffers, T, n_states)
         saved = {b.untyped_storage().data_ptr() for b in ctx.buffers.values()}  # views too
         scratch.give(b for b in taken if b.untyped_storage().data_ptr() not in saved)
         later = [b for b in taken if b.untyped_storage().data_ptr() in saved]
         if later:  # once autograd lets go of the graph, never while a backward may still run
             weakref.finalize(ctx, scratch.give, later)
-        return outputs
+        return (result["out"], *(result[f"final{i}"] for i in range(n_states)))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, dout: torch.Tensor | None, *dfinals: torch.Tensor | None) -> tuple:
-        core, buffers, weights = ctx.core, dict(ctx.buffers), ctx.weights
+        core = ctx.core
         x, wx = ctx.saved_tensors
-        plan = core.plan
-        T, B, H = ctx.shape
-        n_states = ctx.n_states
-        ref = buffers["S0"]
-        taken: list[torch.Tensor] = []
-        if dout is None:
-            buffers["dout"] = ref.new_zeros(T, B, H)
-        else:  # as from out.sum(), an expanded gradient
-            buffers["dout"] = dout if dout.is_contiguous() else _scratch(ref, (T, B, H), taken).copy_(dout)
-        # Gradient buffers that some kernel accumulates into start at zero; the others are
-        # stored whole by one kernel per step. dx is returned, the others only read here.
-        def grads_of(nodes: tuple[int, ...], shape: tuple[int, ...], returned: bool = False) -> torch.Tensor:
-            g = ref.new_empty(shape) if returned else _scratch(ref, shape, taken)
-            return g if all(n in plan.stored_grads for n in nodes) else g.zero_()
+        graphs = core.call_graphs(True, x)
+        if graphs is None:
+            taken: list[torch.Tensor] = []
+            grads = _gradients(core, dict(ctx.buffers), x, wx, ctx.weights, dout, dfinals, ctx.needs_input_grad, taken)
+            scratch.give(taken)
+        else:
+            inputs = {**ctx.buffers, "x": x, **({"wx": wx} if wx is not None else {})}
+            for p, w in enumerate(ctx.weights):
+                inputs[weight_buffer(p)] = w
+            # Gradients as from out.sum() (expanded) come in as whole tensors.
+            for name, d in (("dout", dout), *((f"dfinal{i}", d) for i, d in enumerate(dfinals))):
+                if d is not None:
+                    inputs[name] = d.contiguous()
+            grads = graphs(inputs, ctx.needs_input_grad)
+        return tuple(map(grads.get, core.grad_names))
 
-        if wx is not None:
-            buffers["dxw"] = grads_of(plan.x_linears, (T, B, wx.shape[0]))
-        if plan.reads_x:
-            buffers["dx"] = grads_of((plan.x_index,), x.shape, returned=True)
-        for leaf in plan.pre:
-            buffers[f"dP{leaf}"] = ref.new_zeros(1, B, H)
-        for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
-            width = len(prod.linears) * H
-            folded = block is not None
-            buffers[f"dY{p}"] = buffers["dxw"].narrow(2, block * H, width) if folded else grads_of(prod.linears, (T, B, width))
-        for n in plan.grad_exports:
-            buffers[f"gE{n}"] = ref.new_zeros(1, B, H)
-        for i in range(n_states):
-            buffers[f"gS{i}"] = ref.new_zeros(2, B, H)
-            if dfinals[i] is not None:
-                buffers[f"gS{i}"][T % 2].copy_(dfinals[i])
-        n_blocks, blocks = core.bias_blocks
-        if blocks:
-            buffers[BIAS_GRADS] = ref.new_zeros(1, B, n_blocks * H)
-        for p, w in enumerate(weights):
-            buffers[weight_buffer(p)] = w
-        core.run_loop(True, buffers, T, B, H)
-        dx, dwx = buffers.get("dx"), None
-        if wx is not None:
-            dxw = buffers["dxw"].view(T * B, -1)
-            if ctx.needs_input_grad[2]:
-                dwx = dxw.T @ x.view(T * B, -1)
-            if ctx.needs_input_grad[1]:
-                dx = (dxw @ wx).view(x.shape) if dx is None else dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
-        dweights = []
-        for p, source in enumerate(core.sources):
-            dweights.append(buffers[f"dY{p}"].view(T * B, -1).T @ source.rows(buffers, T, H).reshape(T * B, H))
-        dbiases = []
-        if blocks:
-            summed = buffers[BIAS_GRADS][0].sum(0).view(n_blocks, H).unbind(0)
-            dbiases = [summed[k] for k in blocks]
-        wanted = ctx.needs_input_grad[6 : 6 + n_states]  # forward's states follow core, x, wx and three counts
-        dstates = [buffers[f"gS{i}"][0] if wanted[i] else None for i in range(n_states)]  # gS: this call's own
-        scratch.give(taken)
-        dpres = [buffers[f"dP{leaf}"][0].sum(0) for leaf in sorted(plan.pre)]
-        return (None, dx, dwx, None, None, None, *dstates, *dweights, *dpres, *dbiases)
+
+def _backward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], needs: tuple[bool, ...]) -> dict[str, torch.Tensor]:
+    """:func:`_gradients` for a graph's ``inputs``: what the forward kept, ``x``, ``wx``,
+    each product's weight, and where given ``dout`` and ``dfinal{i}``."""
+    plan = core.plan
+    kept = {name: b for name, b in inputs.items() if name in core.kept}
+    weights = [inputs[weight_buffer(p)] for p in range(len(plan.products))]
+    dfinals = [inputs.get(f"dfinal{i}") for i in range(len(plan.states))]
+    return _gradients(core, kept, inputs["x"], inputs.get("wx"), weights, inputs.get("dout"), dfinals, needs, None)
+
+
+def _gradients(
+    core: FusedCell, buffers: dict[str, torch.Tensor], x: torch.Tensor, wx: torch.Tensor | None,
+    weights: Sequence[torch.Tensor], dout: torch.Tensor | None, dfinals: Sequence[torch.Tensor | None],
+    needs: tuple[bool, ...], taken: list[torch.Tensor] | None,
+) -> dict[str, torch.Tensor]:
+    """The backward, given ``buffers`` (what the forward kept; the backward's own are added
+    to it), the outputs' gradients (``None``: zero) and which of ``_Fused.forward``'s inputs
+    ``needs`` a gradient: ``dx``, ``dwx``, ``dh{i}`` (initial states), ``dW{p}``
+    (weights), ``dP{j}`` (``pre`` leaves), ``db{j}`` (biases)."""
+    plan = core.plan
+    for p, w in enumerate(weights):
+        buffers[weight_buffer(p)] = w
+    ref = buffers["S0"]
+    T, B, H = x.shape[0], *ref.shape[1:]
+    if dout is None:
+        buffers["dout"] = ref.new_zeros(T, B, H)
+    else:  # as from out.sum(), an expanded gradient
+        buffers["dout"] = dout if dout.is_contiguous() else _scratch(ref, (T, B, H), taken).copy_(dout)
+    # Gradient buffers that some kernel accumulates into start at zero; the others are
+    # stored whole by one kernel per step. dx is returned, the others only read here.
+    def grads_of(nodes: tuple[int, ...], shape: tuple[int, ...], returned: bool = False) -> torch.Tensor:
+        g = ref.new_empty(shape) if returned else _scratch(ref, shape, taken)
+        return g if all(n in plan.stored_grads for n in nodes) else g.zero_()
+
+    if wx is not None:
+        buffers["dxw"] = grads_of(plan.x_linears, (T, B, wx.shape[0]))
+    if plan.reads_x:
+        buffers["dx"] = grads_of((plan.x_index,), x.shape, returned=True)
+    for leaf in plan.pre:
+        buffers[f"dP{leaf}"] = ref.new_zeros(1, B, H)
+    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+        width = len(prod.linears) * H
+        folded = block is not None
+        buffers[f"dY{p}"] = buffers["dxw"].narrow(2, block * H, width) if folded else grads_of(prod.linears, (T, B, width))
+    for n in plan.grad_exports:
+        buffers[f"gE{n}"] = ref.new_zeros(1, B, H)
+    n_states = len(plan.states)
+    for i in range(n_states):
+        buffers[f"gS{i}"] = ref.new_zeros(2, B, H)
+        if dfinals[i] is not None:
+            buffers[f"gS{i}"][T % 2].copy_(dfinals[i])
+    n_blocks, blocks = core.bias_blocks
+    if blocks:
+        buffers[BIAS_GRADS] = ref.new_zeros(1, B, n_blocks * H)
+    core.run_loop(True, buffers, T, B, H)
+    grads: dict[str, torch.Tensor] = {}
+    dx = buffers.get("dx")
+    if wx is not None:
+        dxw = buffers["dxw"].view(T * B, -1)
+        if needs[2]:
+            grads["dwx"] = dxw.T @ x.view(T * B, -1)
+        if needs[1]:
+            dx = (dxw @ wx).view(x.shape) if dx is None else dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
+    if dx is not None:
+        grads["dx"] = dx
+    for p, source in enumerate(core.sources):
+        grads[f"dW{p}"] = buffers[f"dY{p}"].view(T * B, -1).T @ source.rows(buffers, T, H).reshape(T * B, H)
+    if blocks:
+        summed = buffers[BIAS_GRADS][0].sum(0).view(n_blocks, H).unbind(0)
+        for j, k in enumerate(blocks):
+            grads[f"db{j}"] = summed[k]
+    for i in range(n_states):
+        if needs[6 + i]:  # forward's states follow core, x, wx and three counts
+            grads[f"dh{i}"] = buffers[f"gS{i}"][0]  # gS: this call's own
+    for j, leaf in enumerate(sorted(plan.pre)):
+        grads[f"dP{j}"] = buffers[f"dP{leaf}"][0].sum(0)
+    return grads
 
 
 def _products_by_round(plan: Plan) -> list[list[int]]:

@@ -1,11 +1,13 @@
-"""One direction's Python time loop, replayed as a CUDA graph.
+"""A fused layer's forward or backward call, replayed as a CUDA graph.
 
-On CUDA the time loop launches a product and a pointwise kernel per stage and step, and
-from Python each launch costs more than the GPU's work at a search's sizes. A graph
-captured per buffer layout replays the whole loop as one launch. A graph bakes in the
-addresses it ran on, so it owns a twin of the call's buffers (same shapes, strides and
-aliasing): a call copies its buffers in, replays, and copies back the loop's results.
-A layout is captured on its second call, so that one-off shapes never pay for a capture.
+On CUDA a fused call launches, per stage and step, a product and a pointwise kernel, and
+around its time loop some forty more ops (allocations, the products outside the loop,
+copies); from Python each launch costs more than the GPU's work at a search's sizes. A
+graph captured per input layout replays the whole call as one launch. A graph bakes in
+the addresses it ran on, so it owns a twin of the call's inputs (same shapes, strides
+and aliasing) and the outputs it writes: a call copies its inputs in, replays, and copies
+the outputs out into fresh tensors. A layout is captured on its second call, so that
+one-off shapes never pay for a capture.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import optuna
 import torch
 
-__all__ = ["LoopGraphs", "layout", "twin", "twin_nbytes"]
+__all__ = ["CallGraphs", "kept_nbytes", "layout", "twin", "twin_nbytes"]
 
 Buffers = Mapping[str, torch.Tensor]
 _logger = optuna.logging.get_logger(__name__)
@@ -77,26 +79,33 @@ def twin(buffers: Buffers) -> dict[str, torch.Tensor]:
     return out
 
 
-def _capture(run: Callable[[Buffers], None], static: Buffers) -> torch.cuda.CUDAGraph | None:
-    """Run ``run(static)`` once on a side stream (compiling kernels, setting up cuBLAS;
-    its results are the call's), then capture it without running it. ``None``, after one
-    warning, where capture fails: the loop then goes on launch by launch."""
+def _capture(fn: Callable[[Buffers], Buffers], static: Buffers) -> tuple[torch.cuda.CUDAGraph | None, Buffers]:
+    """Run ``fn(static)`` once on a side stream (compiling kernels, setting up cuBLAS),
+    then capture it without running it. Returns the graph and the outputs it writes;
+    ``(None, {})``, after one warning, where capture fails: calls then run eagerly."""
     stream = torch.cuda.Stream(static[next(iter(static))].device)
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        run(static)
+        fn(static)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     try:
         # Other threads (an Optuna study's n_jobs) may use the GPU meanwhile.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            run(static)
+            outputs = fn(static)
     except RuntimeError as e:
-        message = f"capturing the time loop as a CUDA graph failed ({e}); it runs launch by launch"
+        message = f"capturing a fused layer's call as a CUDA graph failed ({e}); it runs launch by launch"
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         _logger.warning(message)
-        return None
-    return graph
+        return None, {}
+    return graph, outputs
+
+
+def _copy(outputs: Buffers) -> dict[str, torch.Tensor]:
+    """Fresh tensors holding ``outputs`` (views of one another where those are)."""
+    out = twin(outputs)
+    torch._foreach_copy_(list(out.values()), list(outputs.values()))
+    return out
 
 
 @dataclass
@@ -104,6 +113,7 @@ class _Entry:
     static: dict[str, torch.Tensor]
     nbytes: int
     graph: torch.cuda.CUDAGraph | None = None
+    outputs: Buffers = field(default_factory=dict)  # what the graph writes
     lock: threading.Lock = field(default_factory=threading.Lock)  # held while a call uses it
     done: torch.cuda.Event | None = None  # the last call's copies out, on its stream
     dropped: bool = False  # out of the cache: no call may start on it
@@ -112,101 +122,100 @@ class _Entry:
 # Every kept twin, least recently used first, across all cells and directions: a search
 # trains a new cell per trial, and finished trials' graphs must not pile up in GPU memory.
 _lock = threading.Lock()
-_kept: OrderedDict[tuple[int, tuple], LoopGraphs] = OrderedDict()
-_kept_bytes = 0
+_kept: OrderedDict[tuple[int, Hashable], CallGraphs] = OrderedDict()
 
 
-class LoopGraphs:
-    """``run(buffers)`` through graphs, one per buffer layout.
+def kept_nbytes() -> int:
+    """The memory the kept graphs hold: their twins' inputs and outputs (under ``_lock``)."""
+    return sum(owner._entries[key].nbytes for (_, key), owner in _kept.items())
 
-    At most ``limit_count`` twins (and ``limit_bytes`` of their buffers) are kept across
-    all instances; the least recently used goes first. A loop whose layouts keep being
-    dropped and captured again (more than ``limit_count`` times: sequence lengths vary
-    more than the cache holds) stops capturing new ones and runs those launch by launch.
-    ``LoopGraphs.limit_count = 0`` turns graphs off.
 
-    ``capture=False`` keeps everything but the graph: each call runs ``run`` on the twin
-    buffers (so the copying is checked where there is no GPU). ``results`` names the
-    buffers ``run`` writes that the caller reads afterwards: only those are copied back;
-    the others are scratch, or only read (some are the caller's inputs and parameters).
+class CallGraphs:
+    """``fn(inputs, options) -> outputs`` through graphs, one per input layout and
+    ``options`` (hashable).
+
+    ``fn`` must read no tensor but ``inputs``; its outputs come back as fresh tensors. At most ``limit_count`` graphs (and
+    ``limit_bytes`` of their inputs' twins and outputs) are kept across all instances; the
+    least recently used goes first. One whose layouts keep being dropped and captured
+    again (more than ``limit_count`` times: sequence lengths vary more than the cache
+    holds) stops capturing new ones and runs those eagerly. ``CallGraphs.limit_count =
+    0`` turns graphs off.
+
+    ``capture=False`` keeps everything but the graph: each call runs ``fn`` on the twin
+    inputs (so the copying is checked where there is no GPU).
     """
 
     limit_count: ClassVar[int] = 64
     limit_bytes: ClassVar[int] = 4 << 30
 
-    def __init__(self, run: Callable[[Buffers], None], results: Collection[str], *, capture: bool = True) -> None:
-        self.run, self.results, self.capture = run, frozenset(results), capture
-        self._entries: dict[tuple, _Entry] = {}
-        self._seen: OrderedDict[tuple, bool] = OrderedDict()  # layout -> was it dropped
-        self._failed = False  # a capture failed: no more twins, every call runs ``run``
+    def __init__(self, fn: Callable[[Buffers, Hashable], Buffers], *, capture: bool = True) -> None:
+        self.fn, self.capture = fn, capture
+        self._entries: dict[Hashable, _Entry] = {}
+        self._seen: OrderedDict[Hashable, bool] = OrderedDict()  # layout -> was it dropped
+        self._failed = False  # a capture failed: no more twins, every call runs ``fn``
         self._recaptured = 0
 
-    def __call__(self, buffers: Buffers) -> None:
+    def __call__(self, inputs: Buffers, options: Hashable = ()) -> Buffers:
         if self.capture and torch.cuda.is_current_stream_capturing():
-            self.run(buffers)  # the caller is capturing a graph of its own: be part of it
-            return
-        key = layout(buffers)
+            return self.fn(inputs, options)  # the caller is capturing a graph of its own: be part of it
+        key = (options, layout(inputs))
         with _lock:
             entry = self._entries.get(key)
             if entry is not None:
                 _kept.move_to_end((id(self), key))
             else:
-                entry = self._admit(key, buffers)
+                entry = self._admit(key, inputs)
         if entry is not None:
             with entry.lock:  # one call at a time on the twin
                 if not entry.dropped and (entry.graph is not None or not self._failed):
-                    self._replay(entry, buffers)
-                    return
-        self.run(buffers)
+                    return self._replay(entry, inputs, lambda static: self.fn(static, options))
+        return self.fn(inputs, options)
 
-    def _replay(self, entry: _Entry, buffers: Buffers) -> None:
-        """Copy ``buffers`` into the twin, replay (capturing first where there is no
-        graph yet), copy the results back."""
-        names = list(buffers)
-        results = [n for n in names if n in self.results]
+    def _replay(self, entry: _Entry, inputs: Buffers, fn: Callable[[Buffers], Buffers]) -> dict[str, torch.Tensor]:
+        """Copy ``inputs`` into the twin, replay (capturing first where there is no graph
+        yet), copy the outputs out."""
         if entry.done is not None:
             torch.cuda.current_stream().wait_event(entry.done)
-        torch._foreach_copy_([entry.static[n] for n in names], [buffers[n] for n in names])
-        if entry.graph is not None:
-            entry.graph.replay()
-        elif self.capture:
-            entry.graph = _capture(self.run, entry.static)
+        torch._foreach_copy_(list(entry.static.values()), list(inputs.values()))
+        if entry.graph is None and self.capture:
+            entry.graph, entry.outputs = _capture(fn, entry.static)
             entry.done = torch.cuda.Event()
             self._failed = entry.graph is None
+            entry.nbytes += twin_nbytes(entry.outputs)  # counted from the next admission on
+        if entry.graph is not None:
+            entry.graph.replay()
+            outputs = entry.outputs
         else:
-            self.run(entry.static)
-        torch._foreach_copy_([buffers[n] for n in results], [entry.static[n] for n in results])
+            outputs = fn(entry.static)
+        out = _copy(outputs)
         if entry.done is not None:
             entry.done.record()
+        return out
 
-    def _admit(self, key: tuple, buffers: Buffers) -> _Entry | None:
+    def _admit(self, key: Hashable, inputs: Buffers) -> _Entry | None:
         """A new twin for ``key`` (under ``_lock``), room made for it; ``None`` (run
-        without) on the layout's first sight, for a twin over the limits, once this loop
-        thrashes, or after a capture failed."""
-        global _kept_bytes
+        without) on the layout's first sight, for a twin over the limits, once this
+        instance thrashes, or after a capture failed."""
         if key not in self._seen:
             self._seen[key] = False
             if len(self._seen) > 4 * self.limit_count:
                 self._seen.popitem(last=False)
             return None
-        nbytes = twin_nbytes(buffers)
+        nbytes = twin_nbytes(inputs)
         if self._recaptured > self.limit_count or self._failed or nbytes > self.limit_bytes or self.limit_count < 1:
             return None
         self._recaptured += self._seen[key]
-        entry = _Entry(twin(buffers), nbytes)
-        while _kept and (len(_kept) >= self.limit_count or _kept_bytes + entry.nbytes > self.limit_bytes):
+        entry = _Entry(twin(inputs), nbytes)
+        while _kept and (len(_kept) >= self.limit_count or kept_nbytes() + entry.nbytes > self.limit_bytes):
             (_, old_key), owner = _kept.popitem(last=False)
             owner._drop(old_key)
         self._entries[key] = entry
         _kept[(id(self), key)] = self
-        _kept_bytes += entry.nbytes
         return entry
 
-    def _drop(self, key: tuple) -> None:
+    def _drop(self, key: Hashable) -> None:
         """Forget ``key``'s twin (under ``_lock``), once the GPU is done with it."""
-        global _kept_bytes
         entry = self._entries.pop(key)
-        _kept_bytes -= entry.nbytes
         self._seen[key] = True
         with entry.lock:  # a call on it finishes first (calls never take ``_lock``)
             entry.dropped = True
