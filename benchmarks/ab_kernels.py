@@ -2,13 +2,14 @@
 
 This machine's speed swings by 1.5-2x within minutes, so a change worth a few percent
 shows only when both versions run in one process, step for step. This extracts
-``optuna_rnn/`` at ``--base`` (any git revision) into a temporary directory as the
+``optuna_rnn/`` at ``--base`` (any git revision, or a folder holding an ``optuna_rnn/``,
+for a machine without the repository's history) into a temporary directory as the
 package ``optuna_rnn_base`` and times one training step of the recurrent core (forward
 + backward, loss: the sum of the outputs, the input needing its gradient) for each
 version, alternated ``--reps`` times after a warm-up. Both start from the same weights.
 
     python benchmarks/ab_kernels.py --base HEAD~1 [--size a] [--cells gru,mut1,mutant4]
-        [--threads 2] [--reps 60]
+        [--threads 2] [--reps 60] [--device cuda]
 
 Sizes: those of ``kernels.py`` (a, b, c), ``trial`` (a search trial's core: T=10 B=20
 I=H=60) and ``tiny`` (T=1 B=2 I=H=8: nothing but the fixed cost of a call).
@@ -20,6 +21,7 @@ import argparse
 import importlib
 import io
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +33,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from kernels import SIZES, mutants
+from kernels import SIZES, mutants, sync
 
 from optuna_rnn import Cell, CellRNN, zoo
 
@@ -39,12 +41,16 @@ SHAPES = {**SIZES, "trial": (10, 20, 60, 60), "tiny": (1, 2, 8, 8)}
 
 
 def load_base(revision: str, into: Path) -> ModuleType:
-    """``optuna_rnn`` as it is at ``revision``, imported as ``optuna_rnn_base``."""
-    repo = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(["git", "-C", str(repo), "archive", revision, "optuna_rnn"],
-                             capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
+    """``optuna_rnn`` as it is at ``revision`` (or in the folder it names), imported as
+    ``optuna_rnn_base``."""
+    if Path(revision).is_dir():
+        shutil.copytree(Path(revision) / "optuna_rnn", into / "optuna_rnn")
+    else:
+        repo = Path(__file__).resolve().parent.parent
+        archive = subprocess.run(["git", "-C", str(repo), "archive", revision, "optuna_rnn"],
+                                 capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(into, filter="data")
     package = into / "optuna_rnn_base"
     (into / "optuna_rnn").rename(package)
     for path in package.rglob("*.py"):
@@ -76,19 +82,21 @@ def main() -> None:
     parser.add_argument("--cells", default="gru,mut1,mutant4")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=60)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     T, B, I, H = SHAPES[args.size]
-    print(f"# base {args.base} vs this tree, size {args.size} T={T} B={B} I={I} H={H}, "
+    print(f"# base {args.base} vs this tree, size {args.size} T={T} B={B} I={I} H={H}, on {device}, "
           f"{torch.get_num_threads()} threads, median of {args.reps} alternated steps")
     with tempfile.TemporaryDirectory() as tmp:
         base = load_base(args.base, Path(tmp))
         parse = importlib.import_module("optuna_rnn_base.cell.parse").parse
         for name, cell in cells(args.cells.split(",")).items():
-            new = CellRNN(cell, I, H, backend="fused")
-            old = base.CellRNN(parse(str(cell)), I, H, backend="fused")
+            new = CellRNN(cell, I, H, backend="fused").to(device)
+            old = base.CellRNN(parse(str(cell)), I, H, backend="fused").to(device)
             old.load_state_dict(new.state_dict())
-            x = torch.randn(T, B, I, requires_grad=True)
+            x = torch.randn(T, B, I, device=device, requires_grad=True)
             steps = {"base": step_fn(old, x), "new": step_fn(new, x)}
             times: dict[str, list[float]] = {k: [] for k in steps}
             for step in steps.values():
@@ -96,8 +104,10 @@ def main() -> None:
                     step()
             for _ in range(args.reps):
                 for k, step in steps.items():
+                    sync(device)
                     t0 = time.perf_counter()
                     step()
+                    sync(device)
                     times[k].append(time.perf_counter() - t0)
             b, n = (statistics.median(times[k]) for k in ("base", "new"))
             print(f"{name:>10}  base {b * 1e3:8.3f} ms  new {n * 1e3:8.3f} ms  new/base {n / b:.3f}")
