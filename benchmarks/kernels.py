@@ -146,8 +146,8 @@ def main() -> None:
         pairs = [("fused lstm", "nn.LSTM", "bar <= 1.10"), ("fused gru_torch", "nn.GRU", "bar <= 0.75")]
         if device.type == "cuda":
             pairs = [("fused lstm", "nn.LSTM", "bar <= 1.50"), ("fused gru_torch", "nn.GRU", "bar <= 1.50")]
-            # What the CUDA graphs buy (the same loops launched one by one), and the native
-            # backend ("auto"'s pick for exact LSTM and GRU cells) against the fused one.
+            # What the CUDA graphs buy (the same calls launched one by one), and the native
+            # backend (cuDNN, for exact LSTM and GRU cells) against the fused one.
             for name in ("lstm", "gru_torch"):
                 for label, backend in (("no graphs", EAGER), ("native", "native")):
                     modules[f"{name} {label}"] = CellRNN(zoo.get(name), I, H, backend=backend)
