@@ -373,3 +373,35 @@ def test_without_a_working_compiler_falls_back_to_torch_with_one_warning(compile
     assert libraries == [None, None]
     assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
     assert_fused_matches_reference(cell, dtype=torch.float64, num_layers=2, batch_first=False, initial=True)
+
+
+@pytest.mark.parametrize("frozen", ["x maps", "x maps but the first", "one of each stack", "biases"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "mut1"])
+def test_frozen_weights_get_no_gradient_and_the_others_match_the_reference(name, frozen):
+    # The fused layer takes every map's weight apart and returns each map's gradient as a
+    # view of its stack's: frozen maps must get none, the others their own rows.
+    torch.manual_seed(0)
+    cell = zoo.get(name)
+    core = FusedCell(cell)
+    picked = {
+        "x maps": set(core.x_names),
+        "x maps but the first": set(core.x_names[1:]),
+        "one of each stack": {names[0] for names in (core.x_names, *core.product_names) if names},
+        "biases": set(core.biases),
+    }[frozen]
+    fused = CellRNN(cell, 3, 6, backend="fused").double()
+    ref = CellRNN(cell, 3, 6, backend="reference").double()
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for model in (fused, ref):
+        for key, p in model.named_parameters():
+            p.requires_grad_(key.rsplit(".", 1)[-1] not in picked)
+        out, _ = model(x)
+        dx, = torch.autograd.grad(out.square().sum(), [x], retain_graph=True)
+        out.square().sum().backward()
+        grads.append({"x": dx, **{key: p.grad for key, p in model.named_parameters()}})
+    assert picked and all(grads[0][k] is None for k in grads[0] if k.rsplit(".", 1)[-1] in picked)
+    for key, g in grads[0].items():
+        if key.rsplit(".", 1)[-1] not in picked:
+            torch.testing.assert_close(g, grads[1][key], rtol=1e-10, atol=1e-10)

@@ -91,19 +91,19 @@ class FusedCell:
         backward_reads += [("val", prod.source) for prod in plan.products]
         self.kept = frozenset({"S0", *(slot(plan, loc).buffer for loc in backward_reads)})
         self.sources = [slot(plan, ("val", prod.source)) for prod in plan.products]  # of the weight gradients
+        # Every linear map's weight, the x maps first, then each product's; their spans.
+        self.map_names = (*self.x_names, *(n for names in self.product_names for n in names))
+        ends = [len(self.x_names)]
+        for names in self.product_names:
+            ends.append(ends[-1] + len(names))
+        self.map_spans = list(zip([0, *ends[:-1]], ends))
         # What _Fused.backward returns, by name in _gradients' result ("": None).
         self.grad_names = (
-            "", "dx", "dwx", "", "", "",
+            "", "dx", "", "",
             *(f"dh{i}" for i in range(len(plan.states))),
-            *(f"dW{p}" for p in range(len(plan.products))),
+            *(f"dm{k}" for k in range(len(self.map_names))),
             *(f"dP{j}" for j in range(len(plan.pre))),
             *(f"db{j}" for j in range(len(self.biases))),
-        )
-        # The forward loop's buffers that are the call's inputs (see ``_given``).
-        self.given = (
-            *(f"P{leaf}" for leaf in sorted(plan.pre)),
-            *(f"b:{name}" for name in self.biases),
-            *(weight_buffer(p) for p in range(len(plan.products))),
         )
         self._runners: dict[str, Any] = {}
         self._triton: ModuleType | bool | None = None
@@ -213,19 +213,23 @@ class FusedCell:
     def __call__(
         self, params: LayerParams, x: torch.Tensor, states: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        wx = _stack([params.weights[n] for n in self.x_names]) if self.x_names else None
-        weights = [_stack([params.weights[n] for n in names]) for names in self.product_names]
+        maps = [params.weights[n] for n in self.map_names]
         biases = [params.biases[n] for n in self.biases]
         pres = self._prologue(params, x, states[0].shape[-1])
-        inputs = (x, *states, *weights, *pres, *biases) + ((wx,) if wx is not None else ())
-        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            outs = _Fused.apply(self, x, wx, len(states), len(weights), len(pres), *states, *weights, *pres, *biases)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *maps, *pres, *biases)):
+            outs = _Fused.apply(self, x, len(states), len(pres), *states, *maps, *pres, *biases)
             return outs[0], tuple(outs[1:])
         # Nothing to differentiate (validation, sampling): no autograd node, nothing kept.
-        x = x.contiguous()
-        result, taken = _forward_outputs(self, x, wx, states, _given(self, weights, pres, biases), keep=False)
+        result, taken = _forward_outputs(self, x.contiguous(), states, maps, pres, biases, keep=False)
         scratch.give(taken)
         return result["out"], tuple(result[f"final{i}"] for i in range(len(states)))
+
+    def stacks(self, maps: Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """``maps`` (as ``map_names`` orders them) as one contiguous matrix for the x maps
+        (``None`` without any) and one per product, each map's rows after the other's."""
+        spans = [maps[a:b] for a, b in self.map_spans]
+        wx = _stack(spans[0]) if self.x_names else None
+        return wx, [_stack(span) for span in spans[1:]]
 
     def _prologue(self, params: LayerParams, x: torch.Tensor, H: int) -> list[torch.Tensor]:
         """The ``pre`` leaves' values, ``(H,)`` each, through autograd."""
@@ -253,52 +257,67 @@ def _scratch(ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor
 def _given(
     core: FusedCell, weights: Sequence[torch.Tensor], pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """The forward loop's buffers that are the call's inputs (named as ``core.given``):
-    the ``pre`` leaves' values, the biases, each product's weight transposed."""
+    """The forward loop's buffers that are the call's inputs: the ``pre`` leaves'
+    values, the biases, each product's weight transposed."""
     given = {f"P{leaf}": pre.contiguous() for leaf, pre in zip(sorted(core.plan.pre), pres)}
-    given.update((f"b:{name}", b.contiguous()) for name, b in zip(core.biases, biases))
-    given.update((weight_buffer(p), w.t()) for p, w in enumerate(weights))
+    for name, b in zip(core.biases, biases):
+        given[f"b:{name}"] = b.contiguous()
+    for p, w in enumerate(weights):
+        given[weight_buffer(p)] = w.t()
     return given
 
 
 def _forward_outputs(
-    core: FusedCell, x: torch.Tensor, wx: torch.Tensor | None, states: Sequence[torch.Tensor],
-    given: dict[str, torch.Tensor], *, keep: bool,
+    core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], maps: Sequence[torch.Tensor],
+    pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], *, keep: bool,
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-    """The forward's :func:`_results` for ``x`` (contiguous), through graphs where they
-    run. Also returns the scratch taken from the CPU workspace (none through graphs)."""
+    """:func:`_run_forward` for ``x`` (contiguous), through graphs where they run. Also
+    returns the scratch taken from the CPU workspace (none through graphs)."""
     graphs = core.call_graphs(False, x)
     if graphs is None:
         taken: list[torch.Tensor] = []
-        return _results(core, _forward(core, x, wx, states, given, taken), given, keep), taken
-    inputs = {"x": x, **({"wx": wx} if wx is not None else {}), **given}
-    for i, s in enumerate(states):
-        inputs[f"h{i}"] = s.contiguous()
+        return _run_forward(core, x, states, maps, pres, biases, keep, taken), taken
+    inputs = {"x": x}
+    for prefix, tensors in (("h", [s.contiguous() for s in states]), ("m", maps), ("pre", pres), ("bias", biases)):
+        for k, t in enumerate(tensors):
+            inputs[f"{prefix}{k}"] = t
     return graphs(inputs, keep), []
 
 
 def _forward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], keep: bool) -> dict[str, torch.Tensor]:
-    """The forward's :func:`_results` for a graph's ``inputs``: those of
-    :func:`_forward`, named as :func:`_forward_outputs` names them."""
-    given = {n: inputs[n] for n in core.given}
-    states = [inputs[f"h{i}"] for i in range(len(core.plan.states))]
-    return _results(core, _forward(core, inputs["x"], inputs.get("wx"), states, given, None), given, keep)
+    """:func:`_run_forward` for a graph's ``inputs``, named as :func:`_forward_outputs`
+    names them."""
+    def group(prefix: str, n: int) -> list[torch.Tensor]:
+        return [inputs[f"{prefix}{k}"] for k in range(n)]
+
+    plan = core.plan
+    states, maps = group("h", len(plan.states)), group("m", len(core.map_names))
+    return _run_forward(core, inputs["x"], states, maps, group("pre", len(plan.pre)), group("bias", len(core.biases)), keep, None)
 
 
-def _results(
-    core: FusedCell, buffers: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], keep: bool
+def _run_forward(
+    core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], maps: Sequence[torch.Tensor],
+    pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], keep: bool, taken: list[torch.Tensor] | None,
 ) -> dict[str, torch.Tensor]:
     """The forward's outputs: ``out``, each state after the last step as ``final{i}``
-    (copies), and with ``keep`` the buffers the forward made that the backward reads."""
+    (copies), and with ``keep`` what the backward reads: the kept buffers (``core.kept``,
+    but ``x``), the stacked x maps as ``wx`` and each product's stacked weight as
+    ``w{p}``."""
+    wx, weights = core.stacks(maps)
+    buffers = _forward(core, x, wx, states, _given(core, weights, pres, biases), taken)
     S0 = buffers["S0"]
     T = S0.shape[0] - 1
     result = {"out": S0[1:]}
-    for i in range(len(core.plan.states)):
+    for i in range(len(states)):
         result[f"final{i}"] = buffers[f"S{i}"][T].clone()
     if keep:
         for name, b in buffers.items():
-            if name in core.kept and name not in given and name != "x":
+            if name in core.kept and name != "x":
                 result[name] = b
+        if wx is not None:
+            result["wx"] = wx
+        for p, w in enumerate(weights):
+            result[f"w{p}"] = w
     return result
 
 
@@ -340,18 +359,19 @@ class _Fused(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, core: FusedCell, x: torch.Tensor, wx: torch.Tensor | None,
-                n_states: int, n_weights: int, n_pres: int, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        states = rest[:n_states]
-        weights = rest[n_states : n_states + n_weights]
-        pres = rest[n_states + n_weights : n_states + n_weights + n_pres]
-        biases = rest[n_states + n_weights + n_pres :]
+    def forward(ctx: Any, core: FusedCell, x: torch.Tensor, n_states: int, n_pres: int,
+                *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n_maps = len(core.map_names)
+        states, maps = rest[:n_states], rest[n_states : n_states + n_maps]
+        pres, biases = rest[n_states + n_maps : n_states + n_maps + n_pres], rest[n_states + n_maps + n_pres :]
         x = x.contiguous()
-        given = _given(core, weights, pres, biases)
-        result, taken = _forward_outputs(core, x, wx, states, given, keep=True)
-        ctx.core, ctx.weights = core, weights
+        result, taken = _forward_outputs(core, x, states, maps, pres, biases, keep=True)
+        wx = result.get("wx")
+        ctx.core, ctx.weights = core, [result[f"w{p}"] for p in range(len(core.plan.products))]
         ctx.set_materialize_grads(False)  # an unused output's gradient comes as None, not zeros
-        ctx.buffers = {name: b for name, b in {**given, "x": x, **result}.items() if name in core.kept}
+        ctx.buffers = {name: b for name, b in result.items() if name in core.kept}
+        if "x" in core.kept:
+            ctx.buffers["x"] = x
         ctx.save_for_backward(x, wx)
         saved = {b.untyped_storage().data_ptr() for b in ctx.buffers.values()}  # views too
         scratch.give(b for b in taken if b.untyped_storage().data_ptr() not in saved)
@@ -373,7 +393,7 @@ class _Fused(torch.autograd.Function):
         else:
             inputs = {**ctx.buffers, "x": x, **({"wx": wx} if wx is not None else {})}
             for p, w in enumerate(ctx.weights):
-                inputs[weight_buffer(p)] = w
+                inputs[f"w{p}"] = w
             # Gradients as from out.sum() (expanded) come in as whole tensors.
             for name, d in (("dout", dout), *((f"dfinal{i}", d) for i, d in enumerate(dfinals))):
                 if d is not None:
@@ -384,10 +404,10 @@ class _Fused(torch.autograd.Function):
 
 def _backward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], needs: tuple[bool, ...]) -> dict[str, torch.Tensor]:
     """:func:`_gradients` for a graph's ``inputs``: what the forward kept, ``x``, ``wx``,
-    each product's weight, and where given ``dout`` and ``dfinal{i}``."""
+    each product's stacked weight ``w{p}``, and where given ``dout`` and ``dfinal{i}``."""
     plan = core.plan
     kept = {name: b for name, b in inputs.items() if name in core.kept}
-    weights = [inputs[weight_buffer(p)] for p in range(len(plan.products))]
+    weights = [inputs[f"w{p}"] for p in range(len(plan.products))]
     dfinals = [inputs.get(f"dfinal{i}") for i in range(len(plan.states))]
     return _gradients(core, kept, inputs["x"], inputs.get("wx"), weights, inputs.get("dout"), dfinals, needs, None)
 
@@ -398,9 +418,10 @@ def _gradients(
     needs: tuple[bool, ...], taken: list[torch.Tensor] | None,
 ) -> dict[str, torch.Tensor]:
     """The backward, given ``buffers`` (what the forward kept; the backward's own are added
-    to it), the outputs' gradients (``None``: zero) and which of ``_Fused.forward``'s inputs
-    ``needs`` a gradient: ``dx``, ``dwx``, ``dh{i}`` (initial states), ``dW{p}``
-    (weights), ``dP{j}`` (``pre`` leaves), ``db{j}`` (biases)."""
+    to it), the stacked weights, the outputs' gradients (``None``: zero) and which of
+    ``_Fused.forward``'s inputs ``needs`` a gradient: ``dx``, ``dh{i}`` (initial states),
+    ``dm{k}`` (each map's weight, views of its stack's gradient), ``dP{j}`` (``pre``
+    leaves), ``db{j}`` (biases)."""
     plan = core.plan
     for p, w in enumerate(weights):
         buffers[weight_buffer(p)] = w
@@ -439,22 +460,27 @@ def _gradients(
     core.run_loop(True, buffers, T, B, H)
     grads: dict[str, torch.Tensor] = {}
     dx = buffers.get("dx")
+    first = 4 + n_states  # forward's maps follow core, x, two counts and the states
+    stacked = []  # each stack's gradient, None where none of its maps needs one
     if wx is not None:
         dxw = buffers["dxw"].view(T * B, -1)
-        if needs[2]:
-            grads["dwx"] = dxw.T @ x.view(T * B, -1)
+        stacked.append(dxw.T @ x.view(T * B, -1) if any(needs[first : first + len(core.x_names)]) else None)
         if needs[1]:
             dx = (dxw @ wx).view(x.shape) if dx is None else dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
     if dx is not None:
         grads["dx"] = dx
     for p, source in enumerate(core.sources):
-        grads[f"dW{p}"] = buffers[f"dY{p}"].view(T * B, -1).T @ source.rows(buffers, T, H).reshape(T * B, H)
+        stacked.append(buffers[f"dY{p}"].view(T * B, -1).T @ source.rows(buffers, T, H).reshape(T * B, H))
+    for (start, end), g in zip(core.map_spans[0 if wx is not None else 1 :], stacked):
+        if g is not None:
+            for k, part in enumerate(g.split(H) if end - start > 1 else (g,), start):
+                grads[f"dm{k}"] = part
     if blocks:
         summed = buffers[BIAS_GRADS][0].sum(0).view(n_blocks, H).unbind(0)
         for j, k in enumerate(blocks):
             grads[f"db{j}"] = summed[k]
     for i in range(n_states):
-        if needs[6 + i]:  # forward's states follow core, x, wx and three counts
+        if needs[4 + i]:  # forward's states follow core, x and two counts
             grads[f"dh{i}"] = buffers[f"gS{i}"][0]  # gS: this call's own
     for j, leaf in enumerate(sorted(plan.pre)):
         grads[f"dP{j}"] = buffers[f"dP{leaf}"][0].sum(0)
