@@ -220,7 +220,7 @@ class FusedCell:
             outs = _Fused.apply(self, x, len(states), len(pres), *states, *maps, *pres, *biases)
             return outs[0], tuple(outs[1:])
         # Nothing to differentiate (validation, sampling): no autograd node, nothing kept.
-        result, taken = _forward_outputs(self, x.contiguous(), states, maps, pres, biases, keep=False)
+        result, _, taken = _forward_outputs(self, x.contiguous(), states, maps, pres, biases, keep=False)
         scratch.give(taken)
         return result["out"], tuple(result[f"final{i}"] for i in range(len(states)))
 
@@ -267,21 +267,26 @@ def _given(
     return given
 
 
+Stacks = tuple[torch.Tensor | None, list[torch.Tensor]]  # FusedCell.stacks: (x maps, each product's)
+
+
 def _forward_outputs(
     core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], maps: Sequence[torch.Tensor],
     pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], *, keep: bool,
-) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+) -> tuple[dict[str, torch.Tensor], Stacks | None, list[torch.Tensor]]:
     """:func:`_run_forward` for ``x`` (contiguous), through graphs where they run. Also
-    returns the scratch taken from the CPU workspace (none through graphs)."""
+    returns the stacked weights (``None`` through graphs: the backward's graph stacks them
+    again) and the scratch taken from the CPU workspace (none through graphs)."""
     graphs = core.call_graphs(False, x)
     if graphs is None:
         taken: list[torch.Tensor] = []
-        return _run_forward(core, x, states, maps, pres, biases, keep, taken), taken
+        stacks = core.stacks(maps)
+        return _run_forward(core, x, states, stacks, pres, biases, keep, taken), stacks, taken
     inputs = {"x": x}
     for prefix, tensors in (("h", [s.contiguous() for s in states]), ("m", maps), ("pre", pres), ("bias", biases)):
         for k, t in enumerate(tensors):
             inputs[f"{prefix}{k}"] = t
-    return graphs(inputs, keep), []
+    return graphs(inputs, keep), None, []
 
 
 def _forward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], keep: bool) -> dict[str, torch.Tensor]:
@@ -291,19 +296,18 @@ def _forward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], keep: boo
         return [inputs[f"{prefix}{k}"] for k in range(n)]
 
     plan = core.plan
-    states, maps = group("h", len(plan.states)), group("m", len(core.map_names))
-    return _run_forward(core, inputs["x"], states, maps, group("pre", len(plan.pre)), group("bias", len(core.biases)), keep, None)
+    stacks = core.stacks(group("m", len(core.map_names)))
+    pres, biases = group("pre", len(plan.pre)), group("bias", len(core.biases))
+    return _run_forward(core, inputs["x"], group("h", len(plan.states)), stacks, pres, biases, keep, None)
 
 
 def _run_forward(
-    core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], maps: Sequence[torch.Tensor],
+    core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], stacks: Stacks,
     pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], keep: bool, taken: list[torch.Tensor] | None,
 ) -> dict[str, torch.Tensor]:
     """The forward's outputs: ``out``, each state after the last step as ``final{i}``
-    (copies), and with ``keep`` what the backward reads: the kept buffers (``core.kept``,
-    but ``x``), the stacked x maps as ``wx`` and each product's stacked weight as
-    ``w{p}``."""
-    wx, weights = core.stacks(maps)
+    (copies), and with ``keep`` the buffers the backward reads (``core.kept`` but ``x``)."""
+    wx, weights = stacks
     buffers = _forward(core, x, wx, states, _given(core, weights, pres, biases), taken)
     S0 = buffers["S0"]
     T = S0.shape[0] - 1
@@ -314,10 +318,6 @@ def _run_forward(
         for name, b in buffers.items():
             if name in core.kept and name != "x":
                 result[name] = b
-        if wx is not None:
-            result["wx"] = wx
-        for p, w in enumerate(weights):
-            result[f"w{p}"] = w
     return result
 
 
@@ -365,14 +365,13 @@ class _Fused(torch.autograd.Function):
         states, maps = rest[:n_states], rest[n_states : n_states + n_maps]
         pres, biases = rest[n_states + n_maps : n_states + n_maps + n_pres], rest[n_states + n_maps + n_pres :]
         x = x.contiguous()
-        result, taken = _forward_outputs(core, x, states, maps, pres, biases, keep=True)
-        wx = result.get("wx")
-        ctx.core, ctx.weights = core, [result[f"w{p}"] for p in range(len(core.plan.products))]
+        result, stacks, taken = _forward_outputs(core, x, states, maps, pres, biases, keep=True)
+        ctx.core, ctx.maps, ctx.stacks = core, maps, stacks
         ctx.set_materialize_grads(False)  # an unused output's gradient comes as None, not zeros
         ctx.buffers = {name: b for name, b in result.items() if name in core.kept}
         if "x" in core.kept:
             ctx.buffers["x"] = x
-        ctx.save_for_backward(x, wx)
+        ctx.save_for_backward(x)
         saved = {b.untyped_storage().data_ptr() for b in ctx.buffers.values()}  # views too
         scratch.give(b for b in taken if b.untyped_storage().data_ptr() not in saved)
         later = [b for b in taken if b.untyped_storage().data_ptr() in saved]
@@ -384,16 +383,16 @@ class _Fused(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, dout: torch.Tensor | None, *dfinals: torch.Tensor | None) -> tuple:
         core = ctx.core
-        x, wx = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
         graphs = core.call_graphs(True, x)
         if graphs is None:
             taken: list[torch.Tensor] = []
-            grads = _gradients(core, dict(ctx.buffers), x, wx, ctx.weights, dout, dfinals, ctx.needs_input_grad, taken)
+            grads = _gradients(core, dict(ctx.buffers), x, ctx.stacks, dout, dfinals, ctx.needs_input_grad, taken)
             scratch.give(taken)
         else:
-            inputs = {**ctx.buffers, "x": x, **({"wx": wx} if wx is not None else {})}
-            for p, w in enumerate(ctx.weights):
-                inputs[f"w{p}"] = w
+            inputs = {**ctx.buffers, "x": x}
+            for k, m in enumerate(ctx.maps):
+                inputs[f"m{k}"] = m
             # Gradients as from out.sum() (expanded) come in as whole tensors.
             for name, d in (("dout", dout), *((f"dfinal{i}", d) for i, d in enumerate(dfinals))):
                 if d is not None:
@@ -403,19 +402,18 @@ class _Fused(torch.autograd.Function):
 
 
 def _backward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], needs: tuple[bool, ...]) -> dict[str, torch.Tensor]:
-    """:func:`_gradients` for a graph's ``inputs``: what the forward kept, ``x``, ``wx``,
-    each product's stacked weight ``w{p}``, and where given ``dout`` and ``dfinal{i}``."""
-    plan = core.plan
+    """:func:`_gradients` for a graph's ``inputs``: what the forward kept, ``x``, each
+    map's weight ``m{k}`` (stacked here again), and where given ``dout`` and ``dfinal{i}``."""
     kept = {name: b for name, b in inputs.items() if name in core.kept}
-    weights = [inputs[f"w{p}"] for p in range(len(plan.products))]
-    dfinals = [inputs.get(f"dfinal{i}") for i in range(len(plan.states))]
-    return _gradients(core, kept, inputs["x"], inputs.get("wx"), weights, inputs.get("dout"), dfinals, needs, None)
+    stacks = core.stacks([inputs[f"m{k}"] for k in range(len(core.map_names))])
+    dfinals = [inputs.get(f"dfinal{i}") for i in range(len(core.plan.states))]
+    return _gradients(core, kept, inputs["x"], stacks, inputs.get("dout"), dfinals, needs, None)
 
 
 def _gradients(
-    core: FusedCell, buffers: dict[str, torch.Tensor], x: torch.Tensor, wx: torch.Tensor | None,
-    weights: Sequence[torch.Tensor], dout: torch.Tensor | None, dfinals: Sequence[torch.Tensor | None],
-    needs: tuple[bool, ...], taken: list[torch.Tensor] | None,
+    core: FusedCell, buffers: dict[str, torch.Tensor], x: torch.Tensor, stacks: Stacks,
+    dout: torch.Tensor | None, dfinals: Sequence[torch.Tensor | None], needs: tuple[bool, ...],
+    taken: list[torch.Tensor] | None,
 ) -> dict[str, torch.Tensor]:
     """The backward, given ``buffers`` (what the forward kept; the backward's own are added
     to it), the stacked weights, the outputs' gradients (``None``: zero) and which of
@@ -423,6 +421,7 @@ def _gradients(
     ``dm{k}`` (each map's weight, views of its stack's gradient), ``dP{j}`` (``pre``
     leaves), ``db{j}`` (biases)."""
     plan = core.plan
+    wx, weights = stacks
     for p, w in enumerate(weights):
         buffers[weight_buffer(p)] = w
     ref = buffers["S0"]
