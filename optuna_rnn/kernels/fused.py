@@ -49,6 +49,8 @@ _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 POINTWISE = ("auto", "c", "triton", "torch")
 
+Stacks = tuple[torch.Tensor | None, list[torch.Tensor]]  # FusedCell.stacks: (x maps, each product's)
+
 
 class FusedCell:
     """A cell compiled for the fused backend: plan, programs and their kernels.
@@ -224,7 +226,7 @@ class FusedCell:
         scratch.give(taken)
         return result["out"], tuple(result[f"final{i}"] for i in range(len(states)))
 
-    def stacks(self, maps: Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    def stacks(self, maps: Sequence[torch.Tensor]) -> Stacks:
         """``maps`` (as ``map_names`` orders them) as one contiguous matrix for the x maps
         (``None`` without any) and one per product, each map's rows after the other's."""
         spans = [maps[a:b] for a, b in self.map_spans]
@@ -265,9 +267,6 @@ def _given(
     for p, w in enumerate(weights):
         given[weight_buffer(p)] = w.t()
     return given
-
-
-Stacks = tuple[torch.Tensor | None, list[torch.Tensor]]  # FusedCell.stacks: (x maps, each product's)
 
 
 def _forward_outputs(
