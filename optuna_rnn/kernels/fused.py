@@ -354,7 +354,9 @@ class _Fused(torch.autograd.Function):
     """The layer: x maps for all steps as one product, both time loops, and every gradient.
 
     The x maps' product runs in here, not as autograd's own ``mm``, so that it and its
-    gradient are this call's scratch (see :mod:`optuna_rnn.kernels.workspace`).
+    gradient are this call's scratch (see :mod:`optuna_rnn.kernels.workspace`). It takes
+    each map's weight as it is and stacks them itself (on CUDA inside the call's graph),
+    returning each map's gradient as a view of its stack's.
     """
 
     @staticmethod

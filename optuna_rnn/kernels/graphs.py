@@ -134,12 +134,12 @@ class CallGraphs:
     """``fn(inputs, options) -> outputs`` through graphs, one per input layout and
     ``options`` (hashable).
 
-    ``fn`` must read no tensor but ``inputs``; its outputs come back as fresh tensors. At most ``limit_count`` graphs (and
-    ``limit_bytes`` of their inputs' twins and outputs) are kept across all instances; the
-    least recently used goes first. One whose layouts keep being dropped and captured
-    again (more than ``limit_count`` times: sequence lengths vary more than the cache
-    holds) stops capturing new ones and runs those eagerly. ``CallGraphs.limit_count =
-    0`` turns graphs off.
+    ``fn`` must read no tensor but ``inputs``; its outputs come back as fresh tensors.
+    At most ``limit_count`` graphs (and ``limit_bytes`` of their inputs' twins and
+    outputs) are kept across all instances; the least recently used goes first. One
+    whose layouts keep being dropped and captured again (more than ``limit_count`` times:
+    sequence lengths vary more than the cache holds) stops capturing new ones and runs
+    those eagerly. ``CallGraphs.limit_count = 0`` turns graphs off.
 
     ``capture=False`` keeps everything but the graph: each call runs ``fn`` on the twin
     inputs (so the copying is checked where there is no GPU).
@@ -151,7 +151,7 @@ class CallGraphs:
     def __init__(self, fn: Callable[[Buffers, Hashable], Buffers], *, capture: bool = True) -> None:
         self.fn, self.capture = fn, capture
         self._entries: dict[Hashable, _Entry] = {}
-        self._seen: OrderedDict[Hashable, bool] = OrderedDict()  # layout -> was it dropped
+        self._seen: OrderedDict[Hashable, bool] = OrderedDict()  # key -> was it dropped
         self._failed = False  # a capture failed: no more twins, every call runs ``fn``
         self._recaptured = 0
 
