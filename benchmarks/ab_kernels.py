@@ -6,7 +6,7 @@ shows only when both versions run in one process, step for step. This extracts
 for a machine without the repository's history) into a temporary directory as the
 package ``optuna_rnn_base`` and times one training step of the recurrent core (forward
 + backward, loss: the sum of the outputs, the input needing its gradient) for each
-version, alternated ``--reps`` times after a warm-up. Both start from the same weights.
+version, alternated ``--reps`` times after two warm-ups. Both start from the same weights.
 
     python benchmarks/ab_kernels.py --base HEAD~1 [--size a] [--cells gru,mut1,mutant4]
         [--threads 2] [--reps 60] [--device cuda]
@@ -22,18 +22,16 @@ import importlib
 import io
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
-from kernels import SIZES, mutants, sync
+from kernels import SIZES, interleaved, mutants
 
 from optuna_rnn import Cell, CellRNN, zoo
 
@@ -97,19 +95,8 @@ def main() -> None:
             old = base.CellRNN(parse(str(cell)), I, H, backend="fused").to(device)
             old.load_state_dict(new.state_dict())
             x = torch.randn(T, B, I, device=device, requires_grad=True)
-            steps = {"base": step_fn(old, x), "new": step_fn(new, x)}
-            times: dict[str, list[float]] = {k: [] for k in steps}
-            for step in steps.values():
-                for _ in range(5):
-                    step()
-            for _ in range(args.reps):
-                for k, step in steps.items():
-                    sync(device)
-                    t0 = time.perf_counter()
-                    step()
-                    sync(device)
-                    times[k].append(time.perf_counter() - t0)
-            b, n = (statistics.median(times[k]) for k in ("base", "new"))
+            medians = interleaved({"base": step_fn(old, x), "new": step_fn(new, x)}, args.reps, device)
+            b, n = medians["base"], medians["new"]
             print(f"{name:>10}  base {b * 1e3:8.3f} ms  new {n * 1e3:8.3f} ms  new/base {n / b:.3f}")
 
 
