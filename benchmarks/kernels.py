@@ -3,12 +3,14 @@
 One step = forward + backward of the recurrent core (loss: sum of the outputs; the
 input needs its gradient, as an embedding's output would). All
 contenders run interleaved, round-robin, so background load hits them alike; each
-reports the median of ``--reps`` steps. Also: cold build and warm (cached) load time of
+reports the median of ``--reps`` steps. Each timed step comes right after another
+model's step, whose data has pushed its own out of the caches; ``--warm`` times instead
+the second of two steps in a row, as a training loop runs them. Also: cold build and warm (cached) load time of
 new cells' kernels, the GFLOP/s of the fused steps against a large matrix product
 timed among them, and, for scale, how much faster than the reference LSTM PyTorch's own
 LSTM runs.
 
-    python benchmarks/kernels.py [--reps 20] [--sizes a,b] [--threads N] [--device cpu] [--tf32]
+    python benchmarks/kernels.py [--reps 20] [--sizes a,b] [--threads N] [--device cpu] [--tf32] [--warm]
 """
 
 from __future__ import annotations
@@ -59,15 +61,20 @@ def step_fn(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def interleaved(contenders: dict[str, Callable[[], None]], reps: int, device: torch.device) -> dict[str, float]:
+def interleaved(
+    contenders: dict[str, Callable[[], None]], reps: int, device: torch.device, warm: bool = False
+) -> dict[str, float]:
     """Median seconds per call, contenders called round-robin (after two warm-ups each:
-    on CUDA the fused backend captures a layout's graphs on its second call)."""
+    on CUDA the fused backend captures a layout's graphs on its second call); with
+    ``warm``, each timed call follows an untimed one of the same contender."""
     for _ in range(2):
         for fn in contenders.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(reps):
         for name, fn in contenders.items():
+            if warm:
+                fn()
             sync(device)
             t0 = time.perf_counter()
             fn()
@@ -113,6 +120,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mutants", type=int, default=10)
     parser.add_argument("--tf32", action="store_true", help="CUDA: let products and cuDNN use TF32")
+    parser.add_argument("--warm", action="store_true", help="time the second of two steps in a row")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,7 +132,8 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device}"
           + (f" ({torch.cuda.get_device_name(device)}, TF32 {'on' if args.tf32 else 'off'})"
-             if device.type == "cuda" else ""))
+             if device.type == "cuda" else "")
+          + ("; each timed step the second of two in a row (--warm)" if args.warm else ""))
     extra = mutants(args.mutants)
     cold, warm = build_times(mutants(5, seed=12345))
     print(f"build of a new cell (float32): cold median {statistics.median(cold) * 1e3:.0f} ms "
@@ -164,7 +173,7 @@ def main() -> None:
         big = torch.randn(1024, 1024, device=device)
         contenders = {k: step_fn(m, x) for k, m in modules.items()}
         contenders["matmul"] = functools.partial(torch.mm, big, big)  # same conditions
-        times = interleaved(contenders, args.reps, device)
+        times = interleaved(contenders, args.reps, device, warm=args.warm)
         peak = 2 * 1024**3 / times["matmul"] / 1e9
         print(f"large matmul (1024^3, float32, interleaved): {peak:.1f} GFLOP/s")
         for a, b, bar in pairs:
