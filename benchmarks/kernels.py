@@ -3,14 +3,15 @@
 One step = forward + backward of the recurrent core (loss: sum of the outputs; the
 input needs its gradient, as an embedding's output would). All
 contenders run interleaved, round-robin, so background load hits them alike; each
-reports the median of ``--reps`` steps. Each timed step comes right after another
-model's step, whose data has pushed its own out of the caches; ``--warm`` times instead
-the second of two steps in a row, as a training loop runs them. Also: cold build and warm (cached) load time of
+reports the median of ``--reps`` steps. Each turn runs a contender's step twice in a
+row, and both are reported: the first comes right after another model's steps, whose
+data has pushed its own out of the caches; the second runs as a training loop runs its
+steps, one after the other. Also: cold build and warm (cached) load time of
 new cells' kernels, the GFLOP/s of the fused steps against a large matrix product
 timed among them, and, for scale, how much faster than the reference LSTM PyTorch's own
 LSTM runs.
 
-    python benchmarks/kernels.py [--reps 20] [--sizes a,b] [--threads N] [--device cpu] [--tf32] [--warm]
+    python benchmarks/kernels.py [--reps 20] [--sizes a,b] [--threads N] [--device cpu] [--tf32]
 """
 
 from __future__ import annotations
@@ -61,26 +62,30 @@ def step_fn(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def interleaved(
-    contenders: dict[str, Callable[[], None]], reps: int, device: torch.device, warm: bool = False
-) -> dict[str, float]:
+def interleaved(contenders: dict[str, Callable[[], None]], reps: int, device: torch.device) -> dict[str, float]:
     """Median seconds per call, contenders called round-robin (after two warm-ups each:
-    on CUDA the fused backend captures a layout's graphs on its second call); with
-    ``warm``, each timed call follows an untimed one of the same contender."""
+    on CUDA the fused backend captures a layout's graphs on its second call)."""
+    return in_a_row(contenders, reps, device, 1)[0]
+
+
+def in_a_row(
+    contenders: dict[str, Callable[[], None]], reps: int, device: torch.device, calls: int
+) -> list[dict[str, float]]:
+    """As :func:`interleaved`, but each turn calls a contender ``calls`` times in a row:
+    the median seconds of the first calls, of the second calls, and so on."""
     for _ in range(2):
         for fn in contenders.values():
             fn()
-    times: dict[str, list[float]] = {k: [] for k in contenders}
+    times: list[dict[str, list[float]]] = [{k: [] for k in contenders} for _ in range(calls)]
     for _ in range(reps):
         for name, fn in contenders.items():
-            if warm:
+            for k in range(calls):
+                sync(device)
+                t0 = time.perf_counter()
                 fn()
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+                sync(device)
+                times[k][name].append(time.perf_counter() - t0)
+    return [{k: statistics.median(v) for k, v in position.items()} for position in times]
 
 
 def step_flops(module: CellRNN, T: int, B: int) -> float:
@@ -120,7 +125,6 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mutants", type=int, default=10)
     parser.add_argument("--tf32", action="store_true", help="CUDA: let products and cuDNN use TF32")
-    parser.add_argument("--warm", action="store_true", help="time the second of two steps in a row")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,7 +137,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, device {device}"
           + (f" ({torch.cuda.get_device_name(device)}, TF32 {'on' if args.tf32 else 'off'})"
              if device.type == "cuda" else "")
-          + ("; each timed step the second of two in a row (--warm)" if args.warm else ""))
+          + "; two steps in a row per turn")
     extra = mutants(args.mutants)
     cold, warm = build_times(mutants(5, seed=12345))
     print(f"build of a new cell (float32): cold median {statistics.median(cold) * 1e3:.0f} ms "
@@ -173,27 +177,35 @@ def main() -> None:
         big = torch.randn(1024, 1024, device=device)
         contenders = {k: step_fn(m, x) for k, m in modules.items()}
         contenders["matmul"] = functools.partial(torch.mm, big, big)  # same conditions
-        times = interleaved(contenders, args.reps, device, warm=args.warm)
-        peak = 2 * 1024**3 / times["matmul"] / 1e9
-        print(f"large matmul (1024^3, float32, interleaved): {peak:.1f} GFLOP/s")
-        for a, b, bar in pairs:
-            gf = step_flops(modules[a], T, B) / times[a] / 1e9
-            print(f"{a:>19s} {times[a] * 1e3:8.2f}  {b:>15s} {times[b] * 1e3:8.2f}  ratio {times[a] / times[b]:.2f} "
-                  f"({bar})  {gf:.1f} GFLOP/s = {gf / peak:.0%} of matmul")
-        speedups = []
-        for name, _ in cells:
-            f, r = times[f"fused {name}"], times[f"ref {name}"]
-            speedups.append(r / f)
-            gf = step_flops(modules[f"fused {name}"], T, B) / f / 1e9
-            print(f"{name:>16s} fused {f * 1e3:8.2f}  reference {r * 1e3:8.2f}  speedup {r / f:5.2f}x  "
-                  f"fused {gf:.1f} GFLOP/s")
-        print(f"median speedup over the reference (mut1-3 and {len(extra)} mutants): "
-              f"{statistics.median(speedups):.2f}x (bar >= 4)")
-        # For scale: what PyTorch's own LSTM kernel gains over the same eager reference.
-        r = times["ref lstm"]
-        print(f"the reference lstm {r * 1e3:.2f} ms: nn.LSTM is {r / times['nn.LSTM']:.2f}x faster, "
-              f"fused lstm {r / times['fused lstm']:.2f}x")
+        labels = ["the first step of a turn, right after another model's", "the second step in a row"]
+        for times, label in zip(in_a_row(contenders, args.reps, device, 2), labels):
+            print(f"### {label}")
+            report(times, modules, pairs, cells, T, B)
 
+
+def report(times: dict[str, float], modules: dict[str, torch.nn.Module], pairs: list[tuple[str, str, str]],
+           cells: list[tuple[str, Cell]], T: int, B: int) -> None:
+    """Print one size's table: the large product's rate, each pair's ratio, each cell's
+    speedup over the reference and their median, the reference LSTM for scale."""
+    peak = 2 * 1024**3 / times["matmul"] / 1e9
+    print(f"large matmul (1024^3, float32, interleaved): {peak:.1f} GFLOP/s")
+    for a, b, bar in pairs:
+        gf = step_flops(modules[a], T, B) / times[a] / 1e9
+        print(f"{a:>19s} {times[a] * 1e3:8.2f}  {b:>15s} {times[b] * 1e3:8.2f}  ratio {times[a] / times[b]:.2f} "
+              f"({bar})  {gf:.1f} GFLOP/s = {gf / peak:.0%} of matmul")
+    speedups = []
+    for name, _ in cells:
+        f, r = times[f"fused {name}"], times[f"ref {name}"]
+        speedups.append(r / f)
+        gf = step_flops(modules[f"fused {name}"], T, B) / f / 1e9
+        print(f"{name:>16s} fused {f * 1e3:8.2f}  reference {r * 1e3:8.2f}  speedup {r / f:5.2f}x  "
+              f"fused {gf:.1f} GFLOP/s")
+    print(f"median speedup over the reference (mut1-3 and {len(cells) - 3} mutants): "
+          f"{statistics.median(speedups):.2f}x (bar >= 4)")
+    # For scale: what PyTorch's own LSTM kernel gains over the same eager reference.
+    r = times["ref lstm"]
+    print(f"the reference lstm {r * 1e3:.2f} ms: nn.LSTM is {r / times['nn.LSTM']:.2f}x faster, "
+          f"fused lstm {r / times['fused lstm']:.2f}x")
 
 if __name__ == "__main__":
     main()
