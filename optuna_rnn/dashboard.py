@@ -10,25 +10,34 @@ artifact do not.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.trial import TrialState
 
+from optuna_rnn import keys
 from optuna_rnn.cell import Cell, zoo
+from optuna_rnn.export import cell_labels, to_markdown
+from optuna_rnn.study import Leaderboard
 
 __all__ = [
+    "LeaderboardNote",
     "annotate_trial",
     "as_artifact_store",
     "cell_markdown",
+    "leaderboard_markdown",
     "save_leaderboard_note",
 ]
 
 if TYPE_CHECKING:
+    import pandas as pd
     from optuna.artifacts._protocol import ArtifactStore
 
 #: The leaderboard columns the study note shows.
@@ -71,9 +80,9 @@ def annotate_trial(
     only when an ``artifact_store`` is given.
     """
     name = zoo.name_of(cell)
-    trial.set_user_attr("equations", str(cell))
-    trial.set_user_attr("fingerprint", cell.fingerprint)
-    trial.set_user_attr("zoo_name", name)
+    trial.set_user_attr(keys.EQUATIONS, str(cell))
+    trial.set_user_attr(keys.FINGERPRINT, cell.fingerprint)
+    trial.set_user_attr(keys.ZOO_NAME, name)
     if note:
         from optuna_dashboard import save_note
 
@@ -93,27 +102,56 @@ def annotate_trial(
             )
 
 
-def save_leaderboard_note(
-    study: optuna.Study,
-    *,
-    trials: Sequence[optuna.trial.FrozenTrial] | None = None,
-    top: int = 20,
-) -> None:
-    """Write the leaderboard (best ``top`` architectures) as the study's dashboard note.
-
-    ``trials`` as in :func:`optuna_rnn.leaderboard`: the objective passes the study's
-    trials with the one ending now already marked complete.
-    """
-    from optuna_dashboard import save_note
-
-    from optuna_rnn.export import cell_labels, to_markdown
-    from optuna_rnn.study import leaderboard
-
-    board = leaderboard(study, trials=trials)
-    table = board.assign(cell=cell_labels(board))[list(NOTE_COLUMNS)].head(top)
-    body = (
-        f"## Leaderboard ({len(board)} architectures)\n\n"
+def leaderboard_markdown(board: pd.DataFrame, n_architectures: int) -> str:
+    """The study note's text: the leaderboard rows ``board`` of ``n_architectures``."""
+    table = board.assign(cell=cell_labels(board))[list(NOTE_COLUMNS)]
+    return (
+        f"## Leaderboard ({n_architectures} architectures)\n\n"
         "One row per architecture, best first; scores are validation scores, "
         "`best_params` the best trial's hyperparameters.\n\n" + to_markdown(table)
     )
-    save_note(study, body)
+
+
+def save_leaderboard_note(study: optuna.Study, *, top: int = 20) -> None:
+    """Write the leaderboard (best ``top`` architectures) as the study's dashboard note.
+
+    Reads every trial; an objective that writes the note after each trial keeps a
+    :class:`LeaderboardNote` instead.
+    """
+    from optuna_dashboard import save_note
+
+    board = Leaderboard(study.directions)
+    board.update(study.get_trials(deepcopy=False))
+    save_note(study, leaderboard_markdown(board.frame(top), len(board)))
+
+
+class LeaderboardNote:
+    """The study note, rewritten as each trial ends from a :class:`Leaderboard` kept here.
+
+    Each write counts only the trials finished since the last one (in any process sharing
+    the storage), so the note's cost per trial does not grow with the study's size.
+    Thread-safe, for ``study.optimize(n_jobs=...)``.
+    """
+
+    def __init__(self, *, top: int = 20) -> None:
+        self.top = top
+        self._lock = threading.Lock()
+        self._study: str | None = None
+        self._board: Leaderboard | None = None
+
+    def write(self, trial: optuna.Trial, values: Sequence[float]) -> None:
+        """Rewrite the note of ``trial``'s study, counting ``trial`` complete with ``values``."""
+        from optuna_dashboard import save_note
+
+        study = trial.study
+        with self._lock:
+            if self._board is None or self._study != study.study_name:
+                self._board, self._study = Leaderboard(study.directions), study.study_name
+            board = self._board
+            trials = study.get_trials(deepcopy=False)
+            mine = copy.deepcopy(trials[trial.number])
+            mine.state, mine.values = TrialState.COMPLETE, list(values)
+            board.add(mine)
+            board.update(trials)
+            text = leaderboard_markdown(board.frame(self.top), len(board))
+        save_note(study, text)

@@ -17,6 +17,8 @@ import optuna
 import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 
+from optuna_rnn import keys
+
 __all__ = [
     "best_by_cell",
     "cell_labels",
@@ -28,12 +30,13 @@ __all__ = [
 ]
 
 #: Leaderboard columns worth reading in a terminal or a markdown table.
-SUMMARY_COLUMNS = ("cell", "best_score", "median_score", "n_trials", "n_pruned", "param_count")
+SUMMARY_COLUMNS = ("cell", "best_score", "median_score", "n_trials", "n_pruned", keys.PARAM_COUNT)
 
 
 def cell_labels(board: pd.DataFrame) -> pd.Series:
     """A short name per leaderboard row: the zoo name, else the fingerprint's first 10."""
-    return board["zoo_name"].where(board["zoo_name"].notna(), board["fingerprint"].str[:10])
+    names = board[keys.ZOO_NAME]
+    return names.where(names.notna(), board[keys.FINGERPRINT].str[:10])
 
 
 def _summary(board: pd.DataFrame, top: int | None) -> pd.DataFrame:
@@ -66,7 +69,7 @@ def format_leaderboard(board: pd.DataFrame, *, top: int | None = 10) -> str:
     text = summary.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
     if math.isnan(board["best_score"].iloc[0]):
         return f"{text}\n\n(no trial completed)"
-    return f"{text}\n\nbest cell ({summary['cell'].iloc[0]}):\n{board['equations'].iloc[0]}"
+    return f"{text}\n\nbest cell ({summary['cell'].iloc[0]}):\n{board[keys.EQUATIONS].iloc[0]}"
 
 
 def best_by_cell(studies: Mapping[str, optuna.Study]) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import optuna
 from optuna.study import StudyDirection
 
+from optuna_rnn import keys
 from optuna_rnn.cell import Cell, zoo
 from optuna_rnn.objective import CellObjective, make_objective
 from optuna_rnn.samplers._records import fingerprint_of
@@ -45,12 +46,12 @@ _MAX_STEPS = inspect.signature(CellObjective).parameters["max_steps"].default
 
 def score_key(task: Task) -> str:
     """The user attr holding a trial's validation score on ``task``."""
-    return f"score_{task.name}"
+    return keys.score_key(task.name)
 
 
 def ratio_key(task: Task) -> str:
     """The user attr holding a trial's ratio to the reference on ``task``."""
-    return f"ratio_{task.name}"
+    return keys.ratio_key(task.name)
 
 
 def _ratio(task: Task, score: float, best: float) -> float:
@@ -155,7 +156,7 @@ class MultitaskObjective:
                     f"{task.name}, under {self.first_task_threshold:g}",
                 )
         value = min(ratios)
-        trial.set_user_attr("score", value)
+        trial.set_user_attr(keys.SCORE, value)
         return value
 
     def _train(self, trial: optuna.Trial, task: Task, stage: int) -> float:
@@ -165,7 +166,7 @@ class MultitaskObjective:
         return score
 
     def _stop(self, trial: optuna.Trial, because: str, detail: str) -> NoReturn:
-        trial.set_user_attr("ended_because", because)
+        trial.set_user_attr(keys.ENDED_BECAUSE, because)
         raise optuna.TrialPruned(detail)
 
     def _reference_best(self, trial: optuna.Trial, task: Task, score: float) -> float | None:
@@ -180,7 +181,7 @@ class MultitaskObjective:
             and key in t.user_attrs
             and fingerprint_of(t) == self.reference.fingerprint
         ]
-        if trial.user_attrs.get("fingerprint") == self.reference.fingerprint:
+        if trial.user_attrs.get(keys.FINGERPRINT) == self.reference.fingerprint:
             scores.append(score)
         if not scores:
             return None

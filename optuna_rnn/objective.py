@@ -1,113 +1,35 @@
 """The Optuna objective: suggest a cell and hyperparameters, train, report, score.
 
-Importing this module does not import torch (the trial does), so the study helpers can
-share :class:`Hyperparameters` without paying for it.
+Importing this module does not import torch (the trial does).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib.util
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 
+from optuna_rnn import keys
 from optuna_rnn.dashboard import (
     ArtifactStoreLike,
+    LeaderboardNote,
     annotate_trial,
     as_artifact_store,
-    save_leaderboard_note,
 )
+from optuna_rnn.hyperparameters import Hyperparameters
 
 if TYPE_CHECKING:
     from optuna_rnn.cell import Cell
     from optuna_rnn.spaces import CellSpace
     from optuna_rnn.tasks import Task
 
-__all__ = [
-    "ADAM_LEARNING_RATES",
-    "PAPER_DROPOUTS",
-    "CellObjective",
-    "Hyperparameters",
-    "make_objective",
-]
+__all__ = ["CellObjective", "make_objective"]
 
 _logger = optuna.logging.get_logger(__name__)
-
-#: The paper's dropout choices for its dropout runs (its search used none).
-PAPER_DROPOUTS = (0.0, 0.1, 0.3, 0.5)
-#: Learning rates for ``optimizer="adam"`` (a project convention; the paper used SGD).
-ADAM_LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2)
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """The choice lists a trial samples its hyperparameters from.
-
-    Defaults are the paper's, except the parameter budgets (the paper went up to 20M)
-    and dropout (the paper's search used none; pass :data:`PAPER_DROPOUTS` for its
-    dropout runs). Each is one categorical Optuna parameter, named in :attr:`names`.
-    """
-
-    init_scales: Sequence[float] = (0.3, 0.7, 1.0, 1.4, 2.0, 2.8)
-    learning_rates: Sequence[float] = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
-    max_grad_norms: Sequence[float] = (1.0, 2.5, 5.0, 10.0, 20.0)
-    layer_counts: Sequence[int] = (1, 2, 3, 4)
-    param_budgets: Sequence[int] = (10_000, 25_000, 50_000)
-    dropouts: Sequence[float] = (0.0,)
-
-    #: The Optuna parameter names, in the order of the fields above.
-    names: ClassVar[tuple[str, ...]] = (
-        "init_scale",
-        "learning_rate",
-        "max_grad_norm",
-        "num_layers",
-        "param_budget",
-        "dropout",
-    )
-
-    def __post_init__(self) -> None:
-        for field_name, choices in self._choices().items():
-            if len(choices) == 0:
-                raise ValueError(f"Hyperparameters.{field_name} has no choices")
-        checks = {
-            "init_scales": lambda v: v > 0,
-            "learning_rates": lambda v: v > 0,
-            "max_grad_norms": lambda v: v > 0,
-            "layer_counts": lambda v: isinstance(v, int) and v >= 1,
-            "param_budgets": lambda v: isinstance(v, int) and v >= 1,
-            "dropouts": lambda v: 0 <= v < 1,
-        }
-        for field_name, ok in checks.items():
-            bad = [v for v in getattr(self, field_name) if not ok(v)]
-            if bad:
-                raise ValueError(f"Hyperparameters.{field_name} has invalid choices {bad}")
-
-    def _choices(self) -> dict[str, tuple]:
-        fields = (
-            "init_scales",
-            "learning_rates",
-            "max_grad_norms",
-            "layer_counts",
-            "param_budgets",
-            "dropouts",
-        )
-        return {f: tuple(getattr(self, f)) for f in fields}
-
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Sample the hyperparameters; returns ``{name: value}`` for all of them.
-
-        A choice list of one value is no decision and, as in the search spaces, not an
-        Optuna parameter.
-        """
-        return {
-            name: trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
-            for name, choices in zip(self.names, self._choices().values(), strict=True)
-        }
 
 
 class CellObjective:
@@ -116,10 +38,14 @@ class CellObjective:
     Keyword-only arguments:
 
     - ``space``: where cells come from (default :class:`~optuna_rnn.GatedSpace`).
-    - ``hyperparameters``: the :class:`Hyperparameters` choice lists (the paper's;
-      CPU-sized parameter budgets).
+    - ``hyperparameters``: the :class:`~optuna_rnn.hyperparameters.Hyperparameters`
+      choice lists, or a mapping of some of its fields (``{"param_budgets": [500_000]}``)
+      that replace those lists of the optimizer's defaults
+      (:meth:`~optuna_rnn.hyperparameters.Hyperparameters.for_optimizer`); default: the
+      paper's lists with CPU-sized parameter budgets.
     - ``optimizer``: ``"sgd"`` (the paper's, with clipping and learning-rate decay) or
-      ``"adam"`` (then the default learning rates are :data:`ADAM_LEARNING_RATES`).
+      ``"adam"`` (then the default learning rates are
+      :data:`~optuna_rnn.hyperparameters.ADAM_LEARNING_RATES`).
     - ``batch_size`` (20), ``max_steps`` (2000), ``max_seconds`` (``None``): the
       per-trial budgets; ``eval_every`` (100) steps between validations, each reported
       with ``trial.report`` (the validation loss, negated in a maximize study) and
@@ -146,7 +72,7 @@ class CellObjective:
         task: Task,
         *,
         space: CellSpace | None = None,
-        hyperparameters: Hyperparameters | None = None,
+        hyperparameters: Hyperparameters | Mapping[str, Sequence[Any]] | None = None,
         optimizer: Literal["sgd", "adam"] = "sgd",
         batch_size: int = 20,
         max_steps: int = 2000,
@@ -168,12 +94,8 @@ class CellObjective:
             from optuna_rnn.spaces import GatedSpace
 
             space = GatedSpace()
-        if hyperparameters is None:
-            hyperparameters = (
-                Hyperparameters(learning_rates=ADAM_LEARNING_RATES)
-                if optimizer == "adam"
-                else Hyperparameters()
-            )
+        if not isinstance(hyperparameters, Hyperparameters):
+            hyperparameters = Hyperparameters.for_optimizer(optimizer, hyperparameters)
         if notes is None:
             notes = importlib.util.find_spec("optuna_dashboard") is not None
         if torch_threads is not None and torch_threads < 1:
@@ -187,6 +109,7 @@ class CellObjective:
         self.seed = seed
         self.artifact_store = as_artifact_store(artifact_store)
         self.notes = notes
+        self._note = LeaderboardNote() if notes else None
         self.catch = catch
         # Validates the training settings now rather than in every trial.
         self._config = TrainConfig(
@@ -223,8 +146,8 @@ class CellObjective:
             raise
         except Exception as err:
             message = f"{type(err).__name__}: {err}"
-            trial.set_user_attr("ended_because", "failed")
-            trial.set_user_attr("error", message)
+            trial.set_user_attr(keys.ENDED_BECAUSE, "failed")
+            trial.set_user_attr(keys.ERROR, message)
             if not isinstance(err, self.catch):
                 raise
             _logger.warning(f"Trial {trial.number} failed: {message}", exc_info=err)
@@ -248,7 +171,7 @@ class CellObjective:
         cell: Cell = self.space.suggest(trial)
         annotate_trial(trial, cell, artifact_store=self.artifact_store, note=self.notes)
         hp = self.hyperparameters.suggest(trial)
-        trial.set_user_attr("hyperparameters", hp)
+        trial.set_user_attr(keys.HYPERPARAMETERS, hp)
         width = hidden_size_for_budget(
             cell,
             hp["param_budget"],
@@ -268,8 +191,8 @@ class CellObjective:
             init_scale=hp["init_scale"],
             backend=self.backend,
         ).to(self.device)
-        trial.set_user_attr("width", width)
-        trial.set_user_attr("param_count", sum(p.numel() for p in model.parameters()))
+        trial.set_user_attr(keys.WIDTH, width)
+        trial.set_user_attr(keys.PARAM_COUNT, sum(p.numel() for p in model.parameters()))
         config = dataclasses.replace(
             self._config,
             learning_rate=hp["learning_rate"],
@@ -283,38 +206,30 @@ class CellObjective:
         def on_evaluate(step: int, valid: dict[str, float]) -> None:
             trial.report(sign * valid["loss"], step_offset + step)
             if trial.should_prune():
-                trial.set_user_attr("ended_because", "pruned")
+                trial.set_user_attr(keys.ENDED_BECAUSE, "pruned")
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
         try:
             result = train(model, task, config, on_evaluate=on_evaluate)
         except Diverged as err:
-            trial.set_user_attr("ended_because", "diverged")
-            trial.set_user_attr("error", str(err))
+            trial.set_user_attr(keys.ENDED_BECAUSE, "diverged")
+            trial.set_user_attr(keys.ERROR, str(err))
             raise optuna.TrialPruned(f"diverged: {err}") from err
         test = validate(model, task, "test", config.batch_size)
         for key, value in {
-            "score": result.valid["score"],
-            "valid_loss": result.valid["loss"],
-            "test_score": test["score"],
-            "test_loss": test["loss"],
-            "tokens_per_second": result.tokens_per_second,
-            "steps": result.steps,
-            "best_step": result.best_step,
-            "ended_because": result.ended_because,
+            keys.SCORE: result.valid["score"],
+            keys.VALID_LOSS: result.valid["loss"],
+            keys.TEST_SCORE: test["score"],
+            keys.TEST_LOSS: test["loss"],
+            keys.TOKENS_PER_SECOND: result.tokens_per_second,
+            keys.STEPS: result.steps,
+            keys.BEST_STEP: result.best_step,
+            keys.ENDED_BECAUSE: result.ended_because,
         }.items():
             trial.set_user_attr(key, value)
-        if self.notes:
-            save_leaderboard_note(trial.study, trials=_as_completed(trial, result.valid["score"]))
+        if self._note is not None:
+            self._note.write(trial, [result.valid["score"]])
         return result.valid["score"]
-
-
-def _as_completed(trial: optuna.Trial, value: float) -> list[optuna.trial.FrozenTrial]:
-    """The study's trials, ``trial`` (still running) shown complete with ``value``."""
-    trials = trial.study.get_trials(deepcopy=False)
-    mine = copy.deepcopy(trials[trial.number])
-    mine.state, mine.value = optuna.trial.TrialState.COMPLETE, value
-    return [mine if t.number == trial.number else t for t in trials]
 
 
 def make_objective(task: Task, **kwargs: Any) -> CellObjective:

@@ -6,25 +6,32 @@ imports torch.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 
+from optuna_rnn import keys
 from optuna_rnn.cell import Cell, zoo
-from optuna_rnn.objective import Hyperparameters
+from optuna_rnn.hyperparameters import Hyperparameters
 
 if TYPE_CHECKING:
     from optuna_rnn.spaces import CellSpace
 
-__all__ = ["LEADERBOARD_COLUMNS", "leaderboard", "seed_study"]
+__all__ = ["LEADERBOARD_COLUMNS", "Leaderboard", "leaderboard", "seed_study"]
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 LEADERBOARD_COLUMNS = [
-    "fingerprint",
-    "zoo_name",
+    keys.FINGERPRINT,
+    keys.ZOO_NAME,
     "best_score",
     "median_score",
     "n_trials",
@@ -33,8 +40,8 @@ LEADERBOARD_COLUMNS = [
     "n_failed",
     "best_trial",
     "best_params",
-    "param_count",
-    "equations",
+    keys.PARAM_COUNT,
+    keys.EQUATIONS,
 ]
 
 
@@ -70,8 +77,116 @@ def seed_study(
         study.enqueue_trial({**space.encode(cell), **fixed}, skip_if_exists=True)
 
 
+@dataclass
+class _Tally:
+    """One architecture's finished trials, as the leaderboard counts them."""
+
+    fingerprint: str
+    first: int
+    zoo_name: str | None
+    equations: str | None
+    scores: list[float] = field(default_factory=list)
+    best: FrozenTrial | None = None
+    n_trials: int = 0
+    n_pruned: int = 0
+    n_failed: int = 0
+
+
+class Leaderboard:
+    """A study's leaderboard, kept current one finished trial at a time.
+
+    :meth:`update` adds only the trials it has not seen, and :meth:`frame` sorts only the
+    rows it shows, so a note rewritten after every trial costs per trial what the new
+    trials and the shown rows cost, not a rebuild from the whole study. Rows rank by the
+    first objective in a multi-objective study.
+    """
+
+    def __init__(self, directions: Sequence[StudyDirection]) -> None:
+        self.maximize = directions[0] == StudyDirection.MAXIMIZE
+        self._tallies: dict[str, _Tally] = {}
+        self._seen: set[int] = set()
+
+    def add(self, trial: FrozenTrial) -> None:
+        """Count one finished trial (once: a trial number seen before is skipped)."""
+        if trial.number in self._seen or trial.state not in _FINISHED:
+            return
+        self._seen.add(trial.number)
+        fingerprint = trial.user_attrs.get(keys.FINGERPRINT)
+        if fingerprint is None:
+            return
+        tally = self._tallies.get(fingerprint)
+        if tally is None:
+            tally = self._tallies[fingerprint] = _Tally(
+                fingerprint,
+                trial.number,
+                trial.user_attrs.get(keys.ZOO_NAME),
+                trial.user_attrs.get(keys.EQUATIONS),
+            )
+        tally.first = min(tally.first, trial.number)
+        tally.n_trials += 1
+        tally.n_pruned += trial.state == TrialState.PRUNED
+        tally.n_failed += trial.state == TrialState.FAIL
+        if trial.state == TrialState.COMPLETE and trial.values is not None:
+            value = trial.values[0]
+            bisect.insort(tally.scores, value)
+            if tally.best is None or self._better(trial, tally.best):
+                tally.best = trial
+
+    def update(self, trials: Iterable[FrozenTrial]) -> None:
+        """Count the finished trials among ``trials`` that are not counted yet."""
+        for trial in trials:
+            if trial.number not in self._seen:
+                self.add(trial)
+
+    def _better(self, trial: FrozenTrial, than: FrozenTrial) -> bool:
+        a, b = trial.values[0], than.values[0]
+        if a == b:
+            return trial.number < than.number
+        return a > b if self.maximize else a < b
+
+    def _rank(self, tally: _Tally) -> tuple[bool, float, int]:
+        if tally.best is None:
+            return True, 0.0, tally.first
+        value = tally.best.values[0]
+        return False, -value if self.maximize else value, tally.first
+
+    def frame(self, top: int | None = None) -> pd.DataFrame:
+        """The best ``top`` rows (all by default), best first; see :func:`leaderboard`."""
+        tallies = self._tallies.values()
+        shown = (
+            sorted(tallies, key=self._rank)
+            if top is None
+            else heapq.nsmallest(top, tallies, key=self._rank)
+        )
+        rows = []
+        for tally in shown:
+            best = tally.best
+            rows.append(
+                {
+                    keys.FINGERPRINT: tally.fingerprint,
+                    keys.ZOO_NAME: tally.zoo_name,
+                    "best_score": best.values[0] if best else float("nan"),
+                    "median_score": statistics.median(tally.scores) if best else float("nan"),
+                    "n_trials": tally.n_trials,
+                    "n_complete": len(tally.scores),
+                    "n_pruned": tally.n_pruned,
+                    "n_failed": tally.n_failed,
+                    "best_trial": best.number if best else None,
+                    "best_params": best.user_attrs.get(keys.HYPERPARAMETERS) if best else None,
+                    keys.PARAM_COUNT: best.user_attrs.get(keys.PARAM_COUNT) if best else None,
+                    keys.EQUATIONS: tally.equations,
+                }
+            )
+        return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS).astype(
+            {"best_trial": "Int64", keys.PARAM_COUNT: "Int64"}
+        )
+
+    def __len__(self) -> int:
+        return len(self._tallies)
+
+
 def leaderboard(
-    study: optuna.Study, *, trials: Sequence[optuna.trial.FrozenTrial] | None = None
+    study: optuna.Study, *, trials: Sequence[FrozenTrial] | None = None
 ) -> pd.DataFrame:
     """One row per architecture (fingerprint), best first.
 
@@ -79,42 +194,11 @@ def leaderboard(
     counts every finished trial of the architecture (complete, pruned or failed).
     ``best_params`` are the best trial's hyperparameters. Architectures with no
     completed trial come last with a NaN score. ``trials`` ranks these instead of the
-    study's (the study still gives the direction).
+    study's (the study still gives the direction). A multi-objective study ranks by
+    its first objective.
     """
-    by_cell: dict[str, list[optuna.trial.FrozenTrial]] = {}
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    if trials is None:
-        trials = study.get_trials(deepcopy=False, states=finished)
-    for trial in (t for t in trials if t.state in finished):
-        fingerprint = trial.user_attrs.get("fingerprint")
-        if fingerprint is not None:
-            by_cell.setdefault(fingerprint, []).append(trial)
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    rows = []
-    for fingerprint, trials in by_cell.items():
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        best = (max if maximize else min)(done, key=lambda t: t.value) if done else None
-        states = [t.state for t in trials]
-        rows.append(
-            {
-                "fingerprint": fingerprint,
-                "zoo_name": trials[0].user_attrs.get("zoo_name"),
-                "best_score": best.value if best else float("nan"),
-                "median_score": statistics.median(t.value for t in done) if done else float("nan"),
-                "n_trials": len(trials),
-                "n_complete": len(done),
-                "n_pruned": states.count(TrialState.PRUNED),
-                "n_failed": states.count(TrialState.FAIL),
-                "best_trial": best.number if best else None,
-                "best_params": best.user_attrs.get("hyperparameters") if best else None,
-                "param_count": best.user_attrs.get("param_count") if best else None,
-                "equations": trials[0].user_attrs.get("equations"),
-            }
-        )
-    board = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS).astype(
-        {"best_trial": "Int64", "param_count": "Int64"}
+    board = Leaderboard(study.directions)
+    board.update(
+        study.get_trials(deepcopy=False, states=_FINISHED) if trials is None else trials
     )
-    board = board.sort_values(
-        "best_score", ascending=not maximize, na_position="last", kind="stable"
-    )
-    return board.reset_index(drop=True)
+    return board.frame()

@@ -19,7 +19,7 @@ from __future__ import annotations
 from _common import Context, baselines, main
 
 from optuna_rnn.export import best_by_cell
-from optuna_rnn.objective import PAPER_DROPOUTS
+from optuna_rnn.hyperparameters import PAPER_DROPOUTS
 
 CELLS = ("lstm", "lstm_b", "gru", "mut1", "mut3")
 PRESETS = {

@@ -100,13 +100,19 @@ def test_console_script_module_runs() -> None:
 def test_spec_builds_the_library_objects() -> None:
     from optuna_rnn import CellEvolutionSampler, GraphSpace
     from optuna_rnn.multitask import MultitaskObjective
-    from optuna_rnn.objective import CellObjective, Hyperparameters
+    from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES, Hyperparameters
+    from optuna_rnn.objective import CellObjective
 
     single = SearchSpec(tasks=("arithmetic:tiny",), sampler="random",
                         objective={"max_steps": 5, "hyperparameters": {"layer_counts": [1]}})
     objective = single.build_objective()
     assert isinstance(objective, CellObjective)
     assert objective.hyperparameters == Hyperparameters(layer_counts=[1])
+    # A partial setting replaces only the lists it names: Adam keeps its learning rates.
+    adam = SearchSpec(tasks=("arithmetic:tiny",), sampler="random", objective={
+        "optimizer": "adam", "hyperparameters": {"param_budgets": [500_000]}})
+    assert adam.build_objective().hyperparameters == Hyperparameters(
+        learning_rates=ADAM_LEARNING_RATES, param_budgets=[500_000])
     several = SearchSpec(tasks=("xml:tiny", "arithmetic:tiny"), objective={"prefilter": False})
     assert isinstance(several.build_objective(), MultitaskObjective)
     assert several.direction() == "maximize"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,14 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore
-from optuna_dashboard import wsgi
+from optuna.trial import TrialState, create_trial
+from optuna_dashboard import get_note, wsgi
 
-from optuna_rnn import make_objective, seed_study
+from optuna_rnn import keys, leaderboard, make_objective, seed_study
 from optuna_rnn.cell import Cell, zoo
 from optuna_rnn.cell.render import render_svg
-from optuna_rnn.objective import Hyperparameters
+from optuna_rnn.dashboard import LeaderboardNote, leaderboard_markdown
+from optuna_rnn.hyperparameters import Hyperparameters
 from optuna_rnn.tasks.memorization import Memorization
 
 TRIAL_ATTRS = {
@@ -106,3 +109,34 @@ def test_the_study_note_holds_the_leaderboard(served: tuple[Any, optuna.Study]) 
     assert len(rows) == 2
     best = study.best_trial.user_attrs["zoo_name"]
     assert rows[0].startswith(f"| {best} | {study.best_value:.4g} |")
+
+
+def test_the_note_kept_trial_by_trial_equals_a_full_rebuild(tmp_path: Path) -> None:
+    """LeaderboardNote counts only new trials, other workers' included, yet writes what a
+    rebuild from every trial writes."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'note.db'}")
+    study = optuna.create_study(storage=storage, direction="minimize")
+    note = LeaderboardNote(top=3)
+    cells = ["aaa", "bbb", "ccc", "ddd", "aaa", "bbb"]
+    calls = itertools.count()
+
+    def objective(trial: optuna.Trial) -> float:
+        call = next(calls)
+        fingerprint = cells[call % len(cells)]
+        trial.set_user_attr(keys.FINGERPRINT, fingerprint)
+        trial.set_user_attr(keys.EQUATIONS, f"h' = {fingerprint}")
+        trial.set_user_attr(keys.HYPERPARAMETERS, {"n": trial.number})
+        value = trial.suggest_float("x", 0.0, 1.0)
+        if call % 3 == 1:  # another worker's trials end meanwhile
+            for state, value_ in ((TrialState.PRUNED, None), (TrialState.COMPLETE, 0.5)):
+                study.add_trial(create_trial(state=state, value=value_,
+                                             user_attrs={keys.FINGERPRINT: "eee"}))
+        note.write(trial, [value])
+        return value
+
+    def rebuilt(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        board = leaderboard(study)
+        assert get_note(study) == leaderboard_markdown(board.head(3), len(board))
+
+    study.optimize(objective, n_trials=14, callbacks=[rebuilt])
+    assert "## Leaderboard (5 architectures)" in get_note(study)

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from optuna_rnn import leaderboard, make_objective, seed_study
 from optuna_rnn.cell import zoo
-from optuna_rnn.objective import Hyperparameters
+from optuna_rnn.hyperparameters import Hyperparameters
 from optuna_rnn.tasks.memorization import Memorization
 
 

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from optuna_rnn import make_objective
 from optuna_rnn.cell import Cell, CellError, zoo
-from optuna_rnn.objective import Hyperparameters
+from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES, Hyperparameters
 from optuna_rnn.spaces import CellSpace
 from optuna_rnn.spaces.base import Chooser
 from optuna_rnn.tasks.memorization import Memorization
@@ -179,6 +179,22 @@ def test_adam_gets_its_own_learning_rates() -> None:
     objective = make_objective(TASK, space=SPACE, optimizer="adam", notes=False)
     assert max(objective.hyperparameters.learning_rates) <= 1e-2
     assert math.isclose(min(Hyperparameters().learning_rates), 0.1)
+
+
+def test_a_partial_hyperparameter_setting_keeps_the_optimizers_other_lists() -> None:
+    """Issue 23: a partial setting replaced the Adam defaults with the SGD rates."""
+    budgets = {"param_budgets": [1500], "layer_counts": [1]}
+    adam = _objective(optimizer="adam", hyperparameters=budgets, max_steps=2)
+    assert adam.hyperparameters.learning_rates == ADAM_LEARNING_RATES
+    assert list(adam.hyperparameters.param_budgets) == [1500]
+    sgd = _objective(hyperparameters=budgets)
+    assert sgd.hyperparameters.learning_rates == Hyperparameters().learning_rates
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    study.optimize(adam, n_trials=3)
+    drawn = {t.params["learning_rate"] for t in study.trials if "learning_rate" in t.params}
+    assert drawn and drawn <= set(ADAM_LEARNING_RATES)
+    with pytest.raises(ValueError, match=r"unknown hyperparameter lists \['learning_rate'\]"):
+        _objective(hyperparameters={"learning_rate": [0.1]})
 
 
 def test_the_time_budget_ends_a_trial_complete_and_threads_are_set() -> None:

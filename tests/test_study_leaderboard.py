@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import random
+import statistics
 
 import optuna
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from optuna.trial import TrialState, create_trial
 
 from optuna_rnn import leaderboard, seed_study
 from optuna_rnn.cell import CellError, zoo
 from optuna_rnn.spaces import GatedSpace
-from optuna_rnn.study import LEADERBOARD_COLUMNS
+from optuna_rnn.study import LEADERBOARD_COLUMNS, Leaderboard
 
 
 def _add(
@@ -97,3 +103,61 @@ def test_seed_study_rejects_unknown_names_and_cells_outside_the_space() -> None:
     narrow = GatedSpace(updates=("interpolate_old",))
     with pytest.raises(CellError):
         seed_study(study, ["lstm"], space=narrow)
+
+
+_trial_specs = st.lists(
+    st.tuples(
+        st.sampled_from(["aaa", "bbb", "ccc", None]),
+        st.sampled_from([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]),
+        st.sampled_from([0.1, 0.5, 0.9, 2.0]),
+    ),
+    max_size=25,
+)
+
+
+def _rebuild(trials: list, maximize: bool) -> list[tuple]:
+    """The board from scratch, plainly: (fingerprint, best, median, counts, best trial)."""
+    rows = []
+    for fp in dict.fromkeys(t.user_attrs["fingerprint"] for t in trials if t.user_attrs):
+        mine = [t for t in trials if t.user_attrs.get("fingerprint") == fp]
+        done = [t for t in mine if t.state == TrialState.COMPLETE]
+        best = max(done, key=lambda t: (t.value if maximize else -t.value, -t.number), default=None)
+        rows.append((
+            fp,
+            best.value if best else math.inf,
+            statistics.median(t.value for t in done) if done else math.inf,
+            len(mine),
+            [t.state for t in mine].count(TrialState.PRUNED),
+            best.number if best else -1,
+        ))
+    return sorted(rows, key=lambda r: (r[1] == math.inf, -r[1] if maximize else r[1]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(_trial_specs, st.sampled_from(["maximize", "minimize"]), st.randoms(), st.integers(1, 4))
+def test_an_incremental_board_equals_the_full_rebuild(
+    specs: list, direction: str, rng: random.Random, top: int
+) -> None:
+    """Trials counted one at a time, in any order of finishing (as other workers' trials
+    arrive), and some first seen still running, give the board of a full rebuild."""
+    study = optuna.create_study(direction=direction)
+    for fingerprint, state, value in specs:
+        _add(study, fingerprint, value, state)
+    trials = study.get_trials()
+    order = rng.sample(trials, len(trials))
+    board = Leaderboard(study.directions)
+    for k, trial in enumerate(order):
+        running = copy.deepcopy(trial)
+        running.state, running.values = TrialState.RUNNING, None
+        board.update([running])  # not counted: not finished
+        board.update(order[: k + 1])
+        shown = sorted(order[: k + 1], key=lambda t: t.number)
+        expected = leaderboard(study, trials=shown)
+        pd.testing.assert_frame_equal(board.frame(top), expected.head(top))
+        columns = ["best_score", "median_score", "n_trials", "n_pruned", "best_trial"]
+        plain = expected[["fingerprint", *columns]].fillna({"best_score": math.inf,
+                "median_score": math.inf, "best_trial": -1})
+        assert [tuple(r) for r in plain.itertuples(index=False)] == _rebuild(
+            shown, direction == "maximize")
+    pd.testing.assert_frame_equal(board.frame(), leaderboard(study))
+    assert len(board) == leaderboard(study).shape[0]

@@ -13,6 +13,7 @@ from optuna_rnn.cli.args import (
     load_study,
     positive_int,
 )
+from optuna_rnn.keys import EQUATIONS
 
 __all__ = ["add_parsers", "cell_of"]
 
@@ -66,9 +67,9 @@ def cell_of(args: argparse.Namespace) -> Cell:
     if args.trial is not None:
         study = load_study(args)
         trials = [t for t in study.get_trials(deepcopy=False) if t.number == args.trial]
-        if not trials or "equations" not in trials[0].user_attrs:
+        if not trials or EQUATIONS not in trials[0].user_attrs:
             raise UsageError(f"study {study.study_name!r} has no trial {args.trial} with a cell")
-        return Cell.parse(trials[0].user_attrs["equations"])
+        return Cell.parse(trials[0].user_attrs[EQUATIONS])
     if args.cell in zoo.names():
         return zoo.get(args.cell)
     path = Path(args.cell)

@@ -30,6 +30,8 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.cli.spec import SearchSpec
+from optuna_rnn.keys import ENDED_BECAUSE, SURPLUS
+from optuna_rnn.keys import WORKER as WORKER_ATTR
 from optuna_rnn.storage import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -50,9 +52,6 @@ __all__ = [
 
 _logger = optuna.logging.get_logger(__name__)
 
-ENDED_BECAUSE = "ended_because"
-SURPLUS = "surplus"
-WORKER_ATTR = "worker"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import optuna
 
+from optuna_rnn.keys import SEARCH_SPEC as SPEC_ATTR
+
 __all__ = [
     "PRUNERS",
     "SAMPLERS",
@@ -26,8 +28,6 @@ __all__ = [
     "parse_assignment",
     "parse_task",
 ]
-
-SPEC_ATTR = "optuna_rnn:spec"
 
 #: Command-line task names and the classes of :mod:`optuna_rnn.tasks` they name.
 TASKS = {
@@ -85,8 +85,9 @@ class SearchSpec:
         seed_draws: how often each seed cell is enqueued, each time with its own
             hyperparameter draw (``optuna-rnn baselines``).
         objective: keyword arguments of :func:`optuna_rnn.make_objective`;
-            ``hyperparameters`` is a dict of :class:`~optuna_rnn.objective.Hyperparameters`
-            choice lists.
+            ``hyperparameters`` is a dict of some
+            :class:`~optuna_rnn.hyperparameters.Hyperparameters` choice lists, which
+            replace those of the optimizer's defaults.
     """
 
     tasks: tuple[str, ...] = ("memorization",)
@@ -216,10 +217,6 @@ class SearchSpec:
     def build_objective(self) -> Callable[[optuna.Trial], float]:
         """The objective every worker runs (imports torch)."""
         options = dict(self.objective)
-        if "hyperparameters" in options:  # JSON choice lists -> Hyperparameters
-            from optuna_rnn.objective import Hyperparameters
-
-            options["hyperparameters"] = Hyperparameters(**options["hyperparameters"])
         space = self.build_space()
         tasks = self.build_tasks()
         if self.multitask:

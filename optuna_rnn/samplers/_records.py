@@ -21,6 +21,12 @@ from optuna.distributions import (
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
+from optuna_rnn.keys import (
+    EVOLUTION_FINGERPRINT as FINGERPRINT_KEY,
+    EVOLUTION_PLAN as PLAN_KEY,
+    FINGERPRINT as _OBJECTIVE_FINGERPRINT,
+)
+
 __all__ = [
     "FINGERPRINT_KEY",
     "PLAN_KEY",
@@ -32,12 +38,6 @@ __all__ = [
     "read_plan",
     "write_plan",
 ]
-
-_PREFIX = "cell_evolution:"
-FINGERPRINT_KEY = _PREFIX + "fingerprint"
-PLAN_KEY = _PREFIX + "plan"
-#: The user attr the objective writes (issue 5); read for trials this sampler never planned.
-_OBJECTIVE_FINGERPRINT = "fingerprint"
 
 MUTATE = "mutate"
 REEVALUATE = "reevaluate"
