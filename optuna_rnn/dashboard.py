@@ -14,6 +14,7 @@ import copy
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -33,6 +34,7 @@ __all__ = [
     "as_artifact_store",
     "cell_markdown",
     "leaderboard_markdown",
+    "name_objectives",
     "save_leaderboard_note",
 ]
 
@@ -60,6 +62,15 @@ def as_artifact_store(store: ArtifactStoreLike | None) -> ArtifactStore | None:
         return store
     Path(store).mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(store)
+
+
+def name_objectives(study: optuna.Study, names: Sequence[str]) -> None:
+    """Set the study's metric names (the dashboard's axis and column titles) to ``names``,
+    unless they are set so already."""
+    if study.metric_names != list(names):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(names))
 
 
 def cell_markdown(cell: Cell, *, title: str) -> str:

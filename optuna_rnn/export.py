@@ -148,8 +148,9 @@ def export_study(
 ) -> list[Path]:
     """Write ``trials.csv``, ``leaderboard.{csv,md}`` and PNG plots; returns the paths.
 
-    Plots: ``leaderboard.png`` (best and median score per cell), ``history.png``
-    (Optuna's optimisation history) and ``learning_curves.png`` (reported validation
+    Plots: ``leaderboard.png`` (best and median score per cell; a multi-objective
+    study's first objective), ``history.png`` (Optuna's optimisation history; for several
+    objectives ``pareto_front.png``, Optuna's Pareto-front plot) and ``learning_curves.png`` (reported validation
     values per trial, where trials reported any). ``extra_tables`` adds ``(stem, frame)``
     tables, as the study scripts do for their comparisons.
     """
@@ -168,9 +169,16 @@ def export_study(
         from optuna.visualization import matplotlib as optuna_plots
 
         written.append(plot_leaderboard(board, out / "leaderboard.png", top=top))
-        written.append(
-            _save_optuna_plot(optuna_plots.plot_optimization_history, study, out / "history.png")
-        )
+        if len(study.directions) > 1:
+            written.append(
+                _save_optuna_plot(optuna_plots.plot_pareto_front, study, out / "pareto_front.png")
+            )
+        else:
+            written.append(
+                _save_optuna_plot(
+                    optuna_plots.plot_optimization_history, study, out / "history.png"
+                )
+            )
         if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
             written.append(
                 _save_optuna_plot(

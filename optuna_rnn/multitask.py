@@ -31,7 +31,7 @@ from optuna.study import StudyDirection
 
 from optuna_rnn import keys
 from optuna_rnn.cell import Cell, zoo
-from optuna_rnn.objective import CellObjective, make_objective
+from optuna_rnn.objective import CellObjective, make_objective, run_prefilter
 from optuna_rnn.samplers._records import fingerprint_of
 
 if TYPE_CHECKING:
@@ -111,22 +111,16 @@ class MultitaskObjective:
         }
 
     def __call__(self, trial: optuna.Trial) -> float:
-        if trial.study.direction != StudyDirection.MAXIMIZE:
+        if trial.study.directions != [StudyDirection.MAXIMIZE]:
             raise ValueError(
                 "a multi-task study maximizes the ratio to the reference: "
                 "create it with direction='maximize'"
             )
         stage = 0
         if self.prefilter is not None:
-            score = self._train(trial, self.prefilter, stage)
-            if math.isnan(score):
-                return score
-            if score < self.prefilter_threshold:
-                self._stop(
-                    trial,
-                    "prefilter",
-                    f"{self.prefilter.name} score {score:.4g} under {self.prefilter_threshold:g}",
-                )
+            stage_objective = self._objectives[self.prefilter.name]
+            if math.isnan(run_prefilter(stage_objective, trial, self.prefilter_threshold)):
+                return math.nan
             stage += 1
         ratios = []
         for k, task in enumerate(self.tasks):

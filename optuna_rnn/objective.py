@@ -19,23 +19,46 @@ from optuna_rnn.dashboard import (
     LeaderboardNote,
     annotate_trial,
     as_artifact_store,
+    name_objectives,
 )
 from optuna_rnn.hyperparameters import Hyperparameters
 
 if TYPE_CHECKING:
     from optuna_rnn.cell import Cell
+    from optuna_rnn.train.trainer import OnEvaluate
     from optuna_rnn.spaces import CellSpace
     from optuna_rnn.tasks import Task
 
-__all__ = ["CellObjective", "make_objective"]
+__all__ = ["OBJECTIVES", "CellObjective", "make_objective", "resolve_objectives", "run_prefilter"]
 
 _logger = optuna.logging.get_logger(__name__)
+
+#: What a trial can return, each in its direction: the validation score (the task's),
+#: the parameter count (minimize) and the measured training tokens per second (maximize).
+OBJECTIVES = {
+    keys.SCORE: None,
+    keys.PARAM_COUNT: "minimize",
+    keys.TOKENS_PER_SECOND: "maximize",
+}
+#: Short names accepted for :data:`OBJECTIVES` (as in ``--objectives score,params``).
+OBJECTIVE_ALIASES = {"params": keys.PARAM_COUNT}
 
 
 class CellObjective:
     """The objective: trains the trial's cell on ``task`` and returns its validation score.
 
     Keyword-only arguments:
+
+    - ``objectives`` (``("score",)``): what the trial returns, from :data:`OBJECTIVES`
+      (``"params"`` names ``"param_count"``). Several make a multi-objective objective
+      that returns a tuple: create its study with ``directions=objective.directions``;
+      the study's metric names are set to ``objectives`` for the dashboard, which then
+      shows the Pareto front. Optuna cannot prune multi-objective trials, so there no
+      loss is reported; the ``prefilter`` stage is what stops hopeless cells early.
+    - ``prefilter``: a task trained first (``True``: the paper's
+      :class:`~optuna_rnn.tasks.memorization.Memorization`); a cell scoring under
+      ``prefilter_threshold`` (0.95) there ends pruned with ``ended_because="prefilter"``
+      before it trains on ``task``. ``None`` (default): no pre-filter.
 
     - ``space``: where cells come from (default :class:`~optuna_rnn.GatedSpace`).
     - ``hyperparameters``: the :class:`~optuna_rnn.hyperparameters.Hyperparameters`
@@ -87,6 +110,9 @@ class CellObjective:
         artifact_store: ArtifactStoreLike | None = None,
         notes: bool | None = None,
         catch: tuple[type[Exception], ...] = (Exception,),
+        objectives: Sequence[str] = (keys.SCORE,),
+        prefilter: Task | bool | None = None,
+        prefilter_threshold: float = 0.95,
     ) -> None:
         from optuna_rnn.train import TrainConfig
 
@@ -111,6 +137,7 @@ class CellObjective:
         self.notes = notes
         self._note = LeaderboardNote() if notes else None
         self.catch = catch
+        self.objectives = resolve_objectives(objectives)
         # Validates the training settings now rather than in every trial.
         self._config = TrainConfig(
             learning_rate=1.0,
@@ -123,15 +150,65 @@ class CellObjective:
             lr_decay=lr_decay,
             max_decays=max_decays,
         )
+        if prefilter is True:
+            from optuna_rnn.tasks.memorization import Memorization
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        expected = self.task.direction
-        if trial.study.direction.name.lower() != expected:
-            raise ValueError(
-                f"the study must {expected} the {self.task.score_name} of {self.task!r}; "
-                f"create it with direction={expected!r}"
+            prefilter = Memorization()
+        if prefilter and not prefilter.higher_is_better:
+            raise ValueError(f"the prefilter {prefilter!r} must score higher-is-better")
+        self.prefilter_threshold = prefilter_threshold
+        self._prefilter = (
+            CellObjective(
+                prefilter,
+                space=space,
+                hyperparameters=hyperparameters,
+                optimizer=optimizer,
+                batch_size=batch_size,
+                max_steps=max_steps,
+                max_seconds=max_seconds,
+                eval_every=eval_every,
+                lr_decay=lr_decay,
+                max_decays=max_decays,
+                torch_threads=torch_threads,
+                backend=backend,
+                device=device,
+                seed=seed,
+                notes=False,
+                catch=catch,
             )
-        return self.evaluate(trial)
+            if prefilter
+            else None
+        )
+
+    @property
+    def directions(self) -> list[str]:
+        """The study directions ``objectives`` need, e.g. ``["maximize", "minimize"]``."""
+        return [OBJECTIVES[name] or self.task.direction for name in self.objectives]
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        study = trial.study
+        if [d.name.lower() for d in study.directions] != self.directions:
+            what = ", ".join(
+                f"{d} the {self.task.score_name if n == keys.SCORE else n}"
+                for n, d in zip(self.objectives, self.directions, strict=True)
+            )
+            create = (
+                f"direction={self.directions[0]!r}"
+                if len(self.directions) == 1
+                else f"directions={self.directions!r}"
+            )
+            raise ValueError(f"the study must {what} of {self.task!r}; create it with {create}")
+        if len(self.objectives) > 1:
+            name_objectives(study, self.objectives)
+        failed = (math.nan,) * len(self.objectives)
+        offset = 0
+        if self._prefilter is not None:
+            if math.isnan(run_prefilter(self._prefilter, trial, self.prefilter_threshold)):
+                return failed[0] if len(failed) == 1 else failed
+            offset = self._prefilter._config.max_steps + 1
+        measured = self._measure(trial, offset)
+        values = failed if measured is None else tuple(measured[n] for n in self.objectives)
+        return values[0] if len(values) == 1 else values
 
     def evaluate(self, trial: optuna.Trial, *, step_offset: int = 0) -> float:
         """Train and score the trial's cell, in a study of either direction.
@@ -140,6 +217,11 @@ class CellObjective:
         several tasks in one trial (:func:`optuna_rnn.make_multitask_objective`): losses
         are reported at ``step_offset + step``, negated when the study maximizes.
         """
+        measured = self._measure(trial, step_offset)
+        return math.nan if measured is None else measured[keys.SCORE]
+
+    def _measure(self, trial: optuna.Trial, step_offset: int) -> dict[str, float] | None:
+        """:data:`OBJECTIVES` measured on the trial; ``None`` when it failed (caught)."""
         try:
             return self._run(trial, step_offset)
         except optuna.TrialPruned:
@@ -152,9 +234,9 @@ class CellObjective:
                 raise
             _logger.warning(f"Trial {trial.number} failed: {message}", exc_info=err)
             # Optuna marks a trial that returns NaN as FAIL and goes on with the study.
-            return math.nan
+            return None
 
-    def _run(self, trial: optuna.Trial, step_offset: int = 0) -> float:
+    def _run(self, trial: optuna.Trial, step_offset: int = 0) -> dict[str, float]:
         import torch
 
         from optuna_rnn.train import (
@@ -191,26 +273,17 @@ class CellObjective:
             init_scale=hp["init_scale"],
             backend=self.backend,
         ).to(self.device)
+        param_count = sum(p.numel() for p in model.parameters())
         trial.set_user_attr(keys.WIDTH, width)
-        trial.set_user_attr(keys.PARAM_COUNT, sum(p.numel() for p in model.parameters()))
+        trial.set_user_attr(keys.PARAM_COUNT, param_count)
         config = dataclasses.replace(
             self._config,
             learning_rate=hp["learning_rate"],
             max_grad_norm=hp["max_grad_norm"],
             seed=seed,
         )
-        # Pruners read intermediate values in the study's direction: negate the loss
-        # when the study maximizes, so a lower loss is still a better value.
-        sign = -1.0 if trial.study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-
-        def on_evaluate(step: int, valid: dict[str, float]) -> None:
-            trial.report(sign * valid["loss"], step_offset + step)
-            if trial.should_prune():
-                trial.set_user_attr(keys.ENDED_BECAUSE, "pruned")
-                raise optuna.TrialPruned(f"pruned at step {step}")
-
         try:
-            result = train(model, task, config, on_evaluate=on_evaluate)
+            result = train(model, task, config, on_evaluate=_pruning(trial, step_offset))
         except Diverged as err:
             trial.set_user_attr(keys.ENDED_BECAUSE, "diverged")
             trial.set_user_attr(keys.ERROR, str(err))
@@ -227,9 +300,63 @@ class CellObjective:
             keys.ENDED_BECAUSE: result.ended_because,
         }.items():
             trial.set_user_attr(key, value)
+        measured = {
+            keys.SCORE: result.valid["score"],
+            keys.PARAM_COUNT: param_count,
+            keys.TOKENS_PER_SECOND: result.tokens_per_second,
+        }
         if self._note is not None:
-            self._note.write(trial, [result.valid["score"]])
-        return result.valid["score"]
+            self._note.write(trial, [measured[n] for n in self.objectives])
+        return measured
+
+
+def _pruning(trial: optuna.Trial, step_offset: int) -> OnEvaluate | None:
+    """Reports each validation loss and prunes where the pruner says so; ``None`` in a
+    multi-objective study, where Optuna cannot prune."""
+    directions = trial.study.directions
+    if len(directions) > 1:
+        return None
+    # Pruners read intermediate values in the study's direction: negate the loss
+    # when the study maximizes, so a lower loss is still a better value.
+    sign = -1.0 if directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+
+    def on_evaluate(step: int, valid: dict[str, float]) -> None:
+        trial.report(sign * valid["loss"], step_offset + step)
+        if trial.should_prune():
+            trial.set_user_attr(keys.ENDED_BECAUSE, "pruned")
+            raise optuna.TrialPruned(f"pruned at step {step}")
+
+    return on_evaluate
+
+
+def resolve_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
+    """``objectives`` as :data:`OBJECTIVES` names (aliases resolved); a clear error for a
+    name that is none, a repeat or none at all."""
+    names = tuple(OBJECTIVE_ALIASES.get(n, n) for n in objectives)
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown or not names or len(set(names)) != len(names):
+        choices = ", ".join([*OBJECTIVES, *OBJECTIVE_ALIASES])
+        raise ValueError(
+            f"objectives must be distinct names from {choices}; got {list(objectives)}"
+        )
+    return names
+
+
+def run_prefilter(stage: CellObjective, trial: optuna.Trial, threshold: float) -> float:
+    """Train the trial's cell on ``stage``'s task, the pre-filter, and return its score.
+
+    The score goes to user attr ``score_<task>``; under ``threshold`` the trial ends
+    pruned with ``ended_because="prefilter"``. NaN: the stage failed (see
+    :meth:`CellObjective.evaluate`).
+    """
+    score = stage.evaluate(trial)
+    if math.isnan(score):
+        return score
+    trial.set_user_attr(keys.score_key(stage.task.name), score)
+    if score < threshold:
+        trial.set_user_attr(keys.ENDED_BECAUSE, "prefilter")
+        raise optuna.TrialPruned(f"{stage.task.name} score {score:.4g} under {threshold:g}")
+    return score
 
 
 def make_objective(task: Task, **kwargs: Any) -> CellObjective:

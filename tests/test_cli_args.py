@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,20 @@ def test_spec_builds_the_library_objects() -> None:
     assert isinstance(several.build_space(), GraphSpace)
     with pytest.raises(ValueError, match="task 'xml:tiny,colour=1'"):
         SearchSpec(tasks=("xml:tiny,colour=1",)).build_tasks()
+
+
+def test_spec_objectives_resolve_and_bad_combinations_are_errors() -> None:
+    spec = SearchSpec(tasks=("arithmetic:tiny",), objectives=["score", "params"])
+    assert spec.objectives == ("score", "param_count") and spec.pruner == "none"
+    assert spec.directions() == ["maximize", "minimize"]
+    assert SearchSpec.from_json(spec.to_json()) == spec
+    assert SearchSpec().pruner == "median" and SearchSpec().directions() == ["maximize"]
+    old = json.loads(SearchSpec().to_json())
+    del old["objectives"]  # a spec stored before objectives existed
+    assert SearchSpec.from_json(json.dumps(old)).same_search(SearchSpec())
+    with pytest.raises(ValueError, match="single task"):
+        SearchSpec(tasks=("xml:tiny", "arithmetic:tiny"), objectives=("score", "params"))
+    with pytest.raises(ValueError, match="cannot prune"):
+        SearchSpec(objectives=("score", "params"), pruner="median")
+    with pytest.raises(ValueError, match="objectives must be distinct names"):
+        SearchSpec(objectives=("score", "flops"))

@@ -131,3 +131,23 @@ def test_baselines_give_each_cell_its_draws(tmp_path: Path, capsys: pytest.Captu
              for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(set(draws)) == len(draws)  # each trial its own hyperparameter draw
     assert "lstm" in capsys.readouterr().out
+
+
+def test_a_two_objective_search_and_its_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path}/multi.db"
+    argv = ["search", *TINY, "--objectives", "score,params", "--sampler", "tpe",
+            "--n-trials", "4", "--seed", "0", "--storage", url, "--study-name", "multi"]
+    assert main(argv) == 0
+    assert "Pareto front of score, param_count: trials [" in capsys.readouterr().out
+    study = _study(url, "multi")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["score", "param_count"]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials) and study.best_trials
+    spec = SearchSpec.from_study(study)
+    assert spec.objectives == ("score", "param_count") and spec.pruner == "none"
+    out = tmp_path / "export"
+    assert main(["export", "--storage", url, "--study-name", "multi", "--out", str(out)]) == 0
+    assert (out / "pareto_front.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        main([*argv, "--pruner", "median", "--study-name", "other"])
+    assert "Optuna cannot prune multi-objective trials" in capsys.readouterr().err

@@ -140,3 +140,25 @@ def test_the_note_kept_trial_by_trial_equals_a_full_rebuild(tmp_path: Path) -> N
 
     study.optimize(objective, n_trials=14, callbacks=[rebuilt])
     assert "## Leaderboard (5 architectures)" in get_note(study)
+
+
+def test_a_two_objective_study_shows_its_pareto_front(tmp_path: Path) -> None:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'multi.db'}")
+    objective = make_objective(
+        Memorization(length=3, alphabet=6, eval_size=40),
+        hyperparameters=Hyperparameters(param_budgets=(600, 1500), layer_counts=(1,)),
+        max_steps=20,
+        eval_every=10,
+        backend="reference",
+        objectives=("score", "params"),
+    )
+    study = optuna.create_study(storage=storage, directions=objective.directions)
+    seed_study(study, ["gru", "mut1", "lstm"])
+    study.optimize(objective, n_trials=3)
+    status, _, body = _get(wsgi(storage), f"/api/studies/{study._study_id}")
+    detail = json.loads(body)
+    assert detail["directions"] == ["maximize", "minimize"]
+    assert detail["objective_names"] == ["score", "param_count"]
+    front = sorted(t["number"] for t in detail["best_trials"])
+    assert front and front == sorted(t.number for t in study.best_trials)
+    assert detail["note"]["body"].startswith("## Leaderboard (3 architectures)")

@@ -101,7 +101,6 @@ def add_storage_options(parser: argparse.ArgumentParser, *, study_required: bool
 
 def add_spec_options(parser: argparse.ArgumentParser, *, n_trials: int | None = None) -> None:
     """Options of a :class:`SearchSpec`; ``--n-trials`` only with a default ``n_trials``."""
-    defaults = SearchSpec()
     parser.add_argument(
         "--set", dest="objective", metavar="KEY=VALUE", type=key_value, action="append",
         default=[], help="an option of make_objective, VALUE as JSON, e.g. --set "
@@ -112,8 +111,9 @@ def add_spec_options(parser: argparse.ArgumentParser, *, n_trials: int | None = 
                         "(default: graph for the evolution sampler, else gated)")
     parser.add_argument("--max-nodes", type=positive_int,
                         help="node limit of the graph space (default: GraphSpace's)")
-    parser.add_argument("--pruner", choices=PRUNERS, default=defaults.pruner,
-                        help=f"stops poor trials early (default: {defaults.pruner})")
+    parser.add_argument("--pruner", choices=PRUNERS,
+                        help="stops poor trials early (default: median; none with several "
+                        "--objectives)")
     if n_trials is not None:
         parser.add_argument("--n-trials", type=positive_int, default=n_trials,
                             help="total trials of the study, over all workers; rerunning the "

@@ -282,8 +282,12 @@ class Progress:
         done = min(state.finished, state.target)
         if done == self._bar.n:
             return
+        study = self._quota.study
         try:
-            self._bar.set_postfix(best=f"{self._quota.study.best_value:.4g}", refresh=False)
+            if len(study.directions) == 1:
+                self._bar.set_postfix(best=f"{study.best_value:.4g}", refresh=False)
+            else:
+                self._bar.set_postfix(front=len(study.best_trials), refresh=False)
         except ValueError:  # no complete trial yet
             pass
         self._bar.update(done - self._bar.n)

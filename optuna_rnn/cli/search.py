@@ -67,6 +67,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                         "memorization)")
     search.add_argument("--sampler", choices=SAMPLERS, default="evolution",
                         help="evolution: the paper's search (default)")
+    search.add_argument("--objectives", type=name_list, default=("score",), metavar="NAMES",
+                        help="what to optimise, comma-separated: score, params (the "
+                        "parameter count), tokens_per_second; several make a "
+                        "multi-objective study of one task, unpruned (default: score)")
     search.add_argument("--seed-cells", type=name_list, default=("lstm", "gru"),
                         metavar="NAMES", help="zoo cells to start from, comma-separated, or "
                         "'none' (default: lstm,gru)")
@@ -109,7 +113,11 @@ def prepare_study(storage: optuna.storages.BaseStorage, name: str, spec: SearchS
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        study = optuna.create_study(storage=storage, study_name=name, direction=spec.direction())
+        study = optuna.create_study(storage=storage, study_name=name, directions=spec.directions())
+        if len(spec.objectives) > 1:
+            from optuna_rnn.dashboard import name_objectives
+
+            name_objectives(study, spec.objectives)
         study.set_user_attr(SPEC_ATTR, spec.to_json())
         spec.enqueue_seeds(study)
         return study
@@ -185,12 +193,15 @@ def _run_and_report(args: argparse.Namespace, study: optuna.Study) -> None:
     run_study(study, _options(args, study.study_name), workers=args.workers,
               progress=not args.no_progress)
     print(format_leaderboard(leaderboard(study), top=args.top))
+    if len(study.directions) > 1:
+        front = sorted(t.number for t in study.best_trials)
+        print(f"\nPareto front of {', '.join(study.metric_names or [])}: trials {front}")
 
 
 def _search(args: argparse.Namespace) -> None:
     spec = spec_from_args(
         args, tasks=tuple(args.task or ("memorization",)), sampler=args.sampler,
-        seed_cells=args.seed_cells,
+        seed_cells=args.seed_cells, objectives=args.objectives,
     )
     name = args.study_name or f"{'+'.join(spec.tasks)}-{spec.space}-{spec.sampler}"
     _run_and_report(args, prepare_study(open_checked(args), name, spec))

@@ -78,12 +78,16 @@ class SearchSpec:
             for evolution (mutants leave the gated space) and ``"gated"`` otherwise.
         sampler: ``"evolution"`` (:class:`~optuna_rnn.CellEvolutionSampler`), ``"tpe"``,
             ``"random"`` or ``"gp"``.
-        pruner: ``"median"``, ``"hyperband"`` or ``"none"``.
+        pruner: ``"median"``, ``"hyperband"`` or ``"none"``; by default ``"median"``, and
+            ``"none"`` for several objectives, which Optuna cannot prune (there the
+            objective option ``prefilter`` stops hopeless cells early).
         n_trials: the study's total trial count, shared by all its workers.
         seed: seeds the sampler (worker ``k`` of a local pool uses ``seed + k``).
         seed_cells: zoo cells enqueued first (:func:`optuna_rnn.seed_study`).
         seed_draws: how often each seed cell is enqueued, each time with its own
             hyperparameter draw (``optuna-rnn baselines``).
+        objectives: what the study optimises (:data:`optuna_rnn.objective.OBJECTIVES`);
+            several, for one task, make a multi-objective study.
         objective: keyword arguments of :func:`optuna_rnn.make_objective`;
             ``hyperparameters`` is a dict of some
             :class:`~optuna_rnn.hyperparameters.Hyperparameters` choice lists, which
@@ -94,15 +98,29 @@ class SearchSpec:
     space: str | None = None
     max_nodes: int | None = None
     sampler: str = "evolution"
-    pruner: str = "median"
+    pruner: str | None = None
     n_trials: int = 20
     seed: int | None = 0
     seed_cells: tuple[str, ...] = ("lstm", "gru")
     seed_draws: int = 1
     reference: str = "gru"
     objective: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    objectives: tuple[str, ...] = ("score",)
 
     def __post_init__(self) -> None:
+        from optuna_rnn.objective import resolve_objectives
+
+        object.__setattr__(self, "objectives", resolve_objectives(self.objectives))
+        several = len(self.objectives) > 1
+        if several and self.pruner not in (None, "none"):
+            raise ValueError(
+                "Optuna cannot prune multi-objective trials: drop the pruner; "
+                "the objective option prefilter=true stops hopeless cells early instead"
+            )
+        if self.pruner is None:
+            object.__setattr__(self, "pruner", "none" if several else "median")
+        if several and len(self.tasks) > 1:
+            raise ValueError("several objectives need a single task")
         object.__setattr__(self, "tasks", tuple(self.tasks))
         object.__setattr__(self, "seed_cells", tuple(self.seed_cells))
         object.__setattr__(self, "objective", dict(self.objective))
@@ -225,7 +243,7 @@ class SearchSpec:
             return make_multitask_objective(tasks, reference=self.reference, space=space, **options)
         from optuna_rnn import make_objective
 
-        return make_objective(tasks[0], space=space, **options)
+        return make_objective(tasks[0], space=space, objectives=self.objectives, **options)
 
     def direction(self) -> str:
         """``maximize`` for the multi-task ratio score, else the task's own direction."""
@@ -235,3 +253,9 @@ class SearchSpec:
 
         cls = getattr(tasks, TASKS[parse_task(self.tasks[0])[0]])
         return "maximize" if cls.higher_is_better else "minimize"
+
+    def directions(self) -> list[str]:
+        """The study's directions, one per objective (the score's is :meth:`direction`)."""
+        from optuna_rnn.objective import OBJECTIVES
+
+        return [OBJECTIVES[name] or self.direction() for name in self.objectives]
