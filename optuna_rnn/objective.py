@@ -25,9 +25,9 @@ from optuna_rnn.hyperparameters import Hyperparameters
 
 if TYPE_CHECKING:
     from optuna_rnn.cell import Cell
-    from optuna_rnn.train.trainer import OnEvaluate
     from optuna_rnn.spaces import CellSpace
     from optuna_rnn.tasks import Task
+    from optuna_rnn.train.trainer import OnEvaluate
 
 __all__ = ["OBJECTIVES", "CellObjective", "make_objective", "resolve_objectives", "run_prefilter"]
 
@@ -205,7 +205,7 @@ class CellObjective:
         if self._prefilter is not None:
             if math.isnan(run_prefilter(self._prefilter, trial, self.prefilter_threshold)):
                 return failed[0] if len(failed) == 1 else failed
-            offset = self._prefilter._config.max_steps + 1
+            offset = self._config.max_steps + 1
         measured = self._measure(trial, offset)
         values = failed if measured is None else tuple(measured[n] for n in self.objectives)
         return values[0] if len(values) == 1 else values

@@ -100,8 +100,8 @@ def test_console_script_module_runs() -> None:
 
 def test_spec_builds_the_library_objects() -> None:
     from optuna_rnn import CellEvolutionSampler, GraphSpace
-    from optuna_rnn.multitask import MultitaskObjective
     from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES, Hyperparameters
+    from optuna_rnn.multitask import MultitaskObjective
     from optuna_rnn.objective import CellObjective
 
     single = SearchSpec(tasks=("arithmetic:tiny",), sampler="random",

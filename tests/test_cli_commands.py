@@ -133,7 +133,9 @@ def test_baselines_give_each_cell_its_draws(tmp_path: Path, capsys: pytest.Captu
     assert "lstm" in capsys.readouterr().out
 
 
-def test_a_two_objective_search_and_its_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_two_objective_search_and_its_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path}/multi.db"
     argv = ["search", *TINY, "--objectives", "score,params", "--sampler", "tpe",
             "--n-trials", "4", "--seed", "0", "--storage", url, "--study-name", "multi"]

@@ -111,7 +111,14 @@ def test_the_objective_and_the_study_helpers_import_no_circle_even_lazily() -> N
     graph = import_graph(_all_imports)
     mine = {
         f"optuna_rnn.{m}"
-        for m in ("objective", "dashboard", "study", "hyperparameters", "keys", "export",
-                  "multitask")
+        for m in (
+            "objective",
+            "dashboard",
+            "study",
+            "hyperparameters",
+            "keys",
+            "export",
+            "multitask",
+        )
     }
     _check_acyclic({m: graph.get(m, set()) & mine for m in mine})

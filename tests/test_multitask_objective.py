@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 
 from optuna_rnn import make_multitask_objective
 from optuna_rnn.cell import zoo
-from optuna_rnn.multitask import ratio_key, score_key
 from optuna_rnn.hyperparameters import Hyperparameters
+from optuna_rnn.multitask import ratio_key, score_key
 from optuna_rnn.spaces import GraphSpace
 from optuna_rnn.tasks.memorization import Memorization
 from optuna_rnn.tasks.text import TextFile

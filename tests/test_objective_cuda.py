@@ -10,8 +10,8 @@ import torch
 from optuna.trial import TrialState
 
 from optuna_rnn import make_objective
-from optuna_rnn.kernels import graphs
 from optuna_rnn.hyperparameters import Hyperparameters
+from optuna_rnn.kernels import graphs
 from optuna_rnn.tasks.memorization import Memorization
 
 pytestmark = [

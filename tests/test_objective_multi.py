@@ -70,13 +70,15 @@ def test_a_two_objective_study_completes_with_a_pareto_front(
     assert front
     for trial in study.trials:
         if trial.state == TrialState.COMPLETE:
-            assert trial.values == [trial.user_attrs[keys.SCORE], trial.user_attrs[keys.PARAM_COUNT]]
+            attrs = trial.user_attrs
+            assert trial.values == [attrs[keys.SCORE], attrs[keys.PARAM_COUNT]]
             assert not trial.intermediate_values  # Optuna cannot prune multi-objective trials
     # No trial on the front is dominated by any complete trial.
     done = study.get_trials(states=(TrialState.COMPLETE,))
     for best in front:
         assert not any(
-            t.values[0] >= best.values[0] and t.values[1] <= best.values[1]
+            t.values[0] >= best.values[0]
+            and t.values[1] <= best.values[1]
             and t.values != best.values
             for t in done
         )
@@ -95,16 +97,18 @@ def test_tokens_per_second_is_an_objective_and_aliases_resolve() -> None:
 
 def test_the_prefilter_replaces_pruning() -> None:
     """A cell under the memorisation threshold ends pruned before the real task trains."""
-    objective = _objective(prefilter=Memorization(length=3, alphabet=5, eval_size=20),
-                           prefilter_threshold=1.01)  # unreachable: every trial stops
+    objective = _objective(
+        prefilter=Memorization(length=3, alphabet=5, eval_size=20), prefilter_threshold=1.01
+    )  # unreachable: every trial stops
     study = optuna.create_study(directions=objective.directions)
     study.optimize(objective, n_trials=2)
     for trial in study.trials:
         assert trial.state == TrialState.PRUNED
         assert trial.user_attrs[keys.ENDED_BECAUSE] == "prefilter"
         assert 0.0 <= trial.user_attrs[keys.score_key("memorization")] <= 1.0
-    passing = _objective(prefilter=Memorization(length=3, alphabet=5, eval_size=20),
-                         prefilter_threshold=0.0)
+    passing = _objective(
+        prefilter=Memorization(length=3, alphabet=5, eval_size=20), prefilter_threshold=0.0
+    )
     study = optuna.create_study(directions=passing.directions)
     study.optimize(passing, n_trials=1)
     assert study.trials[0].state == TrialState.COMPLETE

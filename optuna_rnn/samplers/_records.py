@@ -21,11 +21,9 @@ from optuna.distributions import (
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
-from optuna_rnn.keys import (
-    EVOLUTION_FINGERPRINT as FINGERPRINT_KEY,
-    EVOLUTION_PLAN as PLAN_KEY,
-    FINGERPRINT as _OBJECTIVE_FINGERPRINT,
-)
+from optuna_rnn.keys import EVOLUTION_FINGERPRINT as FINGERPRINT_KEY
+from optuna_rnn.keys import EVOLUTION_PLAN as PLAN_KEY
+from optuna_rnn.keys import FINGERPRINT as _OBJECTIVE_FINGERPRINT
 
 __all__ = [
     "FINGERPRINT_KEY",
