@@ -139,8 +139,9 @@ def save_leaderboard_note(study: optuna.Study, *, top: int = 20) -> None:
 class LeaderboardNote:
     """The study note, rewritten as each trial ends from a :class:`Leaderboard` kept here.
 
-    Each write counts only the trials finished since the last one (in any process sharing
-    the storage), so the note's cost per trial does not grow with the study's size.
+    Each write looks only at the trials created since the last write and those then
+    still unfinished (in any process sharing the storage), so the note's cost per trial
+    does not grow with the study's size beyond reading its trial list.
     Thread-safe, for ``study.optimize(n_jobs=...)``.
     """
 
@@ -149,6 +150,8 @@ class LeaderboardNote:
         self._lock = threading.Lock()
         self._study: str | None = None
         self._board: Leaderboard | None = None
+        self._next = 0  # trials numbered below were looked at...
+        self._unfinished: set[int] = set()  # ...and these were not finished then
 
     def write(self, trial: optuna.Trial, values: Sequence[float]) -> None:
         """Rewrite the note of ``trial``'s study, counting ``trial`` complete with ``values``."""
@@ -158,11 +161,15 @@ class LeaderboardNote:
         with self._lock:
             if self._board is None or self._study != study.study_name:
                 self._board, self._study = Leaderboard(study.directions), study.study_name
+                self._next, self._unfinished = 0, set()
             board = self._board
-            trials = study.get_trials(deepcopy=False)
+            trials = study.get_trials(deepcopy=False)  # indexed by trial number
             mine = copy.deepcopy(trials[trial.number])
             mine.state, mine.values = TrialState.COMPLETE, list(values)
             board.add(mine)
-            board.update(trials)
+            fresh = [trials[n] for n in self._unfinished] + trials[self._next :]
+            board.update(fresh)
+            self._next = len(trials)
+            self._unfinished = {t.number for t in fresh if not t.state.is_finished()}
             text = leaderboard_markdown(board.frame(self.top), len(board))
         save_note(study, text)

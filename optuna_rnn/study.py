@@ -7,7 +7,7 @@ imports torch.
 from __future__ import annotations
 
 import bisect
-import heapq
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,16 +95,17 @@ class _Tally:
 class Leaderboard:
     """A study's leaderboard, kept current one finished trial at a time.
 
-    :meth:`update` adds only the trials it has not seen, and :meth:`frame` sorts only the
-    rows it shows, so a note rewritten after every trial costs per trial what the new
-    trials and the shown rows cost, not a rebuild from the whole study. Rows rank by the
-    first objective in a multi-objective study.
+    :meth:`add` moves one architecture in a ranking kept sorted, and :meth:`frame` reads
+    the rows it shows off its top, so a note rewritten after every trial costs per trial
+    what the new trials and the shown rows cost, not a rebuild from the whole study.
+    Rows rank by the first objective in a multi-objective study.
     """
 
     def __init__(self, directions: Sequence[StudyDirection]) -> None:
         self.maximize = directions[0] == StudyDirection.MAXIMIZE
         self._tallies: dict[str, _Tally] = {}
         self._seen: set[int] = set()
+        self._ranking: list[tuple[bool, float, int, str]] = []  # sorted, best first
 
     def add(self, trial: FrozenTrial) -> None:
         """Count one finished trial (once: a trial number seen before is skipped)."""
@@ -122,15 +123,17 @@ class Leaderboard:
                 trial.user_attrs.get(keys.ZOO_NAME),
                 trial.user_attrs.get(keys.EQUATIONS),
             )
+        else:
+            del self._ranking[bisect.bisect_left(self._ranking, self._rank(tally))]
         tally.first = min(tally.first, trial.number)
         tally.n_trials += 1
         tally.n_pruned += trial.state == TrialState.PRUNED
         tally.n_failed += trial.state == TrialState.FAIL
-        if trial.state == TrialState.COMPLETE and trial.values is not None:
-            value = trial.values[0]
-            bisect.insort(tally.scores, value)
+        if trial.state == TrialState.COMPLETE and trial.values and not math.isnan(trial.values[0]):
+            bisect.insort(tally.scores, trial.values[0])
             if tally.best is None or self._better(trial, tally.best):
                 tally.best = trial
+        bisect.insort(self._ranking, self._rank(tally))
 
     def update(self, trials: Iterable[FrozenTrial]) -> None:
         """Count the finished trials among ``trials`` that are not counted yet."""
@@ -144,20 +147,16 @@ class Leaderboard:
             return trial.number < than.number
         return a > b if self.maximize else a < b
 
-    def _rank(self, tally: _Tally) -> tuple[bool, float, int]:
+    def _rank(self, tally: _Tally) -> tuple[bool, float, int, str]:
+        """Sorts best first: scored before unscored, then by score, then by first trial."""
         if tally.best is None:
-            return True, 0.0, tally.first
+            return True, 0.0, tally.first, tally.fingerprint
         value = tally.best.values[0]
-        return False, -value if self.maximize else value, tally.first
+        return False, -value if self.maximize else value, tally.first, tally.fingerprint
 
     def frame(self, top: int | None = None) -> pd.DataFrame:
         """The best ``top`` rows (all by default), best first; see :func:`leaderboard`."""
-        tallies = self._tallies.values()
-        shown = (
-            sorted(tallies, key=self._rank)
-            if top is None
-            else heapq.nsmallest(top, tallies, key=self._rank)
-        )
+        shown = [self._tallies[key[-1]] for key in self._ranking[:top]]
         rows = []
         for tally in shown:
             best = tally.best
