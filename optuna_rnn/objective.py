@@ -211,11 +211,13 @@ class CellObjective:
         return values[0] if len(values) == 1 else values
 
     def evaluate(self, trial: optuna.Trial, *, step_offset: int = 0) -> float:
-        """Train and score the trial's cell, in a study of either direction.
+        """Train and score the trial's cell, in a study of any directions; NaN if it failed.
 
-        What :meth:`__call__` does without its direction check, for objectives that run
-        several tasks in one trial (:func:`optuna_rnn.make_multitask_objective`): losses
-        are reported at ``step_offset + step``, negated when the study maximizes.
+        One stage of what :meth:`__call__` does (no direction check, no pre-filter, the
+        score alone), for objectives that run several tasks in one trial
+        (:func:`optuna_rnn.make_multitask_objective`): losses are reported at
+        ``step_offset + step``, negated when the study maximizes, and not at all in a
+        multi-objective study.
         """
         measured = self._measure(trial, step_offset)
         return math.nan if measured is None else measured[keys.SCORE]
