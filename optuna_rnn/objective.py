@@ -22,6 +22,7 @@ from optuna_rnn.dashboard import (
     as_artifact_store,
     save_leaderboard_note,
 )
+from optuna_rnn.models import artifact_location
 
 if TYPE_CHECKING:
     from optuna_rnn.cell import Cell
@@ -132,7 +133,9 @@ class CellObjective:
     - ``seed`` (0): trial ``n`` seeds its weights and data with ``seed + n``.
     - ``artifact_store``: an Optuna artifact store, or a directory for a
       :class:`~optuna.artifacts.FileSystemArtifactStore`, that receives each trial's
-      cell diagram (SVG); ``None``: no diagrams.
+      cell diagram (SVG) and, for a trial that completes, its trained model
+      (:mod:`optuna_rnn.models`; a folder is recorded in the study for
+      :func:`~optuna_rnn.load_model`); ``None``: neither.
     - ``notes``: write dashboard notes (default: when optuna-dashboard is installed).
     - ``catch`` (``(Exception,)``): errors of these types end the trial FAIL with the
       message in user attr ``error`` and the study goes on; others are re-raised.
@@ -186,6 +189,7 @@ class CellObjective:
         self.device = device
         self.seed = seed
         self.artifact_store = as_artifact_store(artifact_store)
+        self._artifact_folder = artifact_location(artifact_store)
         self.notes = notes
         self.catch = catch
         # Validates the training settings now rather than in every trial.
@@ -293,6 +297,8 @@ class CellObjective:
             trial.set_user_attr("error", str(err))
             raise optuna.TrialPruned(f"diverged: {err}") from err
         test = validate(model, task, "test", config.batch_size)
+        if self.artifact_store is not None:
+            self._keep_model(trial, model, hp, config.batch_size, result.valid["score"])
         for key, value in {
             "score": result.valid["score"],
             "valid_loss": result.valid["loss"],
@@ -307,6 +313,18 @@ class CellObjective:
         if self.notes:
             save_leaderboard_note(trial.study, trials=_as_completed(trial, result.valid["score"]))
         return result.valid["score"]
+
+    def _keep_model(
+        self, trial: optuna.Trial, model: Any, hp: dict[str, Any], batch_size: int, score: float
+    ) -> None:
+        """Upload the trained model (best-validation weights) as an artifact of ``trial``."""
+        from optuna_rnn.models import ModelCard, record_artifact_store, upload_model
+
+        if self._artifact_folder is not None:
+            record_artifact_store(trial.study, self._artifact_folder)
+        card = ModelCard.of(model, self.task, hyperparameters=hp, batch_size=batch_size,
+                            score=score, trial=trial.number)
+        upload_model(trial, model, card, self.artifact_store)
 
 
 def _as_completed(trial: optuna.Trial, value: float) -> list[optuna.trial.FrozenTrial]:
