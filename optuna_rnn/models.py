@@ -279,10 +279,10 @@ def download_model(
     artifact_store: ArtifactStoreLike | None = None,
 ) -> Path:
     """Copy a trial's model file (the best trial's by default) to ``path``."""
-    frozen = _trial_of(study, trial)
-    meta = _model_meta(study, frozen)
+    store = _store_of(study, artifact_store)
+    meta = _model_meta(study, _trial_of(study, trial))
     download_artifact(
-        artifact_store=_store_of(study, artifact_store),
+        artifact_store=store,
         file_path=str(path),
         artifact_id=meta.artifact_id,
     )
