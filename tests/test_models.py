@@ -70,7 +70,8 @@ def test_the_card_names_the_task_and_reads_back_from_json(tmp_path: Path) -> Non
     card = _card(model)
     data = json.loads(json.dumps(card.to_dict()))
     assert data["equations"] == str(zoo.get("gru"))
-    assert data["task"]["vocab"] == list(TASK.vocab) and data["task"]["input_size"] == TASK.input_size
+    assert data["task"]["vocab"] == list(TASK.vocab)
+    assert data["task"]["input_size"] == TASK.input_size
     assert ModelCard.from_dict(data) == card
     with pytest.raises(ValueError, match="not an optuna-rnn model card"):
         ModelCard.from_dict({**data, "format": "other"})

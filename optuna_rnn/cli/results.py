@@ -137,7 +137,8 @@ def _export(args: argparse.Namespace) -> None:
 
     if args.out is None and args.model is None:
         raise UsageError("name what to write: --out DIR (tables, plots) and/or --model DIR")
-    if args.out is not None and not args.no_plots and importlib.util.find_spec("matplotlib") is None:
+    plots = args.out is not None and not args.no_plots
+    if plots and importlib.util.find_spec("matplotlib") is None:
         raise UsageError("plots need matplotlib: pip install 'optuna-rnn[plots]', or --no-plots")
     study = load_study(args)
     written = []
