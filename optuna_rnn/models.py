@@ -17,11 +17,17 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
-from optuna.artifacts import download_artifact, get_all_artifact_meta, upload_artifact
+from optuna.artifacts import (
+    ArtifactMeta,
+    download_artifact,
+    get_all_artifact_meta,
+    upload_artifact,
+)
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.cell import Cell
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ARTIFACT_STORE_ATTR",
     "ModelCard",
+    "artifact_location",
     "best_cell",
     "download_model",
     "load_model",
@@ -53,6 +60,7 @@ ARTIFACT_STORE_ATTR = "optuna_rnn:artifact_store"
 CARD_KEY = "optuna_rnn.model_card"
 CARD_FORMAT = "optuna-rnn-model/1"
 MODEL_SUFFIX = ".safetensors"
+_T = TypeVar("_T")
 _TASK_FIELDS = (
     "name",
     "input_kind",
@@ -254,7 +262,7 @@ def _trial_of(study: optuna.Study, trial: int | FrozenTrial | None) -> FrozenTri
     return found[0]
 
 
-def _model_meta(study: optuna.Study, trial: FrozenTrial) -> Any:
+def _model_meta(study: optuna.Study, trial: FrozenTrial) -> ArtifactMeta:
     metas = [
         m
         for m in get_all_artifact_meta(trial, storage=study._storage)
@@ -293,8 +301,9 @@ def _fetch(
     study: optuna.Study,
     trial: int | FrozenTrial | None,
     artifact_store: ArtifactStoreLike | None,
-    read: Any,
-) -> Any:
+    read: Callable[[Path], _T],
+) -> _T:
+    """``read`` applied to a downloaded copy of the trial's model file."""
     with tempfile.TemporaryDirectory() as tmp:
         path = download_model(study, Path(tmp) / f"model{MODEL_SUFFIX}", trial,
                               artifact_store=artifact_store)

@@ -196,7 +196,7 @@ def render_svg(cell: Cell) -> str:
                 f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="monospace" '
                 f'font-size="{_FONT}">'
             ),
-            f'<rect width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>',
+            f'<rect x="0" y="0" width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>',
             f"<title>cell {cell.fingerprint}</title>",
             (
                 '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
