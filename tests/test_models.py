@@ -263,6 +263,30 @@ def test_export_model_of_a_trial_and_with_a_moved_store(
         main(["export", "--storage", url])
 
 
+@pytest.mark.parametrize(
+    ("url", "folder"),
+    [
+        ("sqlite:///optuna_rnn.db", "optuna_rnn-artifacts"),
+        ("sqlite:////srv/runs/rnn.sqlite3", "/srv/runs/rnn-artifacts"),
+        ("journal:logs/rnn.log", "logs/rnn-artifacts"),
+        ("postgresql://me:secret@db/rnn", None),
+        ("sqlite:///:memory:", None),
+    ],
+)
+def test_the_default_artifact_folder_sits_beside_the_storage_file(
+    url: str, folder: str | None
+) -> None:
+    from optuna_rnn.cli.artifacts import dashboard_command, default_folder
+
+    assert default_folder(url) == (None if folder is None else Path(folder))
+    command = dashboard_command(url, None if folder is None else str(Path(folder).resolve()))
+    assert "secret" not in command
+    if folder is None:
+        assert "--artifact-dir" not in command
+    else:
+        assert command.endswith(f" --artifact-dir {folder}")
+
+
 def test_artifacts_none_keeps_no_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'plain.db'}"
     argv = ["search", *TINY, "--sampler", "random", "--n-trials", "2", "--storage", url,
