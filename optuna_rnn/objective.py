@@ -22,7 +22,7 @@ from optuna_rnn.dashboard import (
     as_artifact_store,
     save_leaderboard_note,
 )
-from optuna_rnn.models import artifact_location
+from optuna_rnn.models import ModelCard, artifact_location, record_artifact_store, upload_model
 
 if TYPE_CHECKING:
     from optuna_rnn.cell import Cell
@@ -318,8 +318,6 @@ class CellObjective:
         self, trial: optuna.Trial, model: Any, hp: dict[str, Any], batch_size: int, score: float
     ) -> None:
         """Upload the trained model (best-validation weights) as an artifact of ``trial``."""
-        from optuna_rnn.models import ModelCard, record_artifact_store, upload_model
-
         if self._artifact_folder is not None:
             record_artifact_store(trial.study, self._artifact_folder)
         card = ModelCard.of(model, self.task, hyperparameters=hp, batch_size=batch_size,

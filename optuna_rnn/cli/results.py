@@ -25,6 +25,15 @@ examples: optuna-rnn show mut1
           optuna-rnn show --trial 12 --study-name arithmetic-gated-evolution
 """
 
+EXPORT_HELP = """\
+Write a study's results for people (--out: trials.csv, leaderboard.csv/.md, PNG plots)
+and/or the trained model of its best trial (--model: the weights as safetensors, the cell
+as equations, JSON and SVG, and a README on how to load it).
+
+examples: optuna-rnn export --out results
+          optuna-rnn export --model best-model
+"""
+
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     board = commands.add_parser(
@@ -61,16 +70,6 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                         help="with --model: the artifact folder, where it is not the one the "
                         "study records")
     export.set_defaults(run=_export)
-
-
-EXPORT_HELP = """\
-Write a study's results for people (--out: trials.csv, leaderboard.csv/.md, PNG plots)
-and/or the trained model of its best trial (--model: the weights as safetensors, the cell
-as equations, JSON and SVG, and a README on how to load it).
-
-examples: optuna-rnn export --out results
-          optuna-rnn export --model best-model
-"""
 
 
 def cell_of(args: argparse.Namespace) -> Cell:
