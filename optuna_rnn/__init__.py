@@ -26,6 +26,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "leaderboard": ("optuna_rnn.study", "leaderboard"),
     "CellEvolutionSampler": ("optuna_rnn.samplers", "CellEvolutionSampler"),
     "make_multitask_objective": ("optuna_rnn.multitask", "make_multitask_objective"),
+    "load_model": ("optuna_rnn.models", "load_model"),
+    "best_cell": ("optuna_rnn.models", "best_cell"),
 }
 
 __all__ = ["Cell", "CellError", *_LAZY]

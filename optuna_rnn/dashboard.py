@@ -2,8 +2,8 @@
 
 Trial user attrs carry the cell (``equations``, ``fingerprint``, ``zoo_name``) so the
 dashboard's trial table can be sorted and filtered by architecture; a markdown note
-repeats the equations readably, and an SVG diagram of the cell is uploaded as an
-artifact, which the dashboard previews inline. The study note holds the leaderboard.
+repeats the equations readably above an SVG diagram of the cell, uploaded as an
+artifact (which the dashboard also lists under the trial's artifacts). The study note holds the leaderboard.
 Notes need the ``optuna-dashboard`` package (extra ``[dashboard]``); the attrs and the
 artifact do not.
 """
@@ -73,9 +73,13 @@ def name_objectives(study: optuna.Study, names: Sequence[str]) -> None:
             study.set_metric_names(list(names))
 
 
-def cell_markdown(cell: Cell, *, title: str) -> str:
-    """A markdown note: the title, the cell's equations and its fingerprint."""
-    return f"## {title}\n\n```\n{cell}\n```\n\nFingerprint `{cell.fingerprint}`\n"
+def cell_markdown(cell: Cell, *, title: str, diagram: str | None = None) -> str:
+    """A markdown note: the title, the cell's equations, its diagram and its fingerprint.
+
+    ``diagram`` is the URL of the diagram image, shown full width below the equations.
+    """
+    image = f"![cell diagram]({diagram})\n\n" if diagram else ""
+    return f"## {title}\n\n```\n{cell}\n```\n\n{image}Fingerprint `{cell.fingerprint}`\n"
 
 
 def annotate_trial(
@@ -85,32 +89,35 @@ def annotate_trial(
     artifact_store: ArtifactStore | None = None,
     note: bool = True,
 ) -> None:
-    """Record ``cell`` on ``trial``: user attrs, a markdown note, an SVG artifact.
+    """Record ``cell`` on ``trial``: user attrs, an SVG artifact, a markdown note.
 
-    The note needs optuna-dashboard (``note=False`` skips it); the diagram is uploaded
-    only when an ``artifact_store`` is given.
+    The diagram is uploaded only when an ``artifact_store`` is given; the note (which
+    then shows the diagram full width, as the dashboard's own "insert an image" does)
+    needs optuna-dashboard (``note=False`` skips it).
     """
     name = zoo.name_of(cell)
     trial.set_user_attr(keys.EQUATIONS, str(cell))
     trial.set_user_attr(keys.FINGERPRINT, cell.fingerprint)
     trial.set_user_attr(keys.ZOO_NAME, name)
-    if note:
-        from optuna_dashboard import save_note
-
-        title = f"Trial {trial.number}: {name or 'cell ' + cell.fingerprint[:12]}"
-        save_note(trial, cell_markdown(cell, title=title))
+    diagram = None
     if artifact_store is not None:
         from optuna_rnn.cell.render import render_svg
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"cell-{cell.fingerprint[:12]}.svg"
             path.write_text(render_svg(cell), encoding="utf-8")
-            upload_artifact(
+            artifact_id = upload_artifact(
                 artifact_store=artifact_store,
                 file_path=str(path),
                 study_or_trial=trial,
                 mimetype="image/svg+xml",
             )
+        diagram = f"/artifacts/{trial.study._study_id}/{trial._trial_id}/{artifact_id}"
+    if note:
+        from optuna_dashboard import save_note
+
+        title = f"Trial {trial.number}: {name or 'cell ' + cell.fingerprint[:12]}"
+        save_note(trial, cell_markdown(cell, title=title, diagram=diagram))
 
 
 def leaderboard_markdown(board: pd.DataFrame, n_architectures: int) -> str:

@@ -22,6 +22,7 @@ from optuna_rnn.dashboard import (
     name_objectives,
 )
 from optuna_rnn.hyperparameters import Hyperparameters
+from optuna_rnn.models import ModelCard, artifact_location, record_artifact_store, upload_model
 
 if TYPE_CHECKING:
     from optuna_rnn.cell import Cell
@@ -81,7 +82,9 @@ class CellObjective:
     - ``seed`` (0): trial ``n`` seeds its weights and data with ``seed + n``.
     - ``artifact_store``: an Optuna artifact store, or a directory for a
       :class:`~optuna.artifacts.FileSystemArtifactStore`, that receives each trial's
-      cell diagram (SVG); ``None``: no diagrams.
+      cell diagram (SVG) and, for a trial that completes, its trained model
+      (:mod:`optuna_rnn.models`; a folder is recorded in the study for
+      :func:`~optuna_rnn.load_model`); ``None``: neither.
     - ``notes``: write dashboard notes (default: when optuna-dashboard is installed).
     - ``catch`` (``(Exception,)``): errors of these types end the trial FAIL with the
       message in user attr ``error`` and the study goes on; others are re-raised.
@@ -134,6 +137,7 @@ class CellObjective:
         self.device = device
         self.seed = seed
         self.artifact_store = as_artifact_store(artifact_store)
+        self._artifact_folder = artifact_location(artifact_store)
         self.notes = notes
         self._note = LeaderboardNote() if notes else None
         self.catch = catch
@@ -291,6 +295,8 @@ class CellObjective:
             trial.set_user_attr(keys.ERROR, str(err))
             raise optuna.TrialPruned(f"diverged: {err}") from err
         test = validate(model, task, "test", config.batch_size)
+        if self.artifact_store is not None:
+            self._keep_model(trial, model, hp, config.batch_size, result.valid["score"])
         for key, value in {
             keys.SCORE: result.valid["score"],
             keys.VALID_LOSS: result.valid["loss"],
@@ -310,6 +316,16 @@ class CellObjective:
         if self._note is not None:
             self._note.write(trial, [measured[n] for n in self.objectives])
         return measured
+
+    def _keep_model(
+        self, trial: optuna.Trial, model: Any, hp: dict[str, Any], batch_size: int, score: float
+    ) -> None:
+        """Upload the trained model (best-validation weights) as an artifact of ``trial``."""
+        if self._artifact_folder is not None:
+            record_artifact_store(trial.study, self._artifact_folder)
+        card = ModelCard.of(model, self.task, hyperparameters=hp, batch_size=batch_size,
+                            score=score, trial=trial.number)
+        upload_model(trial, model, card, self.artifact_store)
 
 
 def _pruning(trial: optuna.Trial, step_offset: int) -> OnEvaluate | None:

@@ -93,9 +93,10 @@ def test_the_cell_diagram_downloads_as_svg(served: tuple[Any, optuna.Study]) -> 
     app, study = served
     for trial in _detail(served)["trials"]:
         equations = next(a["value"] for a in trial["user_attrs"] if a["key"] == "equations")
-        (artifact,) = trial["artifacts"]
+        (artifact,) = [a for a in trial["artifacts"] if a["filename"].endswith(".svg")]
         assert artifact["mimetype"] == "image/svg+xml"
         url = f"/artifacts/{study._study_id}/{trial['trial_id']}/{artifact['artifact_id']}"
+        assert f"![cell diagram]({url})" in trial["note"]["body"]
         status, headers, body = _get(app, url)
         assert status.startswith("200") and headers["Content-Type"] == "image/svg+xml"
         assert body.decode() == render_svg(Cell.parse(equations))

@@ -19,7 +19,10 @@ __all__ = ["node_label", "render_svg"]
 _SYMBOL = {ADD: "+", MUL: "\u00d7", SUB: "\u2212", TANH: "tanh", SIGMOID: "sigm", RELU: "relu"}
 _FILL = {X: "#dbe9f6", STATE: "#dbe9f6", ONE: "#eeeeee", BIAS: "#f6ecd2", LINEAR: "#f6ecd2"}
 _FILL_OP, _FILL_OUT = "#ffffff", "#d9f0d9"
-_ROW, _GAP, _HEIGHT, _CHAR, _PAD, _MARGIN = 64, 18, 26, 7.5, 16, 20
+#: Sizes in px for a 16 px monospace font (a character is about 0.6 em wide), so that the
+#: diagram reads at its natural size in a dashboard note or a browser.
+_FONT = 16
+_ROW, _GAP, _HEIGHT, _CHAR, _PAD, _MARGIN = 80, 22, 34, 0.6 * _FONT, 22, 24
 _SWEEPS = 6
 
 
@@ -173,7 +176,7 @@ def render_svg(cell: Cell) -> str:
             dash = ' stroke-dasharray="5,3"' if j in box.dashed else ""
             coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in reversed(points))
             edges.append(
-                f'<polyline points="{coords}" fill="none" stroke="#555"{dash} '
+                f'<polyline points="{coords}" fill="none" stroke="#555" stroke-width="1.5"{dash} '
                 'marker-end="url(#arrow)"/>'
             )
         left = box.x - box.width / 2
@@ -182,15 +185,18 @@ def render_svg(cell: Cell) -> str:
             f'<g class="node" id="n{k}"><title>{escape(box.title)}</title>'
             f'<rect x="{left:.1f}" y="{top(k):.1f}" width="{box.width:.1f}" height="{_HEIGHT}" '
             f'rx="{rx}" fill="{box.fill}" stroke="#333"/>'
-            f'<text x="{box.x:.1f}" y="{top(k) + _HEIGHT / 2 + 4:.1f}" text-anchor="middle">'
+            f'<text x="{box.x:.1f}" y="{top(k) + _HEIGHT / 2:.1f}" text-anchor="middle" '
+            'dominant-baseline="central">'
             f"{escape(box.text)}</text></g>"
         )
     return "\n".join(
         [
             (
                 f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-                f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="monospace" font-size="12">'
+                f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="monospace" '
+                f'font-size="{_FONT}">'
             ),
+            f'<rect x="0" y="0" width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>',
             f"<title>cell {cell.fingerprint}</title>",
             (
                 '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '

@@ -23,8 +23,9 @@ __all__ = ["build_parser", "main"]
 DESCRIPTION = """\
 Search recurrent-cell architectures with Optuna, after Jozefowicz, Zaremba and Sutskever
 (ICML 2015). Studies live in a storage: the SQLite file optuna_rnn.db by default, a journal
-file, or a PostgreSQL server shared by several machines. Watch one with
-`optuna-dashboard sqlite:///optuna_rnn.db`.
+file, or a PostgreSQL server shared by several machines; trial diagrams and trained models
+in an artifact folder (beside the SQLite file: optuna_rnn-artifacts). Watch a search with
+`optuna-dashboard sqlite:///optuna_rnn.db --artifact-dir optuna_rnn-artifacts`.
 """
 
 

@@ -26,6 +26,15 @@ examples: optuna-rnn show mut1
           optuna-rnn show --trial 12 --study-name arithmetic-gated-evolution
 """
 
+EXPORT_HELP = """\
+Write a study's results for people (--out: trials.csv, leaderboard.csv/.md, PNG plots)
+and/or the trained model of its best trial (--model: the weights as safetensors, the cell
+as equations, JSON and SVG, and a README on how to load it).
+
+examples: optuna-rnn export --out results
+          optuna-rnn export --model best-model
+"""
+
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     board = commands.add_parser(
@@ -49,12 +58,18 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     show.set_defaults(run=_show)
 
     export = commands.add_parser(
-        "export", help="CSV, markdown and PNG plots of a study",
-        description="Write trials.csv, leaderboard.csv/.md and PNG plots of a study.",
+        "export", help="a study's tables and plots, or its trained model",
+        description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_storage_options(export)
-    export.add_argument("--out", type=Path, required=True, help="directory to write")
+    export.add_argument("--out", type=Path, help="directory for the tables and plots")
     export.add_argument("--no-plots", action="store_true", help="tables only")
+    export.add_argument("--model", type=Path, metavar="DIR",
+                        help="directory for the trained model of the best trial (or --trial)")
+    export.add_argument("--trial", type=int, help="with --model: this trial number's model")
+    export.add_argument("--artifacts", metavar="PATH",
+                        help="with --model: the artifact folder, where it is not the one the "
+                        "study records")
     export.set_defaults(run=_export)
 
 
@@ -118,9 +133,21 @@ def _leaderboard(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     import importlib.util
 
-    from optuna_rnn.export import export_study
+    from optuna_rnn.export import export_model, export_study
 
-    if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
+    if args.out is None and args.model is None:
+        raise UsageError("name what to write: --out DIR (tables, plots) and/or --model DIR")
+    plots = args.out is not None and not args.no_plots
+    if plots and importlib.util.find_spec("matplotlib") is None:
         raise UsageError("plots need matplotlib: pip install 'optuna-rnn[plots]', or --no-plots")
-    for path in export_study(load_study(args), args.out, plots=not args.no_plots):
+    study = load_study(args)
+    written = []
+    if args.model is not None:
+        try:
+            written += export_model(study, args.model, args.trial, artifact_store=args.artifacts)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    if args.out is not None:
+        written += export_study(study, args.out, plots=not args.no_plots)
+    for path in written:
         print(path)

@@ -19,6 +19,7 @@ from optuna_rnn.cli.args import (
     spec_from_args,
     task_name,
 )
+from optuna_rnn.cli.artifacts import add_artifacts_option, artifact_folder, dashboard_command
 from optuna_rnn.cli.run import Progress, WorkerOptions, run_worker, run_workers
 from optuna_rnn.cli.spec import SAMPLERS, SPEC_ATTR, SearchSpec
 from optuna_rnn.storage import open_storage, redact
@@ -77,6 +78,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--top", type=positive_int, default=10,
                         help="leaderboard rows to print (default: 10)")
     add_spec_options(search, n_trials=20)
+    add_artifacts_option(search)
     add_storage_options(search)
     add_run_options(search)
     search.set_defaults(run=_search)
@@ -103,6 +105,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     baselines.add_argument("--top", type=positive_int, default=20,
                            help="leaderboard rows to print (default: 20)")
     add_spec_options(baselines)
+    add_artifacts_option(baselines)
     add_storage_options(baselines)
     add_run_options(baselines)
     baselines.set_defaults(run=_baselines)
@@ -190,6 +193,7 @@ def _run_and_report(args: argparse.Namespace, study: optuna.Study) -> None:
     from optuna_rnn.export import format_leaderboard
 
     print(f"study {study.study_name!r} in {redact(args.storage)}")
+    _print_dashboard(args.storage, study)
     run_study(study, _options(args, study.study_name), workers=args.workers,
               progress=not args.no_progress)
     print(format_leaderboard(leaderboard(study), top=args.top))
@@ -198,10 +202,29 @@ def _run_and_report(args: argparse.Namespace, study: optuna.Study) -> None:
         print(f"\nPareto front of {', '.join(study.metric_names or [])}: trials {front}")
 
 
+def _print_dashboard(url: str, study: optuna.Study) -> None:
+    folder = SearchSpec.from_study(study).objective.get("artifact_store")
+    print(f"watch it with: {dashboard_command(url, folder)}")
+    if folder is None:
+        print("(trials keep no diagram or model: pass --artifacts PATH, a folder all "
+              "workers share)")
+
+
+def _objective_options(args: argparse.Namespace) -> dict:
+    """``--set`` options, with ``artifact_store`` from ``--artifacts`` or the default."""
+    options = dict(args.objective)
+    if args.artifacts is not None or "artifact_store" not in options:
+        options["artifact_store"] = artifact_folder(args)
+    if options["artifact_store"] is None:
+        del options["artifact_store"]
+    return options
+
+
 def _search(args: argparse.Namespace) -> None:
     spec = spec_from_args(
         args, tasks=tuple(args.task or ("memorization",)), sampler=args.sampler,
         seed_cells=args.seed_cells, objectives=args.objectives,
+        objective=_objective_options(args),
     )
     name = args.study_name or f"{'+'.join(spec.tasks)}-{spec.space}-{spec.sampler}"
     _run_and_report(args, prepare_study(open_checked(args), name, spec))
@@ -210,7 +233,7 @@ def _search(args: argparse.Namespace) -> None:
 def _baselines(args: argparse.Namespace) -> None:
     spec = spec_from_args(
         args, tasks=(args.task,), sampler="random", n_trials=len(args.cells) * args.draws,
-        seed_cells=args.cells, seed_draws=args.draws,
+        seed_cells=args.cells, seed_draws=args.draws, objective=_objective_options(args),
     )
     name = args.study_name or f"baselines-{args.task}"
     _run_and_report(args, prepare_study(open_checked(args), name, spec))
@@ -224,5 +247,6 @@ def _worker(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise UsageError(str(err)) from None
     print(f"joining study {study.study_name!r} in {redact(args.storage)}")
+    _print_dashboard(args.storage, study)
     run_study(study, _options(args, study.study_name), workers=args.workers,
               progress=not args.no_progress)
