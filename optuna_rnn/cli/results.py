@@ -49,7 +49,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
     export = commands.add_parser(
         "export", help="CSV, markdown and PNG plots of a study",
-        description="Write trials.csv, leaderboard.csv/.md and PNG plots of a study.",
+        description="Write trials.csv, leaderboard.csv/.md, findings.csv/.md (each cell's "
+        "best and median with bootstrap intervals), orderings.csv/.md (the probability of "
+        "each of the paper's findings) and PNG plots of a study.",
     )
     add_storage_options(export)
     export.add_argument("--out", type=Path, required=True, help="directory to write")
@@ -121,5 +123,10 @@ def _export(args: argparse.Namespace) -> None:
 
     if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
         raise UsageError("plots need matplotlib: pip install 'optuna-rnn[plots]', or --no-plots")
-    for path in export_study(load_study(args), args.out, plots=not args.no_plots):
+    from optuna_rnn.findings import export_findings, task_label
+
+    study = load_study(args)
+    for path in export_study(study, args.out, plots=not args.no_plots):
+        print(path)
+    for path in export_findings({task_label(study): study}, args.out, plots=not args.no_plots):
         print(path)
