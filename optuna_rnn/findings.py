@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,7 @@ __all__ = [
     "findings_tables",
     "ordering_probabilities",
     "plot_draws",
+    "pruning_effect",
     "summarize",
     "task_label",
 ]
@@ -141,14 +143,14 @@ class Draws:
     def worst(self) -> float:
         return -np.inf if self.maximize else np.inf
 
-    def _oriented(self) -> np.ndarray:
+    def oriented(self) -> np.ndarray:
         """Scores with higher always better (negated when minimizing)."""
         values = self.scores.to_numpy(dtype=float)
         return values if self.maximize else -values
 
     def resample(self, resamples: int, rng: np.random.Generator) -> np.ndarray:
         """``(resamples, draws, cells)`` oriented scores, draws picked with replacement."""
-        values = self._oriented()
+        values = self.oriented()
         n = values.shape[0]
         if self.paired:
             return values[rng.integers(0, n, size=(resamples, n))]
@@ -237,8 +239,6 @@ def _interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]
 
 def _stats(oriented: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best and median over the draws axis (-2) of oriented scores, NaN-aware."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column gives NaN
         return np.nanmax(oriented, axis=-2), np.nanmedian(oriented, axis=-2)
@@ -265,7 +265,7 @@ def summarize(
         if d.scores.empty:
             continue
         sign = 1.0 if d.maximize else -1.0
-        values = d._oriented()
+        values = d.oriented()
         best, median = _stats(values)
         boot_best, boot_median = _stats(d.resample(resamples, rng))
         best_lo, best_hi = _interval(boot_best, level)
@@ -306,7 +306,7 @@ def ordering_probabilities(
             continue
         sign = 1.0 if d.maximize else -1.0
         cells = list(d.scores.columns)
-        best, _ = _stats(d._oriented())
+        best, _ = _stats(d.oriented())
         boot_best, _ = _stats(d.resample(resamples, rng))
         for o in applicable:
             i, j = cells.index(o.first), cells.index(o.second)
@@ -359,13 +359,16 @@ def plot_draws(
         ax.plot(x + jitter.uniform(-0.18, 0.18, finite.size), finite, "o", color="tab:gray",
                 alpha=0.5, markersize=4, label="draws" if x == 0 else None)
         if finite.size < values.size:
-            ax.annotate(f"{values.size - finite.size} failed", (x, 0), xycoords=("data", "axes fraction"),
-                        xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
+            ax.annotate(f"{values.size - finite.size} failed", (x, 0),
+                        xycoords=("data", "axes fraction"), xytext=(0, 2),
+                        textcoords="offset points", ha="center", fontsize=7)
         best = rows.loc[cell]
         if np.isfinite(best["best"]):
             low = best["best_low"] if np.isfinite(best["best_low"]) else best["best"]
-            ax.errorbar(x, best["best"], yerr=[[best["best"] - low], [best["best_high"] - best["best"]]],
-                        fmt="D", color="tab:blue", capsize=4, label="best, 90% interval" if x == 0 else None)
+            high = best["best_high"] if np.isfinite(best["best_high"]) else best["best"]
+            ax.errorbar(x, best["best"], yerr=[[best["best"] - low], [high - best["best"]]],
+                        fmt="D", color="tab:blue", capsize=4,
+                        label="best, 90% interval" if x == 0 else None)
         if paper and cell in paper:
             ax.plot(x, paper[cell], "_", color="tab:red", markersize=18, markeredgewidth=2,
                     label="paper" if cell == next(c for c in cells if c in paper) else None)
@@ -375,7 +378,8 @@ def plot_draws(
     shown = shown[np.isfinite(shown)]
     if not d.maximize and shown.size and shown.max() / max(shown.min(), 1e-12) > 20:
         ax.set_yscale("log")
-    ax.set_title(f"{task}: {d.scores.shape[0]} draws per cell" + ("" if d.paired else " (unpaired)"))
+    paired = "" if d.paired else " (unpaired)"
+    ax.set_title(f"{task}: {d.scores.shape[0]} draws per cell{paired}")
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -415,3 +419,47 @@ def export_findings(
                                           out / f"findings-{task}.png", task=task,
                                           paper=PAPER_BEST.get(task)))
     return written
+
+
+def pruning_effect(study: optuna.Study, pruner: optuna.pruners.BasePruner) -> pd.DataFrame:
+    """What ``pruner`` would have done to an unpruned study's best of N, replayed offline.
+
+    The study's completed trials are replayed in trial order through ``pruner`` on an
+    in-memory study, each reporting its recorded validation values step by step: a trial
+    the pruner stops there ends pruned and counts no further, as it would have in the run.
+    One row per cell: its best, the best among the trials the pruner keeps, how many it
+    stops, and ``changed`` when the best would differ (a pruner that biases best-of-N).
+    """
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    replay = optuna.create_study(direction=study.direction, pruner=pruner)
+    rows: dict[str, dict[str, list[float]]] = {}
+    for frozen in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                         key=lambda t: t.number):
+        label = _trial_label(frozen)
+        if label is None or frozen.value is None:
+            continue
+        trial = replay.ask()
+        stopped = False
+        for step in sorted(frozen.intermediate_values):
+            trial.report(frozen.intermediate_values[step], step)
+            if trial.should_prune():
+                stopped = True
+                break
+        if stopped:
+            replay.tell(trial, state=TrialState.PRUNED)
+        else:
+            replay.tell(trial, frozen.value)
+        cell = rows.setdefault(label, {"all": [], "kept": []})
+        cell["all"].append(frozen.value)
+        if not stopped:
+            cell["kept"].append(frozen.value)
+    pick = max if maximize else min
+    records = []
+    for label, cell in rows.items():
+        best = pick(cell["all"])
+        kept = pick(cell["kept"]) if cell["kept"] else float("nan")
+        records.append({"cell": label, "n_trials": len(cell["all"]),
+                        "n_pruned": len(cell["all"]) - len(cell["kept"]),
+                        "best": best, "best_if_pruned": kept, "changed": best != kept})
+    return pd.DataFrame(records, columns=["cell", "n_trials", "n_pruned", "best",
+                                          "best_if_pruned", "changed"])

@@ -119,4 +119,5 @@ def main(
     storage = args.storage or f"sqlite:///{RUNS / stem}.sqlite3"
     only = frozenset(args.only) if args.only else None
     overrides = dict(parse_assignment(text) for text in args.set)
-    run(presets[args.preset], Context(stem, storage, args.workers, out, only, overrides, args.timeout))
+    context = Context(stem, storage, args.workers, out, only, overrides, args.timeout)
+    run(presets[args.preset], context)

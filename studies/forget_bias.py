@@ -8,8 +8,8 @@ LSTM", "LSTM-b near GRU" and "GRU above LSTM".
 
 Presets:
   cpu    arithmetic:small and xml:small, 3 cells x 20 draws = 60 unpruned trials per task
-         of at most 60 s of Adam: bound 60 x (60 s + 5 s) / 2 workers = 33 min per task,
-         65 min for both.
+         of at most 60 s of Adam: bound 60 x (60 s + 15 s) / 2 workers = 38 min per task,
+         75 min for both.
   paper  the paper's task presets and SGD choice lists, 20 draws, 20,000 steps per trial.
 
 Run: python studies/forget_bias.py --preset cpu   (storage and results in studies/runs/)

@@ -8,8 +8,8 @@ bootstrap intervals and the probability of each of the three orderings.
 
 Presets:
   cpu    arithmetic:small and xml:small, 4 cells x 20 draws = 80 unpruned trials per task
-         of at most 60 s of Adam: bound 80 x (60 s + 5 s) / 2 workers = 43 min per task,
-         87 min for both.
+         of at most 60 s of Adam: bound 80 x (60 s + 15 s) / 2 workers = 50 min per task,
+         100 min for both.
   paper  the paper's task presets and SGD choice lists, 20 draws, 20,000 steps per trial.
 
 Run: python studies/gates.py --preset cpu   (storage and results in studies/runs/)

@@ -1,11 +1,10 @@
 """Does PTB learn at a preset? Train GRU and LSTM at fixed settings, print the unigram beside.
 
 Each cell trains once per learning rate through the library's own objective (the same
-code path as a study's trial), single-threaded; the table gives its wall and CPU seconds (on a shared machine the CPU
-seconds are what the trial would take alone) and its validation
-perplexity next to the unigram model's on the same validation split (about 687), the bar
-being half of it. The settings default to table2's ``cpu`` preset for PTB, each choice
-list's middle value unless given.
+code path as a study's trial), single-threaded. The table gives its wall and CPU seconds
+(on a shared machine the CPU seconds are what the trial takes alone) and its validation
+perplexity beside the unigram model's on the same validation split (about 687); the bar
+is half of that.
 
 Run: nice -n 10 python studies/ptb_check.py --seconds 120 --learning-rates 0.003
 """

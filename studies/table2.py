@@ -9,8 +9,8 @@ bootstrap intervals and each ordering's probability (docs/guides/reproduction.md
 Presets:
   cpu    arithmetic:small, xml:small, PTB; 10 cells x 10 draws = 100 unpruned trials per
          task, trained with Adam. Bound per study (2 workers on 2 cores): arithmetic and
-         XML 100 x (60 s + 5 s final validation and test) / 2 = 54 min each; PTB
-         100 x (120 s + 15 s) / 2 = 113 min. All three: at most 3 h 41 min; run one with
+         XML 100 x (60 s + 15 s final validation and test) / 2 = 63 min each; PTB
+         100 x (115 s + 25 s) / 2 = 117 min. All three: at most 4 h 3 min; run one with
          --only arithmetic|xml|ptb.
   paper  the paper's protocol: SGD over its choice lists (learning rate 0.1-5, init
          scale 0.3-2.8, clipping 1-20, 1-4 layers), budgets up to 20M parameters, the
@@ -30,7 +30,8 @@ from optuna_rnn.findings import PAPER_BEST
 from optuna_rnn.objective import ADAM_LEARNING_RATES
 
 PAPER = pd.DataFrame({"cell": list(PAPER_CELLS),
-                      **{f"paper_{task}": [best[c] for c in PAPER_CELLS] for task, best in PAPER_BEST.items()}})
+                      **{f"paper_{task}": [best[c] for c in PAPER_CELLS]
+                         for task, best in PAPER_BEST.items()}})
 #: PTB on a CPU (measured with studies/ptb_check.py, see docs/guides/reproduction.md):
 #: one layer at 1M parameters (width 49 for the LSTM: the 10k-word embedding and output
 #: layer hold most of it) learns within two minutes; 2-4 layers or 20M do not.
@@ -61,11 +62,12 @@ PRESETS = {
 
 
 def run(preset: dict, context: Context) -> None:
+    per_task = preset.get("task_objective", {})
     studies = {
         label: context.search(
             label,
             baselines(preset["cells"], preset["draws"], tasks=(task,),
-                      objective={**preset["objective"], **preset.get("task_objective", {}).get(label, {})}),
+                      objective={**preset["objective"], **per_task.get(label, {})}),
         )
         for label, task in preset["tasks"].items()
     }
@@ -73,8 +75,8 @@ def run(preset: dict, context: Context) -> None:
     if "gru" in set(table["cell"]):
         gru = table.set_index("cell").loc["gru"]
         for label, study in studies.items():
-            maximize = study.direction.name == "MAXIMIZE"
-            table[f"{label}/gru"] = table[label] / gru[label] if maximize else gru[label] / table[label]
+            ratio = table[label] / gru[label]
+            table[f"{label}/gru"] = ratio if study.direction.name == "MAXIMIZE" else 1 / ratio
     context.table("table2", table.merge(PAPER, on="cell", how="left"))
     context.findings(studies)
 

@@ -47,7 +47,8 @@ def test_well_separated_cells_give_probability_one_and_zero() -> None:
 
 def test_identical_cells_hold_half_the_time_on_average() -> None:
     rng = np.random.default_rng(1)
-    probabilities = [_probability(_draws(*rng.standard_normal((2, 10))), seed=s) for s in range(200)]
+    probabilities = [_probability(_draws(*rng.standard_normal((2, 10))), seed=s)
+                     for s in range(200)]
     assert np.mean(probabilities) == pytest.approx(0.5, abs=0.05)
 
 
@@ -77,7 +78,8 @@ def test_summary_intervals_bracket_the_point_values_in_both_directions() -> None
     for maximize in (True, False):
         a, b = rng.random(12) + 1, rng.random(12) + 2
         table = summarize(_draws(a, b, maximize=maximize), resamples=300).set_index("cell")
-        assert (table["best_low"] <= table["best"]).all() and (table["best"] <= table["best_high"]).all()
+        assert (table["best_low"] <= table["best"]).all()
+        assert (table["best"] <= table["best_high"]).all()
         assert (table["median_low"] <= table["median"]).all()
         assert (table["median"] <= table["median_high"]).all()
         assert table.loc["a", "best"] == (a.max() if maximize else a.min())
@@ -91,13 +93,15 @@ def test_paired_resampling_follows_a_shared_draw_effect() -> None:
     draw = rng.standard_normal(10)
     a, b = draw + 0.05, draw
     paired = _probability(_draws(a, b))
-    unpaired = _probability({"t": Draws(pd.DataFrame({"a": a, "b": b}), maximize=True, paired=False)})
+    unpaired = _probability({"t": Draws(pd.DataFrame({"a": a, "b": b}), maximize=True,
+                                        paired=False)})
     assert paired == 1.0
     assert unpaired < 0.9
 
 
 def test_the_papers_table_satisfies_every_paper_ordering() -> None:
-    draws = {task: Draws(pd.DataFrame({c: [v] for c, v in best.items()}), maximize=True, paired=True)
+    draws = {task: Draws(pd.DataFrame({c: [v] for c, v in best.items()}), maximize=True,
+                         paired=True)
              for task, best in PAPER_BEST.items()}
     table = ordering_probabilities(draws, resamples=10)
     assert len(table) == 2 * len(PAPER_ORDERINGS)
@@ -107,12 +111,16 @@ def test_the_papers_table_satisfies_every_paper_ordering() -> None:
 
 def test_close_and_at_or_above_use_relative_tolerances() -> None:
     close = Ordering("close", "a", "close", "b", tolerance=0.05)
-    assert close.holds(np.array([0.96, 1.04, 0.94]), np.array([1.0, 1.0, 1.0]), maximize=True).tolist() == [True, True, False]
+    ones = np.ones(3)
+    assert close.holds(np.array([0.96, 1.04, 0.94]), ones, maximize=True).tolist() == [
+        True, True, False]
     at_or_above = Ordering("x", "a", "at_or_above", "b", tolerance=0.01)
-    assert at_or_above.holds(np.array([0.995, 0.98]), np.array([1.0, 1.0]), maximize=True).tolist() == [True, False]
+    assert at_or_above.holds(np.array([0.995, 0.98]), ones[:2], maximize=True).tolist() == [
+        True, False]
     # Perplexity 100 against 104: a is better by 4%.
     assert close.holds(np.array(100.0), np.array(104.0), maximize=False)
-    assert not Ordering("x", "a", "above", "b").holds(np.array(104.0), np.array(100.0), maximize=False)
+    above = Ordering("x", "a", "above", "b")
+    assert not above.holds(np.array(104.0), np.array(100.0), maximize=False)
     # A cell whose every draw failed is worst whatever the other scored.
     assert at_or_above.holds(np.array(0.1), np.array(-np.inf), maximize=True)
     assert not at_or_above.holds(np.array(np.inf), np.array(500.0), maximize=False)
@@ -219,3 +227,28 @@ def test_optuna_rnn_export_writes_the_findings(tmp_path: Path) -> None:
     assert sorted(findings["cell"]) == ["gru", "lstm"] and (findings["n_draws"] == 2).all()
     assert (out / "orderings.md").exists()  # no paper ordering is about memorisation
     assert (out / "findings-memorization.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pruning_replay_finds_the_slow_starter_a_median_pruner_would_stop() -> None:
+    from optuna_rnn.findings import pruning_effect
+
+    study = optuna.create_study(direction="minimize")
+    # Three quick learners per cell (loss 1.0 then about 0.8), then lstm's slow starter: worst at
+    # the first validation, best at the end. The median pruner stops it at step 1.
+    curves = [("gru", [1.0, 0.8 - 0.01 * k]) for k in range(3)]
+    curves += [("lstm", [1.0, 0.8 - 0.01 * k]) for k in range(3)]
+    curves += [("lstm", [3.0, 0.5])]
+    for cell, curve in curves:
+        trial = study.ask()
+        trial.set_user_attr("zoo_name", cell)
+        for step, value in enumerate(curve):
+            trial.report(value, step)
+        study.tell(trial, curve[-1])
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    effect = pruning_effect(study, pruner).set_index("cell")
+    assert effect.loc["lstm", "best"] == 0.5
+    assert effect.loc["lstm", "best_if_pruned"] == pytest.approx(0.78)
+    assert effect.loc["lstm", "changed"] and effect.loc["lstm", "n_pruned"] == 1
+    assert not effect.loc["gru", "changed"] and effect.loc["gru", "n_pruned"] == 0
+    # Without a pruner nothing changes.
+    assert not pruning_effect(study, optuna.pruners.NopPruner())["changed"].any()
