@@ -373,7 +373,8 @@ def plot_draws(
             ax.plot(x, paper[cell], "_", color="tab:red", markersize=18, markeredgewidth=2,
                     label="paper" if cell == next(c for c in cells if c in paper) else None)
     ax.set_xticks(range(len(cells)), cells, rotation=45, ha="right")
-    ax.set_ylabel(task + (" (higher is better)" if d.maximize else " (lower is better)"))
+    ax.set_xlim(-0.6, len(cells) - 0.4)
+    ax.set_ylabel("validation score, " + ("higher is better" if d.maximize else "lower is better"))
     shown = d.scores.to_numpy(dtype=float)
     shown = shown[np.isfinite(shown)]
     if not d.maximize and shown.size and shown.max() / max(shown.min(), 1e-12) > 20:

@@ -12,9 +12,10 @@ baseline studies (table2, forget_bias, gates) run unpruned, because their best o
 not depend on which draws a pruner stopped.
 
 Presets:
-  cpu    arithmetic:small and xml:small with Adam, 90 trials of at most 3 x 45 s of
-         training (pre-filter and two tasks) plus about 10 s of final validation: bound
-         90 x 145 s / 2 workers = 109 min on a 2-core machine (pruned cells take less).
+  cpu    arithmetic:small and xml:small with Adam, 75 trials of at most 3 x 45 s of
+         training (pre-filter and two tasks) plus 50 s of final validations, tests and the
+         new cell's kernel build: bound 75 x 185 s / 2 workers = 116 min on a 2-core
+         machine (pruned cells take less).
   paper  the paper's protocol: SGD over its choice lists, its task presets and PTB, 2,000
          trials, 20,000 steps per task.
 
@@ -31,7 +32,7 @@ from optuna_rnn.objective import ADAM_LEARNING_RATES
 PRESETS = {
     "cpu": {
         "tasks": ("arithmetic:small", "xml:small"),
-        "n_trials": 90,
+        "n_trials": 75,
         "objective": {"optimizer": "adam", "max_steps": 1000, "max_seconds": 45, "eval_every": 250,
                       "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)}},
     },

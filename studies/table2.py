@@ -9,9 +9,9 @@ bootstrap intervals and each ordering's probability (docs/guides/reproduction.md
 Presets:
   cpu    arithmetic:small, xml:small, PTB; 10 cells x 10 draws = 100 unpruned trials per
          task, trained with Adam. Bound per study (2 workers on 2 cores): arithmetic and
-         XML 100 x (60 s + 15 s final validation and test) / 2 = 63 min each; PTB
-         100 x (115 s + 25 s) / 2 = 117 min. All three: at most 4 h 3 min; run one with
-         --only arithmetic|xml|ptb.
+         XML 100 x (60 s + 15 s final validation, test and kernel builds) / 2 = 63 min
+         each; PTB 100 x (100 s + 25 s) / 2 = 104 min. All three: at most 3 h 50 min; run
+         one with --only arithmetic|xml|ptb.
   paper  the paper's protocol: SGD over its choice lists (learning rate 0.1-5, init
          scale 0.3-2.8, clipping 1-20, 1-4 layers), budgets up to 20M parameters, the
          paper's task presets, 20 draws per cell and task, 20,000 steps per trial.
@@ -34,9 +34,9 @@ PAPER = pd.DataFrame({"cell": list(PAPER_CELLS),
                          for task, best in PAPER_BEST.items()}})
 #: PTB on a CPU (measured with studies/ptb_check.py, see docs/guides/reproduction.md):
 #: one layer at 1M parameters (width 49 for the LSTM: the 10k-word embedding and output
-#: layer hold most of it) learns within two minutes; 2-4 layers or 20M do not.
+#: layer hold most of it), 700 steps (about 95 s on a free core), capped at 100 s.
 PTB_CPU = {
-    "max_steps": 100_000, "max_seconds": 120, "eval_every": 400,
+    "max_steps": 700, "max_seconds": 100, "eval_every": 350,
     "hyperparameters": {"learning_rates": [0.003, 0.005, 0.01], "param_budgets": [1_000_000],
                         "layer_counts": [1], "init_scales": [0.3, 0.7, 1.0, 1.4],
                         "max_grad_norms": [1.0, 2.5, 5.0, 10.0]},
