@@ -34,7 +34,7 @@ PAPER = pd.DataFrame({"cell": list(PAPER_CELLS),
                          for task, best in PAPER_BEST.items()}})
 #: PTB on a CPU (measured with studies/ptb_check.py, see docs/guides/reproduction.md):
 #: one layer at 1M parameters (width 49 for the LSTM: the 10k-word embedding and output
-#: layer hold most of it), 700 steps (about 95 s on a free core), capped at 100 s.
+#: layer hold most of it), 700 steps (about 90 CPU seconds), capped at 100 s.
 PTB_CPU = {
     "max_steps": 700, "max_seconds": 100, "eval_every": 350,
     "hyperparameters": {"learning_rates": [0.003, 0.005, 0.01], "param_budgets": [1_000_000],
