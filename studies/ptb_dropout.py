@@ -19,14 +19,15 @@ from __future__ import annotations
 from _common import Context, baselines, main
 
 from optuna_rnn.export import best_by_cell
-from optuna_rnn.hyperparameters import PAPER_DROPOUTS
+from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES, PAPER_DROPOUTS
 
 CELLS = ("lstm", "lstm_b", "gru", "mut1", "mut3")
 PRESETS = {
     "cpu": {
         "draws": 4,
         "objective": {"optimizer": "adam", "max_steps": 2000, "max_seconds": 120, "eval_every": 400,
-                      "hyperparameters": {"param_budgets": [200_000, 1_000_000],
+                      "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES),
+                                          "param_budgets": [200_000, 1_000_000],
                                           "dropouts": list(PAPER_DROPOUTS)}},
     },
     "paper": {

@@ -27,7 +27,9 @@ examples: optuna-rnn show mut1
 """
 
 EXPORT_HELP = """\
-Write a study's results for people (--out: trials.csv, leaderboard.csv/.md, PNG plots)
+Write a study's results for people (--out: trials.csv, leaderboard.csv/.md,
+findings.csv/.md with each cell's best and median and their bootstrap intervals,
+orderings.csv/.md with the probability of each of the paper's findings, PNG plots)
 and/or the trained model of its best trial (--model: the weights as safetensors, the cell
 as equations, JSON and SVG, and a README on how to load it).
 
@@ -134,6 +136,7 @@ def _export(args: argparse.Namespace) -> None:
     import importlib.util
 
     from optuna_rnn.export import export_model, export_study
+    from optuna_rnn.findings import export_findings, task_label
 
     if args.out is None and args.model is None:
         raise UsageError("name what to write: --out DIR (tables, plots) and/or --model DIR")
@@ -149,5 +152,6 @@ def _export(args: argparse.Namespace) -> None:
             raise UsageError(str(err)) from None
     if args.out is not None:
         written += export_study(study, args.out, plots=not args.no_plots)
+        written += export_findings({task_label(study): study}, args.out, plots=not args.no_plots)
     for path in written:
         print(path)

@@ -1,0 +1,127 @@
+"""The study scripts: presets that fit their stated bounds, and runs that resume."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from optuna_rnn.cli.spec import SearchSpec
+from optuna_rnn.objective import Hyperparameters
+
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
+TINY_TASK = "memorization,length=3,alphabet=8,eval_size=40"
+TINY_OBJECTIVE = {"max_steps": 40, "eval_every": 20, "batch_size": 8,
+                  "hyperparameters": {"param_budgets": [3000]}}
+#: Seconds a trial takes beyond its max_seconds (final validation, test, model build),
+#: measured on the cpu presets' smoke runs (docs/guides/reproduction.md).
+OVERHEAD = {"ptb": 25.0}
+DEFAULT_OVERHEAD = 15.0
+CPU_LIMIT_SECONDS = 2 * 3600
+BASELINE_SCRIPTS = ("table2", "forget_bias", "gates")
+
+
+@pytest.fixture
+def scripts(monkeypatch: pytest.MonkeyPatch) -> object:
+    monkeypatch.syspath_prepend(str(STUDIES))
+    yield importlib.import_module
+    for name in ("_common", *BASELINE_SCRIPTS, "evolution"):
+        sys.modules.pop(name, None)
+
+
+def _task_objectives(preset: dict) -> dict[str, dict]:
+    return {label: {**preset["objective"], **preset.get("task_objective", {}).get(label, {})}
+            for label in preset["tasks"]}
+
+
+@pytest.mark.parametrize("script", BASELINE_SCRIPTS)
+def test_cpu_baselines_hold_ten_draws_and_finish_in_two_hours(scripts: object, script: str) -> None:
+    preset = scripts(script).PRESETS["cpu"]
+    assert preset["draws"] >= 10
+    cells = preset.get("cells") or scripts(script).CELLS
+    for label, objective in _task_objectives(preset).items():
+        trials = len(cells) * preset["draws"]
+        overhead = OVERHEAD.get(label, DEFAULT_OVERHEAD)
+        bound = trials * (objective["max_seconds"] + overhead) / 2
+        assert bound <= CPU_LIMIT_SECONDS, (script, label, bound)
+        # Adam with every choice list given: a partial list must not bring SGD's rates in.
+        assert objective["optimizer"] == "adam"
+        rates = Hyperparameters(**objective["hyperparameters"]).learning_rates
+        assert max(rates) <= 0.01
+
+
+def test_cpu_evolution_finishes_in_two_hours(scripts: object) -> None:
+    preset = scripts("evolution").PRESETS["cpu"]
+    stages = 1 + len(preset["tasks"])  # the memorisation pre-filter, then each task
+    bound = preset["n_trials"] * (stages * preset["objective"]["max_seconds"] + 50) / 2
+    assert bound <= CPU_LIMIT_SECONDS
+
+
+@pytest.mark.parametrize("script", [*BASELINE_SCRIPTS, "evolution"])
+def test_paper_presets_train_with_the_papers_sgd_choice_lists(scripts: object, script: str) -> None:
+    preset = scripts(script).PRESETS["paper"]
+    objective = preset["objective"]
+    assert objective["optimizer"] == "sgd"
+    hyperparameters = Hyperparameters(**objective.get("hyperparameters", {}))
+    assert hyperparameters.learning_rates == Hyperparameters().learning_rates
+    assert hyperparameters.init_scales == Hyperparameters().init_scales
+    assert objective["max_steps"] == 20000
+    if script != "evolution":
+        assert preset["draws"] == 20
+
+
+def test_the_ptb_cpu_preset_learns_with_one_layer_at_1m_parameters(scripts: object) -> None:
+    objective = _task_objectives(scripts("table2").PRESETS["cpu"])["ptb"]
+    hyperparameters = Hyperparameters(**objective["hyperparameters"])
+    assert tuple(hyperparameters.layer_counts) == (1,)
+    assert tuple(hyperparameters.param_budgets) == (1_000_000,)
+    SearchSpec(tasks=("ptb",), sampler="random", pruner="none", objective=objective)
+
+
+def _finished(storage: str, name: str) -> list[int]:
+    study = optuna.load_study(study_name=name, storage=storage)
+    return [t.number for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                       TrialState.FAIL))]
+
+
+def test_a_stopped_study_continues_rather_than_starting_again(
+    scripts: object, tmp_path: Path
+) -> None:
+    common, forget_bias = scripts("_common"), scripts("forget_bias")
+    presets = {"tiny": {"tasks": {"arithmetic": TINY_TASK, "xml": TINY_TASK + ",seed=1"},
+                        "draws": 2, "objective": TINY_OBJECTIVE}}
+    storage = f"sqlite:///{tmp_path}/fb.sqlite3"
+    argv = ["--preset", "tiny", "--storage", storage, "--out", str(tmp_path / "out"),
+            "--workers", "1"]
+    # Stopped after the first study: the second exists with its draws but none ran.
+    common.main("fb", "", presets, forget_bias.run, [*argv, "--only", "arithmetic"])
+    first = _finished(storage, "fb-tiny-arithmetic")
+    assert len(first) == 6 and _finished(storage, "fb-tiny-xml") == []
+    common.main("fb", "", presets, forget_bias.run, argv)
+    assert _finished(storage, "fb-tiny-arithmetic") == first  # nothing ran again
+    assert len(_finished(storage, "fb-tiny-xml")) == 6
+    out = tmp_path / "out"
+    findings = pd.read_csv(out / "findings.csv")
+    assert set(findings["task"]) == {"arithmetic", "xml"}
+    assert (findings["n_draws"] == 2).all()
+    orderings = pd.read_csv(out / "orderings.csv")
+    assert {"LSTM-b above LSTM", "LSTM-b near GRU", "GRU above LSTM"} == set(orderings["ordering"])
+    assert orderings["probability"].between(0, 1).all()
+    assert (out / "findings-arithmetic.png").exists() and (out / "xml" / "leaderboard.csv").exists()
+
+
+def test_the_default_storage_and_results_are_not_git_ignored(scripts: object) -> None:
+    common = scripts("_common")
+    root = STUDIES.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in (common.RUNS / "table2-cpu.sqlite3", common.RUNS / "table2-cpu" / "findings.csv"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=root, check=False)
+        assert ignored.returncode == 1, f"{path} is git-ignored"
