@@ -23,7 +23,7 @@ from _common import Context, baselines, main
 from optuna_rnn.cli.search import PAPER_CELLS
 from optuna_rnn.export import best_by_cell
 
-#: The paper's Table 2 (recalled, see PAPER.md): best accuracy per cell.
+#: Table 2 of Jozefowicz, Zaremba and Sutskever (ICML 2015), as recalled: best accuracy per cell.
 PAPER = pd.DataFrame(
     {
         "cell": list(PAPER_CELLS),
