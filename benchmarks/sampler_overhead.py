@@ -35,7 +35,7 @@ import optuna
 
 from optuna_rnn.cell import CellError, zoo
 from optuna_rnn.cell.mutate import mutate
-from optuna_rnn.objective import Hyperparameters
+from optuna_rnn.hyperparameters import Hyperparameters
 from optuna_rnn.samplers import CellEvolutionSampler
 from optuna_rnn.samplers._records import MUTATE, PLAN_KEY, REEVALUATE, Plan
 from optuna_rnn.spaces import GraphSpace

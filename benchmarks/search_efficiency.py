@@ -33,7 +33,7 @@ import optuna
 
 from optuna_rnn import make_objective
 from optuna_rnn.cell import zoo
-from optuna_rnn.objective import Hyperparameters
+from optuna_rnn.hyperparameters import Hyperparameters
 from optuna_rnn.samplers import CellEvolutionSampler
 from optuna_rnn.spaces import CellSpace, GatedSpace, GraphSpace
 from optuna_rnn.tasks.memorization import Memorization

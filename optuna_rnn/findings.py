@@ -180,7 +180,7 @@ def _draw_key(trial: optuna.trial.FrozenTrial) -> tuple[str, object] | None:
 
 
 def _hyperparameter_key(trial: optuna.trial.FrozenTrial) -> str:
-    from optuna_rnn.objective import Hyperparameters
+    from optuna_rnn.hyperparameters import Hyperparameters
 
     chosen = {k: v for k, v in trial.params.items() if k in Hyperparameters.names}
     if not chosen:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from _common import Context, main
 
 from optuna_rnn.cli.spec import SearchSpec
-from optuna_rnn.objective import ADAM_LEARNING_RATES
+from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES
 
 PRESETS = {
     "cpu": {

@@ -22,7 +22,7 @@ import pandas as pd
 from _common import Context, baselines, main
 
 from optuna_rnn import leaderboard
-from optuna_rnn.objective import ADAM_LEARNING_RATES
+from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES
 
 CELLS = ("lstm", "lstm_b", "gru")
 PRESETS = {

@@ -20,7 +20,7 @@ from __future__ import annotations
 from _common import Context, baselines, main
 
 from optuna_rnn.export import best_by_cell
-from optuna_rnn.objective import ADAM_LEARNING_RATES
+from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES
 
 CELLS = ("lstm", "lstm_f", "lstm_i", "lstm_o")
 PRESETS = {

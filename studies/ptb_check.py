@@ -20,7 +20,7 @@ import optuna
 import torch
 
 from optuna_rnn import GatedSpace, make_objective, zoo
-from optuna_rnn.objective import Hyperparameters
+from optuna_rnn.hyperparameters import Hyperparameters
 from optuna_rnn.tasks import PennTreebank
 
 

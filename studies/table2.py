@@ -27,7 +27,7 @@ from _common import Context, baselines, main
 from optuna_rnn.cli.search import PAPER_CELLS
 from optuna_rnn.export import best_by_cell
 from optuna_rnn.findings import PAPER_BEST
-from optuna_rnn.objective import ADAM_LEARNING_RATES
+from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES
 
 PAPER = pd.DataFrame({"cell": list(PAPER_CELLS),
                       **{f"paper_{task}": [best[c] for c in PAPER_CELLS]

@@ -1,4 +1,4 @@
-"""The equation language: PAPER.md's blocks parse as written, errors name their cause."""
+"""The equation language: the paper's cells parse as written, errors name their cause."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from optuna_rnn import Cell, CellError, zoo
 from optuna_rnn.cell.ir import Node
 
-# Copied verbatim from PAPER.md, "Cells, as equations".
+# The cells of Jozefowicz, Zaremba and Sutskever (ICML 2015), transcribed from the paper.
 PAPER_GRU = """
     r = sigm(Wxr x + Whr h + br)
     z = sigm(Wxz x + Whz h + bz)

@@ -7,7 +7,12 @@ from collections import OrderedDict
 import pytest
 import torch
 from test_kernels_fused import CONFIGS, assert_fused_matches_reference, mutants
-from test_kernels_graphs import CELL_IDS, CELLS, assert_steps_match_reference, assert_threads_get_their_own_gradients
+from test_kernels_graphs import (
+    CELL_IDS,
+    CELLS,
+    assert_steps_match_reference,
+    assert_threads_get_their_own_gradients,
+)
 
 from optuna_rnn import CellRNN, zoo
 from optuna_rnn.kernels import graphs

@@ -14,7 +14,8 @@ Grammar (one equation per line or ``;``; ``#`` starts a comment)::
 
 A name written right against ``(`` (``sin(x)``) is a function call, so an unknown
 function is an error rather than a linear map; a linear map of a parenthesised operand
-takes a space, ``W (r * h)``, as PAPER.md writes it.
+takes a space, ``W (r * h)``, as the paper writes it (Jozefowicz, Zaremba and
+Sutskever, ICML 2015).
 
 A name is, in this order: ``x``; a state (it has an equation ``name' = ...``; ``name'``
 on a right-hand side is its new value); an intermediate (it has an equation); a bias
