@@ -26,9 +26,12 @@ from torch import nn
 from optuna_rnn.cell import Cell, zoo
 from optuna_rnn.tasks import Task
 from optuna_rnn.tasks.memorization import Memorization
+from optuna_rnn.tasks.stream import StreamTask
 from optuna_rnn.tasks.text import TextFile
-from optuna_rnn.train import TrainConfig, build_model, train
-from optuna_rnn.train.loss import LogitBuffer, training_loss
+from optuna_rnn.tasks.vocab import Vocabulary
+from optuna_rnn.train import TrainConfig, build_model, train, validate
+from optuna_rnn.train import loss as loss_module
+from optuna_rnn.train.loss import LogitBuffer, training_loss, uses_fused_loss
 
 STEPS = 200
 
@@ -52,11 +55,34 @@ def memorization() -> Memorization:
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> TextFile:
+    """Characters: a small output layer, so the eager loss (every position scored)."""
     path = tmp_path_factory.mktemp("text") / "text.txt"
     rng = np.random.default_rng(0)
     words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away"]
     path.write_text(" ".join(rng.choice(words, 3000)) + "\n", encoding="utf-8")
     return TextFile(path, bptt=12)
+
+
+@pytest.fixture(scope="module")
+def words() -> StreamTask:
+    """Words of a 600-word vocabulary: large enough for the fused loss."""
+    rng = np.random.default_rng(0)
+    symbols = [f"w{i}" for i in range(600)]
+    # A Zipf-like stream with repeated bigrams, so there is something to learn.
+    ids = rng.zipf(1.3, 12_000) % 600
+    ids[1::2] = (ids[::2] * 7 + 1) % 600
+    parts = torch.from_numpy(ids.astype(np.int64)).split([8_000, 2_000, 2_000])
+    streams = dict(zip(("train", "valid", "test"), parts, strict=True))
+    return StreamTask(Vocabulary(symbols), streams, bptt=12)
+
+
+def _task(which: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Task:
+    """The fixture ``which`` names; ``memorization-fused``: memorisation (only the answers
+    scored) through the fused loss, its output layer counting as large."""
+    if which == "memorization-fused":
+        monkeypatch.setattr(loss_module, "FUSED_MIN_CLASSES", 0)
+        which = "memorization"
+    return request.getfixturevalue(which)
 
 
 def _model(cell: Cell, task: Task) -> nn.Module:
@@ -93,19 +119,19 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
-@pytest.mark.parametrize("which", ["memorization", "stream"])
+@pytest.mark.parametrize("which", ["memorization-fused", "stream", "words"])
 def test_first_step_loss_and_gradients_match_the_eager_step(
-    name: str, which: str, request: pytest.FixtureRequest
+    name: str, which: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    task: Task = request.getfixturevalue(which)
+    task = _task(which, request, monkeypatch)
     batch = next(task.train_batches(20, seed=3))
     fused, eager = _model(CELLS[name], task), _model(CELLS[name], task)
-    loss, _ = training_loss(fused, task, batch, None, LogitBuffer())
+    value, _ = training_loss(fused, task, batch, None, LogitBuffer())
     logits, _ = eager(batch, None)
     reference = task.loss(logits, batch)
-    loss.backward()
+    value.backward()
     reference.backward()
-    assert _relative(loss.detach(), reference.detach()) <= 1e-5
+    assert _relative(value.detach(), reference.detach()) <= 1e-5
     for (pname, p), q in zip(fused.named_parameters(), eager.parameters(), strict=True):
         assert _relative(p.grad, q.grad) <= 1e-5, pname
 
@@ -113,12 +139,22 @@ def test_first_step_loss_and_gradients_match_the_eager_step(
 @pytest.mark.parametrize("name", sorted(CELLS))
 @pytest.mark.parametrize(
     ("which", "optimizer", "learning_rate"),
-    [("memorization", "sgd", 1.0), ("stream", "adam", 0.01)],
+    [
+        ("memorization", "sgd", 1.0),
+        ("memorization-fused", "sgd", 1.0),
+        ("stream", "adam", 0.01),
+        ("words", "adam", 0.01),
+    ],
 )
 def test_two_hundred_steps_follow_the_eager_loss_curve(
-    name: str, which: str, optimizer: str, learning_rate: float, request: pytest.FixtureRequest
+    name: str,
+    which: str,
+    optimizer: str,
+    learning_rate: float,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    task: Task = request.getfixturevalue(which)
+    task = _task(which, request, monkeypatch)
     config = TrainConfig(
         learning_rate=learning_rate,
         max_grad_norm=5.0,
@@ -138,7 +174,9 @@ def test_two_hundred_steps_follow_the_eager_loss_curve(
     assert np.mean(reference[-20:]) < reference[0] - 0.1
 
 
-def test_a_task_with_its_own_loss_trains_eagerly(memorization: Memorization) -> None:
+def test_a_task_with_its_own_loss_trains_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loss_module, "FUSED_MIN_CLASSES", 0)  # large enough for the fused loss
+
     class Weighted(Memorization):
         def loss(self, logits: torch.Tensor, batch: Any) -> torch.Tensor:
             return 2.0 * super().loss(logits, batch)
@@ -151,20 +189,21 @@ def test_a_task_with_its_own_loss_trains_eagerly(memorization: Memorization) -> 
     assert loss.item() == pytest.approx(task.loss(logits, batch).item(), rel=1e-6)
 
 
-def test_the_logit_buffer_is_reused_across_steps(memorization: Memorization) -> None:
-    model = _model(zoo.get("gru"), memorization)
+def test_the_logit_buffer_is_reused_across_steps(words: StreamTask) -> None:
+    model = _model(zoo.get("gru"), words)
     buffer = LogitBuffer()
     pointers = set()
-    for batch in itertools.islice(memorization.train_batches(20, seed=0), 3):
-        loss, _ = training_loss(model, memorization, batch, None, buffer)
+    for batch in itertools.islice(words.train_batches(20, seed=0), 3):
+        loss, _ = training_loss(model, words, batch, None, buffer)
         loss.backward()
         pointers.add(buffer._free.data_ptr())
     assert len(pointers) == 1
 
 
 def test_a_batch_with_nothing_masked_has_zero_loss_and_gradients(
-    memorization: Memorization,
+    memorization: Memorization, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(loss_module, "FUSED_MIN_CLASSES", 0)
     batch = next(memorization.train_batches(4, seed=0))
     batch = type(batch)(batch.inputs, batch.targets, torch.zeros_like(batch.mask))
     model = _model(zoo.get("lstm"), memorization)
@@ -172,3 +211,13 @@ def test_a_batch_with_nothing_masked_has_zero_loss_and_gradients(
     loss.backward()
     assert loss.item() == 0.0
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def test_validation_through_the_fused_loss_is_the_tasks_evaluation(words: StreamTask) -> None:
+    model = _model(zoo.get("lstm"), words)
+    assert uses_fused_loss(model, words)
+    fused = validate(model, words, "valid", 20)
+    model.eval()
+    reference = words.evaluate(model, "valid", 20)
+    assert fused["loss"] == pytest.approx(reference["loss"], rel=1e-5)
+    assert fused["score"] == pytest.approx(reference["score"], rel=1e-5)

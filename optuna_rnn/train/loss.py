@@ -19,7 +19,13 @@ from torch import nn
 from optuna_rnn.tasks import Batch, Task
 from optuna_rnn.train.model import SequenceModel
 
-__all__ = ["LogitBuffer", "linear_cross_entropy", "training_loss"]
+__all__ = [
+    "FUSED_MIN_CLASSES",
+    "LogitBuffer",
+    "linear_cross_entropy",
+    "training_loss",
+    "uses_fused_loss",
+]
 
 
 class LogitBuffer:
@@ -32,7 +38,8 @@ class LogitBuffer:
         """A ``rows x columns`` tensor of ``like``'s dtype and device (contents undefined)."""
         free, self._free = self._free, None
         size = rows * columns
-        if free is None or free.numel() < size or free.dtype != like.dtype or free.device != like.device:
+        fits = free is not None and free.numel() >= size
+        if not fits or free.dtype != like.dtype or free.device != like.device:
             free = torch.empty(size, dtype=like.dtype, device=like.device)
         return free[:size].view(rows, columns)
 
@@ -44,7 +51,14 @@ class LogitBuffer:
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """``mean_n CE(hidden[n] @ weight.T + bias, targets[n])`` with one logit buffer."""
+    """``mean_n CE(hidden[n] @ weight.T + bias, targets[n])`` with one logit buffer.
+
+    The bias rides along as a last input column of ones, so one product gives the
+    logits and, backward, one product gives both the weight's and the bias's gradients.
+    The log-softmax runs in place (its kernel reduces and rewrites a row while it is in
+    cache), and backward turns it into the logits' gradient with one pass (``exp``); the
+    scale ``grad / rows`` goes on the small products' results instead.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -56,36 +70,34 @@ class _LinearCrossEntropy(torch.autograd.Function):
         buffer: LogitBuffer,
     ) -> torch.Tensor:
         rows = hidden.shape[0]
-        probs = buffer.take(rows, weight.shape[0], hidden)
-        torch.addmm(bias, hidden, weight.t(), out=probs)
-        picked = probs.gather(1, targets[:, None])
-        peak = probs.amax(dim=1, keepdim=True)
-        probs.sub_(peak).exp_()
-        total = probs.sum(dim=1, keepdim=True)
-        loss = (total.log() + peak - picked).sum() / rows
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            ctx.save_for_backward(hidden, weight, targets, total)
-            ctx.probs, ctx.buffer = probs, buffer
+        inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
+        weights = torch.cat([weight, bias[:, None]], dim=1)
+        logp = buffer.take(rows, weight.shape[0], hidden)
+        torch.mm(inputs, weights.t(), out=logp)
+        torch._log_softmax(logp, 1, False, out=logp)
+        loss = -logp.gather(1, targets[:, None]).sum() / rows
+        if any(ctx.needs_input_grad[:3]):
+            ctx.save_for_backward(inputs, weight, targets)
+            ctx.logp, ctx.buffer = logp, buffer
         else:
-            buffer.give(probs)
+            buffer.give(logp)
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        hidden, weight, targets, total = ctx.saved_tensors
-        probs, buffer = ctx.probs, ctx.buffer
-        ctx.probs = None
-        scale = grad / hidden.shape[0]
-        # d loss / d logits = (softmax - onehot) * grad / rows, built in the buffer.
-        probs.mul_(scale / total)
-        probs.scatter_add_(1, targets[:, None], (-scale).expand(targets.shape[0], 1))
-        grads = (
-            probs @ weight if ctx.needs_input_grad[0] else None,
-            probs.t() @ hidden if ctx.needs_input_grad[1] else None,
-            probs.sum(dim=0) if ctx.needs_input_grad[2] else None,
-        )
-        buffer.give(probs)
-        return (*grads, None, None)
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        inputs, weight, targets = ctx.saved_tensors
+        delta, buffer = ctx.logp, ctx.buffer
+        ctx.logp = None
+        # d loss / d logits = (softmax - onehot) * grad / rows; the scale comes last.
+        delta.exp_()
+        delta.scatter_add_(1, targets[:, None], delta.new_full((targets.shape[0], 1), -1.0))
+        scale = grad / inputs.shape[0]
+        hidden_grad = (delta @ weight).mul_(scale) if ctx.needs_input_grad[0] else None
+        both = (delta.t() @ inputs).mul_(scale)
+        buffer.give(delta)
+        return hidden_grad, both[:, :-1], both[:, -1], None, None
 
 
 def linear_cross_entropy(
@@ -113,11 +125,17 @@ def linear_cross_entropy(
     return _LinearCrossEntropy.apply(flat, decoder.weight, bias, labels, buffer)
 
 
-def _fusable(model: nn.Module, task: Task) -> bool:
-    """The model is a :class:`SequenceModel` and the task's loss is the shared one."""
+#: The smallest output layer decoded by :func:`linear_cross_entropy`. Below it the eager
+#: ops are cheaper: their tensors are small and the fused node's extra calls cost more.
+FUSED_MIN_CLASSES = 512
+
+
+def uses_fused_loss(model: nn.Module, task: Task) -> bool:
+    """A :class:`SequenceModel` with a large output layer, and the task's shared loss."""
     return (
         isinstance(model, SequenceModel)
         and task.output_kind == "categorical"
+        and task.output_size >= FUSED_MIN_CLASSES
         and type(task).loss is Task.loss
         and type(task)._losses is Task._losses
     )
@@ -128,10 +146,11 @@ def training_loss(
 ) -> tuple[torch.Tensor, Any]:
     """``(task.loss(logits, batch), next_state)`` of ``model(batch, state)``.
 
-    A :class:`SequenceModel` on a categorical task with the shared loss goes through
-    :func:`linear_cross_entropy`; any other model or loss runs eagerly.
+    A :class:`SequenceModel` on a categorical task with the shared loss and at least
+    :data:`FUSED_MIN_CLASSES` classes goes through :func:`linear_cross_entropy`; any
+    other model or loss runs eagerly.
     """
-    if _fusable(model, task):
+    if uses_fused_loss(model, task):
         hidden, state = model.features(batch, state)
         return linear_cross_entropy(hidden, model.decoder, batch.targets, batch.mask, buffer), state
     logits, state = model(batch, state)

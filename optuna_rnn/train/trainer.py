@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -18,8 +19,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from optuna_rnn.tasks import Batch, Task
-from optuna_rnn.train.loss import LogitBuffer, training_loss
+from optuna_rnn.tasks import Batch, Metrics, Task
+from optuna_rnn.train.loss import LogitBuffer, training_loss, uses_fused_loss
 
 __all__ = ["Diverged", "TrainConfig", "TrainResult", "train", "validate"]
 
@@ -146,7 +147,8 @@ class _DivergenceWatch:
 
     def __init__(self, task: Task, factor: float) -> None:
         self.margin = math.log(factor)
-        chance = task.output_size * math.log(2) if task.output_kind == "bernoulli" else math.log(task.output_size)
+        classes = task.output_size
+        chance = classes * math.log(2) if task.output_kind == "bernoulli" else math.log(classes)
         self.valid_limit = chance + self.margin
         self.smooth = math.nan
         self.best = math.inf
@@ -195,7 +197,9 @@ def validate(
 
     Batches go to the model's device and the logits come back to the batch's, so a model
     on a GPU is scored by the task as it is. ``max_batches``: the split's first batches
-    only.
+    only. A task scored by its loss (perplexity, NLL), on a model whose training loss is
+    fused (:func:`~optuna_rnn.train.loss.uses_fused_loss`), is scored through that loss:
+    the same sums, without every batch's logits.
     """
     device = _device_of(model)
 
@@ -205,9 +209,27 @@ def validate(
 
     model.eval()
     try:
+        if task.score_name != "accuracy" and uses_fused_loss(model, task):
+            return _validate_by_loss(model, task, split, batch_size, max_batches)
         return task.evaluate(predict, split, batch_size, max_batches=max_batches)
     finally:
         model.train()
+
+
+def _validate_by_loss(
+    model: nn.Module, task: Task, split: str, batch_size: int, max_batches: int | None
+) -> dict[str, float]:
+    """``task.evaluate``'s loss and score, from :func:`training_loss` of each batch."""
+    device, buffer = _device_of(model), LogitBuffer()
+    total, state = Metrics(), None
+    with torch.no_grad():
+        for batch in itertools.islice(task.eval_batches(split, batch_size), max_batches):
+            batch = _to(batch, device)
+            carried = state if batch.carry_state else None
+            loss, state = training_loss(model, task, batch, carried, buffer)
+            count = float(batch.mask.sum())
+            total = total + Metrics(loss.item() * count, 0.0, count)
+    return {"loss": total.mean_loss, "score": task.score(total)}
 
 
 def train(
