@@ -10,10 +10,12 @@ round in one process (this machine's speed swings within minutes):
   ``nn.GRU``) at the same width, ``nn.Linear``, masked cross-entropy, clipping and the
   same optimizer, on the task's own batches.
 
-A trainer's step is the time of ``train`` for ``2n`` steps less that for ``n`` (so its
-final validation drops out), ``n = --steps``; batch drawing is part of every step. The
-new and base models start from the same weights. Per task it prints: ms per step and
-tokens per second (median and range over the rounds), the share of system CPU time in
+A step is the time between two training batches handed to the contender (the step,
+then drawing the next batch; no setup, no validation), over a task's set number of steps
+a round. All times are the process's CPU time (user + system, one torch thread): on a
+machine shared with other jobs, wall time mostly measures the wait for a core. The new and base models start from the same weights. Per task it prints: ms
+per step and tokens per second (the median over all steps, and the lowest and highest
+round's median), the share of system CPU time in
 each contender's calls, the step's FLOPs (matrix products over all positions, forward
 and backward, as the model defines them) and the floor they imply at the rate of a large
 product measured in this run, and, for a ``--max-seconds`` trial validating every
@@ -65,14 +67,14 @@ class Setup:
     optimizer: str
     learning_rate: float
     steps: int
-    valid_batches: int | None  # the subsample the cpu preset validates on during a trial
+    valid_batches: int | None  # the subsample a cpu-preset trial validates on (None: all)
 
 
 SETUPS = {
-    "memorization": Setup(lambda t: t.Memorization(), 25_000, "sgd", 0.1, 100, None),
-    "arithmetic": Setup(lambda t: t.Arithmetic(preset="small"), 25_000, "adam", 0.003, 100, None),
-    "xml": Setup(lambda t: t.XML(preset="small"), 25_000, "adam", 0.003, 60, None),
-    "ptb": Setup(lambda t: t.PennTreebank(), 500_000, "adam", 0.003, 10, 10),
+    "memorization": Setup(lambda t: t.Memorization(), 25_000, "sgd", 0.1, 100, 10),
+    "arithmetic": Setup(lambda t: t.Arithmetic(preset="small"), 25_000, "adam", 0.003, 100, 10),
+    "xml": Setup(lambda t: t.XML(preset="small"), 25_000, "adam", 0.003, 60, 10),
+    "ptb": Setup(lambda t: t.PennTreebank(), 500_000, "adam", 0.003, 20, 10),
 }
 
 
@@ -116,9 +118,9 @@ def gemm_rate(size: int = 1024, reps: int = 5) -> float:
     a @ b
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         a @ b
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return 2 * size**3 / min(times)
 
 
@@ -129,23 +131,49 @@ def step_flops(cell: Any, hidden: int, vocab_out: int, tokens: int, layers: int)
 
 
 class Clock:
-    """Wall and CPU (user, system) time of the calls made under it, summed."""
+    """Per-step wall times of one contender, and the CPU (user, system) time of its calls.
+
+    The contender draws its batches from :meth:`stamped`'s copy of the task, which notes
+    the time as each batch is handed out: the gap between two batches is one whole step
+    (the step, then drawing the next batch), with no setup and no validation in it.
+    """
 
     def __init__(self) -> None:
-        self.samples: list[float] = []
+        self.rounds: list[list[float]] = []
         self.user = self.system = 0.0
+        self._stamps: list[float] = []
 
-    def difference(self, run: Callable[[int], None], steps: int) -> None:
-        """One sample: seconds per step of ``run(2 * steps)`` less ``run(steps)``."""
-        spent = []
-        for n in (steps, 2 * steps):
-            before, t0 = os.times(), time.perf_counter()
-            run(n)
-            spent.append(time.perf_counter() - t0)
-            after = os.times()
-            self.user += after.user - before.user
-            self.system += after.system - before.system
-        self.samples.append((spent[1] - spent[0]) / steps)
+    def stamped(self, task: Any) -> Any:
+        """A shallow copy of ``task`` whose training batches note when they are drawn."""
+        copied, inner, stamps = copy.copy(task), task.train_batches, self._stamps
+
+        def train_batches(batch_size: int, *, seed: int) -> Iterator[Any]:
+            for batch in inner(batch_size, seed=seed):
+                stamps.append(time.process_time())
+                yield batch
+
+        copied.train_batches = train_batches
+        return copied
+
+    def sample(self, run: Callable[[int], None], steps: int) -> None:
+        """Run ``steps`` steps; keep the gaps between its batches as one round."""
+        self._stamps.clear()
+        before = os.times()
+        run(steps)
+        after = os.times()
+        self.user += after.user - before.user
+        self.system += after.system - before.system
+        self.rounds.append([b - a for a, b in zip(self._stamps, self._stamps[1:])])
+
+    @property
+    def median(self) -> float:
+        return statistics.median([gap for r in self.rounds for gap in r])
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """The lowest and highest of the rounds' medians."""
+        medians = [statistics.median(r) for r in self.rounds]
+        return min(medians), max(medians)
 
     @property
     def system_share(self) -> float:
@@ -156,9 +184,9 @@ def timed(fn: Callable[[], Any], reps: int = 3) -> float:
     """Median seconds of ``fn()``."""
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return statistics.median(times)
 
 
@@ -191,20 +219,22 @@ def run_task(name: str, setup: Setup, base: ModuleType, args: argparse.Namespace
         return module.train.TrainConfig(learning_rate=setup.learning_rate, max_grad_norm=5.0, optimizer=setup.optimizer,
                                         max_steps=steps, eval_every=10**9, **extra)
 
-    # Step timings validate once at the end (it cancels out): on a short split, to be quick.
-    short, base_short = short_eval(task), short_eval(base_task)
+    # Step timings validate once at the end (outside the timed gaps): on a short split.
+    clocks = {c: Clock() for c in ("new", "base", "plain")}
+    new_task, base_short = clocks["new"].stamped(short_eval(task)), clocks["base"].stamped(short_eval(base_task))
+    plain_task = clocks["plain"].stamped(task)
+    this = importlib.import_module("optuna_rnn")
     contenders: dict[str, Callable[[int], None]] = {
-        "new": lambda n: train(new_model, short, config(importlib.import_module("optuna_rnn"), n)),
+        "new": lambda n: train(new_model, new_task, config(this, n)),
         "base": lambda n: base.train.train(base_model, base_short, config(base, n)),
-        "plain": lambda n: plain_loop(plain, task, config(importlib.import_module("optuna_rnn"), n)),
+        "plain": lambda n: plain_loop(plain, plain_task, config(this, n)),
     }
-    clocks = {c: Clock() for c in contenders}
-    for r in range(args.rounds + 1):  # round 0 warms up (builds the kernels)
+    for c, run in contenders.items():  # warm-up: builds the kernels
+        clocks[c].sample(run, 3)
+        clocks[c].rounds.clear()
+    for _ in range(args.rounds):
         for c, run in contenders.items():
-            if r:
-                clocks[c].difference(run, setup.steps)
-            else:
-                run(2)
+            clocks[c].sample(run, setup.steps)
     draw = timed(lambda: [next(it) for it in [task.train_batches(20, seed=1)] for _ in range(50)]) / 50
     full_new = timed(lambda: validate(new_model, task, "valid", 20), reps=1)
     sub_new = full_new
@@ -213,12 +243,12 @@ def run_task(name: str, setup: Setup, base: ModuleType, args: argparse.Namespace
     full_base = timed(lambda: base.train.validate(base_model, base_task, "valid", 20), reps=1)
     flops = step_flops(cell, H, task.output_size, T * B, 1)
     floor = flops / rate
-    med = {c: statistics.median(k.samples) for c, k in clocks.items()}
+    med = {c: k.median for c, k in clocks.items()}
     print(f"\n## {name}: {args.cell}, budget {setup.budget}, width {H}, batch {B} x {T} ({scored} scored), "
-          f"{setup.optimizer}; {setup.steps} steps a sample, {args.rounds} rounds")
+          f"{setup.optimizer}; {setup.steps} steps a round, {args.rounds} rounds")
     print(f"step FLOPs {flops / 1e6:.1f} M -> floor {floor * 1e3:.2f} ms at {rate / 1e9:.1f} GFLOP/s")
     for c, k in clocks.items():
-        lo, hi = min(k.samples), max(k.samples)
+        lo, hi = k.spread
         print(f"  {c:>5}: {med[c] * 1e3:8.2f} ms/step [{lo * 1e3:.2f}-{hi * 1e3:.2f}]  "
               f"{T * B / med[c]:9.0f} tok/s  {med[c] / floor:5.1f}x floor  sys {k.system_share:4.0%}  "
               f"vs base {med[c] / med['base']:.2f}  vs plain {med[c] / med['plain']:.2f}")
