@@ -221,3 +221,16 @@ def test_validation_through_the_fused_loss_is_the_tasks_evaluation(words: Stream
     reference = words.evaluate(model, "valid", 20)
     assert fused["loss"] == pytest.approx(reference["loss"], rel=1e-5)
     assert fused["score"] == pytest.approx(reference["score"], rel=1e-5)
+
+
+def test_a_target_probability_that_underflows_keeps_its_finite_loss(words: StreamTask) -> None:
+    # exp(-200) is zero in float32: the loss must come from the log-sum-exp, as eagerly.
+    batch = next(words.train_batches(20, seed=0))
+    model = _model(zoo.get("gru"), words)
+    with torch.no_grad():
+        model.decoder.bias[batch.targets[0, 0]] = -200.0
+    value, _ = training_loss(model, words, batch, None, LogitBuffer())
+    logits, _ = model(batch, None)
+    reference = words.loss(logits, batch)
+    assert torch.isfinite(value) and value.item() > 0.1
+    assert value.item() == pytest.approx(reference.item(), rel=1e-5)

@@ -55,9 +55,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     The bias rides along as a last input column of ones, so one product gives the
     logits and, backward, one product gives both the weight's and the bias's gradients.
-    The log-softmax runs in place (its kernel reduces and rewrites a row while it is in
-    cache), and backward turns it into the logits' gradient with one pass (``exp``); the
-    scale ``grad / rows`` goes on the small products' results instead.
+    The softmax runs in place (its kernel reduces and rewrites a row while it is in
+    cache) and is, less one at the targets, the logits' gradient; the scale
+    ``grad / rows`` goes on the small products' results instead. A row whose target's
+    probability underflows gets its loss from its own log-sum-exp, so no finite loss
+    reads as infinite.
     """
 
     @staticmethod
@@ -72,15 +74,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
         rows = hidden.shape[0]
         inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
         weights = torch.cat([weight, bias[:, None]], dim=1)
-        logp = buffer.take(rows, weight.shape[0], hidden)
-        torch.mm(inputs, weights.t(), out=logp)
-        torch._log_softmax(logp, 1, False, out=logp)
-        loss = -logp.gather(1, targets[:, None]).sum() / rows
+        probs = buffer.take(rows, weight.shape[0], hidden)
+        torch.mm(inputs, weights.t(), out=probs)
+        picked = probs.gather(1, targets[:, None]).squeeze(1)
+        torch._softmax(probs, 1, False, out=probs)
+        losses = probs.gather(1, targets[:, None]).squeeze(1).log_().neg_()
+        lost = ~torch.isfinite(losses)
+        if bool(lost.any()):
+            index = lost.nonzero().squeeze(1)
+            logits = inputs.index_select(0, index) @ weights.t()
+            losses[index] = torch.logsumexp(logits, dim=1) - picked[index]
+        loss = losses.sum() / rows
         if any(ctx.needs_input_grad[:3]):
             ctx.save_for_backward(inputs, weight, targets)
-            ctx.logp, ctx.buffer = logp, buffer
+            ctx.probs, ctx.buffer = probs, buffer
         else:
-            buffer.give(logp)
+            buffer.give(probs)
         return loss
 
     @staticmethod
@@ -88,10 +97,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         inputs, weight, targets = ctx.saved_tensors
-        delta, buffer = ctx.logp, ctx.buffer
-        ctx.logp = None
+        delta, buffer = ctx.probs, ctx.buffer
+        ctx.probs = None
         # d loss / d logits = (softmax - onehot) * grad / rows; the scale comes last.
-        delta.exp_()
         delta.scatter_add_(1, targets[:, None], delta.new_full((targets.shape[0], 1), -1.0))
         scale = grad / inputs.shape[0]
         hidden_grad = (delta @ weight).mul_(scale) if ctx.needs_input_grad[0] else None
