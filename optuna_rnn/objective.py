@@ -74,7 +74,9 @@ class CellObjective:
       per-trial budgets; ``eval_every`` (100) steps between validations, each reported
       with ``trial.report`` (the validation loss, negated in a maximize study) and
       followed by ``trial.should_prune()``; ``lr_decay`` (2) divides the learning rate
-      whenever the validation loss does not improve; ``max_decays`` stops a trial early.
+      whenever the validation loss does not improve; ``max_decays`` stops a trial early;
+      ``valid_batches`` (``None``: all) validates on the split's first batches during
+      the trial and scores the kept weights on the whole split (see ``TrainConfig``).
     - ``torch_threads`` (1): torch's intra-op threads, set process-wide at each trial,
       for one single-threaded trial per core; ``None`` leaves the setting alone.
     - ``backend`` (``"auto"``): the :class:`~optuna_rnn.CellRNN` backend; ``device``
@@ -104,6 +106,7 @@ class CellObjective:
         max_steps: int = 2000,
         max_seconds: float | None = None,
         eval_every: int = 100,
+        valid_batches: int | None = None,
         lr_decay: float = 2.0,
         max_decays: int | None = None,
         torch_threads: int | None = 1,
@@ -151,6 +154,7 @@ class CellObjective:
             max_steps=max_steps,
             max_seconds=max_seconds,
             eval_every=eval_every,
+            valid_batches=valid_batches,
             lr_decay=lr_decay,
             max_decays=max_decays,
         )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +129,74 @@ def test_a_stream_carries_its_state_across_batches(tmp_path: Path) -> None:
     result = train(model, stream, config)
     # Twelve symbols: chance is a perplexity of 12; the repeated sentence is learnt fast.
     assert result.valid["score"] < 6
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory: pytest.TempPathFactory) -> TextFile:
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    rng = np.random.default_rng(0)
+    path.write_text(" ".join(rng.choice([f"w{i}" for i in range(200)], 6000)) + "\n")
+    return TextFile(path, bptt=12)
+
+
+def test_a_loss_that_climbs_far_above_its_best_is_divergence(text: TextFile) -> None:
+    # Adam at a learning rate of 1 throws the GRU's loss up within a few steps, yet
+    # never to 100 times the first loss: the rule of the first loss let such runs
+    # finish (a PTB run at loss 34.5, first loss 9.2, perplexity 1e14, was COMPLETE).
+    config = TrainConfig(
+        learning_rate=1.0, max_grad_norm=5.0, optimizer="adam", max_steps=200, eval_every=50
+    )
+    torch.manual_seed(0)
+    model = build_model(zoo.get("gru"), text, hidden_size=32, backend="reference")
+    unchecked = copy.deepcopy(model)
+    with pytest.raises(Diverged, match="above its best") as info:
+        train(model, text, config)
+    losses = train(unchecked, text, dataclasses.replace(config, divergence_factor=1e30)).losses
+    assert max(losses[: info.value.step]) < 100 * losses[0]
+    assert max(losses[: info.value.step]) > losses[0] + math.log(100)
+
+
+def test_a_steady_loss_is_no_divergence(text: TextFile) -> None:
+    config = TrainConfig(
+        learning_rate=3e-3, max_grad_norm=5.0, optimizer="adam", max_steps=200, eval_every=50
+    )
+    torch.manual_seed(0)
+    model = build_model(zoo.get("gru"), text, hidden_size=32, backend="reference")
+    result = train(model, text, config)
+    assert result.steps == 200 and result.valid["score"] < text.output_size
+
+
+def test_a_score_worse_than_a_hundred_times_chance_is_never_reported(text: TextFile) -> None:
+    # A decoder sure of one wrong symbol: finite losses of hundreds of nats from the
+    # first step, so no training loss climbs above its best, but the validation
+    # perplexity (about e^500) would be reported.
+    torch.manual_seed(0)
+    model = build_model(zoo.get("gru"), text, hidden_size=16, backend="reference")
+    with torch.no_grad():
+        model.decoder.bias[0] = 500.0
+    config = TrainConfig(learning_rate=1e-6, max_grad_norm=5.0, max_steps=5, eval_every=5)
+    with pytest.raises(Diverged, match="validation loss") as info:
+        train(model, text, config)
+    assert info.value.step == 5
+
+
+def test_a_validation_subsample_picks_the_checkpoint_and_the_split_scores_it(
+    task: Memorization,
+) -> None:
+    config = TrainConfig(
+        learning_rate=1.0, max_grad_norm=5.0, max_steps=150, eval_every=50, valid_batches=2
+    )
+    seen: list[dict[str, float]] = []
+    model = _model(task)
+    result = train(model, task, config, on_evaluate=lambda step, valid: seen.append(valid))
+    # During training: the split's first two batches (40 of its 200 sequences).
+    first_two = validate(copy.deepcopy(model), task, "valid", 20, max_batches=2)
+    assert seen[[s for s, _, _ in result.history].index(result.best_step)] == first_two
+    # Reported: the kept weights on the whole split.
+    assert result.valid == validate(model, task, "valid", 20)
+    assert result.valid != first_two
+
+
+def test_valid_batches_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="valid_batches"):
+        TrainConfig(learning_rate=1.0, max_grad_norm=1.0, valid_batches=0)

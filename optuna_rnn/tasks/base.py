@@ -15,6 +15,7 @@ what is scored.
 from __future__ import annotations
 
 import abc
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -65,7 +66,8 @@ class Metrics:
     Attributes:
         loss_sum: summed loss over the counted positions (nats; for Bernoulli outputs
             summed over the keys of each step as well).
-        correct: counted positions whose argmax equals the target (categorical only).
+        correct: counted positions whose argmax equals the target (accuracy tasks only:
+            over a large vocabulary the argmax costs as much as the loss).
         count: number of counted positions.
     """
 
@@ -150,7 +152,7 @@ class Task(abc.ABC):
         with torch.no_grad():
             mask = batch.mask
             loss_sum = (self._losses(logits, batch) * mask).sum().item()
-            if self.output_kind == "categorical":
+            if self.score_name == "accuracy":
                 hits = (logits.argmax(dim=-1) == batch.targets) & mask
                 correct = float(hits.sum().item())
             else:
@@ -165,18 +167,21 @@ class Task(abc.ABC):
             return math.exp(metrics.mean_loss)
         return metrics.mean_loss
 
-    def evaluate(self, predict: Predict, split: Split, batch_size: int) -> dict[str, float]:
+    def evaluate(
+        self, predict: Predict, split: Split, batch_size: int, *, max_batches: int | None = None
+    ) -> dict[str, float]:
         """Run ``predict`` over a split and return ``{"loss": ..., "score": ...}``.
 
         ``predict(batch, state)`` returns ``(logits, next_state)``; a model whose
         ``forward`` has that signature can be passed as is. The state is carried from
         batch to batch while ``batch.carry_state`` is true, else reset to ``None``.
         Runs under ``torch.no_grad``; putting the model in eval mode is the caller's job.
+        ``max_batches``: score only the split's first batches (a fixed subsample).
         """
         total = Metrics()
         state: Any = None
         with torch.no_grad():
-            for batch in self.eval_batches(split, batch_size):
+            for batch in itertools.islice(self.eval_batches(split, batch_size), max_batches):
                 logits, next_state = predict(batch, state if batch.carry_state else None)
                 total = total + self.metrics(logits, batch)
                 state = next_state

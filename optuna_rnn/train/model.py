@@ -69,10 +69,15 @@ class SequenceModel(nn.Module):
             if getattr(layer, "bias", None) is not None:
                 nn.init.zeros_(layer.bias)
 
-    def forward(self, batch: Batch, state: Any = None) -> tuple[torch.Tensor, Any]:
+    def features(self, batch: Batch, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """``(T, B, H)`` inputs of the output layer (after dropout), and the next state."""
         embedded = self.drop(self.encoder(batch.inputs))
         output, state = self.rnn(embedded, state)
-        return self.decoder(self.drop(output)), state
+        return self.drop(output), state
+
+    def forward(self, batch: Batch, state: Any = None) -> tuple[torch.Tensor, Any]:
+        hidden, state = self.features(batch, state)
+        return self.decoder(hidden), state
 
 
 def build_model(

@@ -1,0 +1,165 @@
+"""The training loss of a step: the decoder and masked cross-entropy as one autograd node.
+
+The eager path (``task.loss(model(batch))``) decodes every position, writes the logits, a
+log-softmax of them and, backward, a gradient of each, all ``T * B x V`` tensors freshly
+allocated every step. Over Penn Treebank's 10,000 words these are 28 MB each: their
+page faults and passes cost more than the recurrent cell. :func:`linear_cross_entropy`
+decodes only the scored positions, into one buffer kept across steps, and turns it into
+the softmax and then the logits' gradient in place. It is the same function as the eager
+path (same sums, float rounding aside), so training follows the same curve.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from optuna_rnn.tasks import Batch, Task
+from optuna_rnn.train.model import SequenceModel
+
+__all__ = [
+    "FUSED_MIN_CLASSES",
+    "LogitBuffer",
+    "linear_cross_entropy",
+    "training_loss",
+    "uses_fused_loss",
+]
+
+
+class LogitBuffer:
+    """One ``N x V`` float buffer, lent to a step's loss and returned by its backward."""
+
+    def __init__(self) -> None:
+        self._free: torch.Tensor | None = None
+
+    def take(self, rows: int, columns: int, like: torch.Tensor) -> torch.Tensor:
+        """A ``rows x columns`` tensor of ``like``'s dtype and device (contents undefined)."""
+        free, self._free = self._free, None
+        size = rows * columns
+        fits = free is not None and free.numel() >= size
+        if not fits or free.dtype != like.dtype or free.device != like.device:
+            free = torch.empty(size, dtype=like.dtype, device=like.device)
+        return free[:size].view(rows, columns)
+
+    def give(self, tensor: torch.Tensor) -> None:
+        """Return a tensor from :meth:`take` for the next step to reuse."""
+        base = tensor._base if tensor._base is not None else tensor
+        if self._free is None or base.numel() > self._free.numel():
+            self._free = base
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """``mean_n CE(hidden[n] @ weight.T + bias, targets[n])`` with one logit buffer.
+
+    The bias rides along as a last input column of ones, so one product gives the
+    logits and, backward, one product gives both the weight's and the bias's gradients.
+    The softmax runs in place (its kernel reduces and rewrites a row while it is in
+    cache) and is, less one at the targets, the logits' gradient; the scale
+    ``grad / rows`` goes on the small products' results instead. A row whose target's
+    probability underflows gets its loss from its own log-sum-exp, so no finite loss
+    reads as infinite.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        targets: torch.Tensor,
+        buffer: LogitBuffer,
+    ) -> torch.Tensor:
+        rows = hidden.shape[0]
+        inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
+        weights = torch.cat([weight, bias[:, None]], dim=1)
+        probs = buffer.take(rows, weight.shape[0], hidden)
+        torch.mm(inputs, weights.t(), out=probs)
+        picked = probs.gather(1, targets[:, None]).squeeze(1)
+        torch._softmax(probs, 1, False, out=probs)
+        losses = probs.gather(1, targets[:, None]).squeeze(1).log_().neg_()
+        lost = ~torch.isfinite(losses)
+        if bool(lost.any()):
+            index = lost.nonzero().squeeze(1)
+            logits = inputs.index_select(0, index) @ weights.t()
+            losses[index] = torch.logsumexp(logits, dim=1) - picked[index]
+        loss = losses.sum() / rows
+        if any(ctx.needs_input_grad[:3]):
+            ctx.save_for_backward(inputs, weight, targets)
+            ctx.probs, ctx.buffer = probs, buffer
+        else:
+            buffer.give(probs)
+        return loss
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        inputs, weight, targets = ctx.saved_tensors
+        delta, buffer = ctx.probs, ctx.buffer
+        ctx.probs = None
+        # d loss / d logits = (softmax - onehot) * grad / rows; the scale comes last.
+        delta.scatter_add_(1, targets[:, None], delta.new_full((targets.shape[0], 1), -1.0))
+        scale = grad / inputs.shape[0]
+        hidden_grad = (delta @ weight).mul_(scale) if ctx.needs_input_grad[0] else None
+        both = (delta.t() @ inputs).mul_(scale)
+        buffer.give(delta)
+        return hidden_grad, both[:, :-1], both[:, -1], None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    decoder: nn.Linear,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    buffer: LogitBuffer,
+) -> torch.Tensor:
+    """Mean cross-entropy of ``decoder(hidden)`` against ``targets`` over ``mask``.
+
+    ``hidden`` is ``(T, B, H)``, ``targets`` and ``mask`` ``(T, B)``: the value (and
+    gradients) of ``Task.loss(decoder(hidden), batch)`` for a categorical task; only the
+    masked positions are decoded. ``0`` (with zero gradients) when nothing is masked.
+    """
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    labels = targets.reshape(-1)
+    keep = mask.reshape(-1)
+    if not bool(keep.all()):
+        index = keep.nonzero().squeeze(1)
+        if index.numel() == 0:
+            return flat.sum() * 0.0
+        flat, labels = flat.index_select(0, index), labels.index_select(0, index)
+    bias = decoder.bias if decoder.bias is not None else flat.new_zeros(decoder.out_features)
+    return _LinearCrossEntropy.apply(flat, decoder.weight, bias, labels, buffer)
+
+
+#: The smallest output layer decoded by :func:`linear_cross_entropy`. Below it the eager
+#: ops are cheaper: their tensors are small and the fused node's extra calls cost more.
+FUSED_MIN_CLASSES = 512
+
+
+def uses_fused_loss(model: nn.Module, task: Task) -> bool:
+    """A :class:`SequenceModel` with a large output layer, and the task's shared loss."""
+    return (
+        isinstance(model, SequenceModel)
+        and task.output_kind == "categorical"
+        and task.output_size >= FUSED_MIN_CLASSES
+        and type(task).loss is Task.loss
+        and type(task)._losses is Task._losses
+    )
+
+
+def training_loss(
+    model: nn.Module, task: Task, batch: Batch, state: Any, buffer: LogitBuffer
+) -> tuple[torch.Tensor, Any]:
+    """``(task.loss(logits, batch), next_state)`` of ``model(batch, state)``.
+
+    A :class:`SequenceModel` on a categorical task with the shared loss and at least
+    :data:`FUSED_MIN_CLASSES` classes goes through :func:`linear_cross_entropy`; any
+    other model or loss runs eagerly.
+    """
+    if uses_fused_loss(model, task):
+        hidden, state = model.features(batch, state)
+        return linear_cross_entropy(hidden, model.decoder, batch.targets, batch.mask, buffer), state
+    logits, state = model(batch, state)
+    return task.loss(logits, batch), state
