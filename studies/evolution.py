@@ -33,7 +33,7 @@ PRESETS = {
     "cpu": {
         "tasks": ("arithmetic:small", "xml:small"),
         "n_trials": 75,
-        "objective": {"optimizer": "adam", "max_steps": 1000, "max_seconds": 45, "eval_every": 250,
+        "objective": {"optimizer": "adam", "max_steps": 1000, "max_seconds": 45, "eval_every": 250, "valid_batches": 10,
                       "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)}},
     },
     "paper": {

@@ -27,7 +27,7 @@ PRESETS = {
     "cpu": {
         "tasks": {"arithmetic": "arithmetic:small", "xml": "xml:small"},
         "draws": 20,
-        "objective": {"optimizer": "adam", "max_steps": 1500, "max_seconds": 60, "eval_every": 250,
+        "objective": {"optimizer": "adam", "max_steps": 1500, "max_seconds": 60, "eval_every": 250, "valid_batches": 10,
                       "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)}},
     },
     "paper": {

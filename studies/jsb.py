@@ -23,7 +23,7 @@ PRESETS = {
     "cpu": {
         "cells": ("tanh", "lstm", "lstm_b", "gru", "mut1", "mut3"),
         "draws": 4,
-        "objective": {"optimizer": "adam", "max_steps": 1000, "max_seconds": 60, "eval_every": 200},
+        "objective": {"optimizer": "adam", "max_steps": 1000, "max_seconds": 60, "eval_every": 200, "valid_batches": 10},
     },
     "paper": {
         "cells": PAPER_CELLS,

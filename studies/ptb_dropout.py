@@ -25,7 +25,7 @@ CELLS = ("lstm", "lstm_b", "gru", "mut1", "mut3")
 PRESETS = {
     "cpu": {
         "draws": 4,
-        "objective": {"optimizer": "adam", "max_steps": 2000, "max_seconds": 120, "eval_every": 400,
+        "objective": {"optimizer": "adam", "max_steps": 2000, "max_seconds": 120, "eval_every": 400, "valid_batches": 10,
                       "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES),
                                           "param_budgets": [200_000, 1_000_000],
                                           "dropouts": list(PAPER_DROPOUTS)}},

@@ -36,7 +36,7 @@ PAPER = pd.DataFrame({"cell": list(PAPER_CELLS),
 #: one layer at 1M parameters (width 49 for the LSTM: the 10k-word embedding and output
 #: layer hold most of it), 700 steps (about 90 CPU seconds), capped at 100 s.
 PTB_CPU = {
-    "max_steps": 700, "max_seconds": 100, "eval_every": 350,
+    "max_steps": 700, "max_seconds": 100, "eval_every": 350, "valid_batches": 10,
     "hyperparameters": {"learning_rates": [0.003, 0.005, 0.01], "param_budgets": [1_000_000],
                         "layer_counts": [1], "init_scales": [0.3, 0.7, 1.0, 1.4],
                         "max_grad_norms": [1.0, 2.5, 5.0, 10.0]},
@@ -46,8 +46,7 @@ PRESETS = {
         "tasks": {"arithmetic": "arithmetic:small", "xml": "xml:small", "ptb": "ptb"},
         "cells": PAPER_CELLS,
         "draws": 10,
-        # Every list given: a partial list would fall back to the SGD learning rates.
-        "objective": {"optimizer": "adam", "max_steps": 1500, "max_seconds": 60, "eval_every": 250,
+        "objective": {"optimizer": "adam", "max_steps": 1500, "max_seconds": 60, "eval_every": 250, "valid_batches": 10,
                       "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)}},
         "task_objective": {"ptb": PTB_CPU},
     },
