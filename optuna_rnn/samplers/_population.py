@@ -26,6 +26,7 @@ __all__ = [
     "Architecture",
     "ElitePopulation",
     "Member",
+    "Population",
     "Standings",
     "rank_architectures",
 ]
@@ -196,10 +197,13 @@ def _remove(order: list, key: tuple) -> None:
     del order[bisect.bisect_left(order, key)]
 
 
-class _Population(abc.ABC):
-    """Which ``size`` architectures breed, chosen from the standings."""
+class Population(abc.ABC):
+    """Which ``size`` architectures breed, chosen from the standings (subclass it and
+    pass it to :class:`~optuna_rnn.CellEvolutionSampler` as ``population``)."""
 
     def __init__(self, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"population size must be a positive int, got {size!r}")
         self.size = size
 
     def __call__(
@@ -214,14 +218,14 @@ class _Population(abc.ABC):
         """The population from standings kept up to date (no ranking from scratch)."""
 
 
-class ElitePopulation(_Population):
+class ElitePopulation(Population):
     """The paper's population: the ``size`` best architectures found so far."""
 
     def select(self, standings: Standings) -> list[Member]:
         return standings.best(self.size)
 
 
-class AgingPopulation(_Population):
+class AgingPopulation(Population):
     """Regularised evolution (Real et al., 2019): the ``size`` youngest architectures.
 
     The oldest member leaves, not the worst, so a lucky early score cannot hold a place
