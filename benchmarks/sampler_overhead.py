@@ -37,7 +37,7 @@ from optuna_rnn.cell import CellError, zoo
 from optuna_rnn.cell.mutate import mutate
 from optuna_rnn.objective import Hyperparameters
 from optuna_rnn.samplers import CellEvolutionSampler
-from optuna_rnn.samplers._records import MUTATE, PLAN_KEY, REEVALUATE, Plan
+from optuna_rnn.samplers._records import MUTATE, PLAN_KEY, REEVALUATE, ArchitectureChoice
 from optuna_rnn.spaces import GraphSpace
 
 SPACE = GraphSpace()
@@ -79,7 +79,7 @@ def finished_trials(n: int, rng: np.random.Generator) -> list[optuna.trial.Froze
         k = i if i < len(pool) else int(rng.integers(len(pool)))
         action = MUTATE if i < len(pool) else REEVALUATE
         hp = {name: d.choices[rng.integers(len(d.choices))] for name, d in hyper.items()}
-        plan = Plan(action, fingerprints[k], params=pool[k])
+        plan = ArchitectureChoice(action, fingerprints[k], params=pool[k])
         trials.append(
             optuna.trial.create_trial(
                 value=float(rng.random()),

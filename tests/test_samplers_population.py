@@ -20,7 +20,13 @@ from optuna_rnn.samplers import (
 )
 from optuna_rnn.samplers._index import StudyIndex
 from optuna_rnn.samplers._population import Standings, rank_architectures
-from optuna_rnn.samplers._records import MUTATE, REEVALUATE, Claims, Plan, hyperparameter_key
+from optuna_rnn.samplers._records import (
+    MUTATE,
+    REEVALUATE,
+    ArchitectureChoice,
+    Claims,
+    hyperparameter_key,
+)
 
 MAX, MIN = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
 
@@ -119,17 +125,18 @@ def test_standings_kept_as_trials_finish_equal_a_ranking_from_scratch(
 def test_claims_take_an_architecture_or_one_hyperparameter_draw() -> None:
     claims = Claims.of(
         [
-            Plan(MUTATE, "a", params={"cell": 1}).to_json(),
-            Plan(REEVALUATE, "b", params={"cell": 2, "lr": 0.1}).to_json(),
+            ArchitectureChoice(MUTATE, "a", params={"cell": 1}).to_json(),
+            ArchitectureChoice(REEVALUATE, "b", params={"cell": 2, "lr": 0.1}).to_json(),
             None,  # a withdrawn plan claims nothing
         ]
     )
     lr = {"lr": CategoricalDistribution([0.1, 0.3])}
-    assert claims.take(Plan(MUTATE, "a")) and claims.take(Plan(MUTATE, "b"))
-    assert not claims.take(Plan(MUTATE, "c"))
-    assert claims.take(Plan(REEVALUATE, "b", params={"lr": 0.1}, hyperparameters=lr))
-    assert not claims.take(Plan(REEVALUATE, "b", params={"lr": 0.3}, hyperparameters=lr))
-    assert not claims.take(Plan(REEVALUATE, "a", params={"lr": 0.1}, hyperparameters=lr))
+    choice = ArchitectureChoice
+    assert claims.take(choice(MUTATE, "a")) and claims.take(choice(MUTATE, "b"))
+    assert not claims.take(choice(MUTATE, "c"))
+    assert claims.take(choice(REEVALUATE, "b", params={"lr": 0.1}, hyperparameters=lr))
+    assert not claims.take(choice(REEVALUATE, "b", params={"lr": 0.3}, hyperparameters=lr))
+    assert not claims.take(choice(REEVALUATE, "a", params={"lr": 0.1}, hyperparameters=lr))
 
 
 def test_tournament_of_everyone_picks_the_best() -> None:

@@ -12,7 +12,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from optuna_rnn.samplers._index import StudyIndex
-from optuna_rnn.samplers._records import MUTATE, Claims, Plan, write_plan
+from optuna_rnn.samplers._records import MUTATE, ArchitectureChoice, Claims, write_plan
 from optuna_rnn.samplers._storage import _plans_in_sql, claims_since, trials_from
 
 
@@ -77,7 +77,8 @@ def test_claims_since_in_one_query_equals_the_public_read(tmp_path: Path) -> Non
         ids.append(open_[-1]._trial_id)
         claimant = open_[rng.integers(len(open_))]
         fp = "abcde"[rng.integers(5)]
-        plan = None if rng.random() < 0.2 else Plan(MUTATE, fp, params={"lr": int(rng.integers(3))})
+        params = {"lr": int(rng.integers(3))}
+        plan = None if rng.random() < 0.2 else ArchitectureChoice(MUTATE, fp, params=params)
         write_plan(writer._storage, claimant._trial_id, plan)
         if rng.random() < 0.5:
             writer.tell(open_.pop(int(rng.integers(len(open_)))), 0.5)

@@ -35,7 +35,7 @@ from optuna_rnn.samplers._records import (
     MUTATE,
     PLAN_KEY,
     REEVALUATE,
-    Plan,
+    ArchitectureChoice,
     drawn_params,
     fingerprint_of,
     hyperparameter_key,
@@ -172,7 +172,7 @@ class CellEvolutionSampler(BaseSampler):
         self._seed = secrets.randbits(63) if seed is None else seed
         self._lock = threading.Lock()
         self._indexes: dict[tuple[BaseStorage, int], StudyIndex] = {}
-        self._plans: dict[tuple[BaseStorage, int], Plan | None] = {}
+        self._plans: dict[tuple[BaseStorage, int], ArchitectureChoice | None] = {}
         self._cells: dict[tuple[BaseStorage, int], Cell | None] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -273,7 +273,7 @@ class CellEvolutionSampler(BaseSampler):
         trials = trials_from(study._storage, study._study_id, start, refresh=refresh)
         return index.view(trials, exclude=trial.number, start=start)
 
-    def _plan_of(self, study: Study, trial: FrozenTrial) -> Plan | None:
+    def _plan_of(self, study: Study, trial: FrozenTrial) -> ArchitectureChoice | None:
         """The trial's plan: as this sampler made it, else as stored.
 
         Optuna hands samplers a copy of the trial taken before ``before_trial`` wrote
@@ -286,14 +286,14 @@ class CellEvolutionSampler(BaseSampler):
             trial = study._storage.get_trial(trial._trial_id)
         return read_plan(trial)
 
-    def _plan(self, study: Study, trial: FrozenTrial) -> Plan | None:
+    def _plan(self, study: Study, trial: FrozenTrial) -> ArchitectureChoice | None:
         """Propose, claim and return the trial's plan (``None``: no plan, none stored)."""
         storage = study._storage
         fixed = trial.system_attrs.get("fixed_params")
         if fixed:
             fingerprint = self._codec.fingerprint(fixed)
             if fingerprint is not None:
-                plan = Plan(ENQUEUED, fingerprint)
+                plan = ArchitectureChoice(ENQUEUED, fingerprint)
                 write_plan(storage, trial._trial_id, plan)
                 return plan
         rng = np.random.default_rng([self._seed, trial.number])
@@ -348,7 +348,8 @@ class CellEvolutionSampler(BaseSampler):
         left out of evolution."""
         key = (study._storage, trial._trial_id)
         if key not in self._cells:
-            cell = self._codec.decode({**trial.system_attrs.get("fixed_params", {}), **trial.params})
+            fixed = trial.system_attrs.get("fixed_params", {})
+            cell = self._codec.decode({**fixed, **trial.params})
             if cell is None:
                 _logger.warning(
                     f"Trial {trial.number} holds no cell of the sampler's space (another "
@@ -380,7 +381,7 @@ class CellEvolutionSampler(BaseSampler):
         population: list[Member],
         parents: list[FrozenTrial],
         steps: int = 1,
-    ) -> Plan | None:
+    ) -> ArchitectureChoice | None:
         """Re-evaluate a member (probability ``reevaluate_prob``) or mutate a parent
         ``steps`` times; ``None`` when neither finds anything new."""
         if population and rng.random() < self._reevaluate_prob:
@@ -393,7 +394,7 @@ class CellEvolutionSampler(BaseSampler):
         mutant = self._mutation(parent, rng, view, steps=steps)
         if mutant is None:
             return None
-        return Plan(
+        return ArchitectureChoice(
             MUTATE,
             mutant.cell.fingerprint,
             params=mutant.params,
@@ -403,7 +404,7 @@ class CellEvolutionSampler(BaseSampler):
 
     def _reevaluate(
         self, study: Study, trial: FrozenTrial, member: Member, view: View
-    ) -> Plan | None:
+    ) -> ArchitectureChoice | None:
         arch_params = self._codec.own(member.best.params)
         hyper = {k: d for k, d in member.best.distributions.items() if k not in arch_params}
         tried = {
@@ -418,7 +419,7 @@ class CellEvolutionSampler(BaseSampler):
         )
         if params is None:
             return None
-        return Plan(
+        return ArchitectureChoice(
             REEVALUATE,
             member.fingerprint,
             params={**arch_params, **params},
