@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from optuna.artifacts._protocol import ArtifactStore
+    from optuna_rnn._optuna_compat import ArtifactStore
 
 #: The leaderboard columns the study note shows.
 NOTE_COLUMNS = (

@@ -31,6 +31,10 @@ from optuna_rnn.samplers._records import (
 MAX, MIN = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
 
 
+def _trial_id(trial: optuna.trial.FrozenTrial) -> int:
+    return trial._trial_id
+
+
 def _trials(rows: list[tuple[str, object]]) -> list[FrozenTrial]:
     """One COMPLETE trial per (fingerprint, value or values), numbered in order."""
     out = []
@@ -199,7 +203,7 @@ def test_index_groups_trials_and_leaves_the_asker_out() -> None:
     running.set_user_attr("fp", "c")
     asker = study.ask()
     asker.set_user_attr("fp", "d")
-    view = StudyIndex(_fingerprint, [MIN]).view(_study_trials(study), exclude=asker.number)
+    view = StudyIndex(_fingerprint, [MIN], trial_id=_trial_id).view(_study_trials(study), exclude=asker.number)
     assert set(view.architectures) == {"a"} and len(view.architectures["a"].trials) == 1
     assert {fp: len(ts) for fp, ts in view.finished.items()} == {"a": 2, "b": 1}
     assert set(view.unfinished) == {"c"}
@@ -211,7 +215,7 @@ def test_incremental_index_equals_a_fresh_one() -> None:
     """The index is a memo: indexing a growing study step by step changes nothing."""
     rng = np.random.default_rng(0)
     study = optuna.create_study()
-    index = StudyIndex(_fingerprint, [MIN])
+    index = StudyIndex(_fingerprint, [MIN], trial_id=_trial_id)
     pending: list[optuna.Trial] = []
     for step in range(60):
         trial = study.ask()
@@ -226,5 +230,5 @@ def test_incremental_index_equals_a_fresh_one() -> None:
                 state=state,
             )
         incremental = index.view(_study_trials(study), exclude=-1)
-        fresh = StudyIndex(_fingerprint, [MIN]).view(_study_trials(study), exclude=-1)
+        fresh = StudyIndex(_fingerprint, [MIN], trial_id=_trial_id).view(_study_trials(study), exclude=-1)
         assert incremental == fresh, step

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from optuna.study import StudyDirection
-from optuna.study._multi_objective import _fast_non_domination_rank
 from optuna.trial import FrozenTrial
+
+from optuna_rnn._optuna_compat import non_domination_rank
 
 __all__ = [
     "AgingPopulation",
@@ -101,7 +102,7 @@ def rank_architectures(
     if not trials:
         return []
     sign_vec = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions])
-    trial_rank = _fast_non_domination_rank(np.array([t.values for t in trials]) * sign_vec)
+    trial_rank = non_domination_rank(np.array([t.values for t in trials]) * sign_vec)
     members = []
     k = 0
     for a in archs:

@@ -17,6 +17,7 @@ from optuna.storages import BaseStorage
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_rnn._optuna_compat import storage_of, study_id_of, trial_id_of
 from optuna_rnn.cell import Cell
 from optuna_rnn.cell.ir import DEFAULT_MAX_NODES
 from optuna_rnn.cell.mutate import mutate
@@ -234,7 +235,7 @@ class CellEvolutionSampler(BaseSampler):
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._hyperparameter_sampler.before_trial(study, trial)
         if PLAN_KEY not in trial.system_attrs:
-            self._plans[study._storage, trial._trial_id] = self._plan(study, trial)
+            self._plans[self._key(study, trial)] = self._plan(study, trial)
 
     def after_trial(
         self,
@@ -245,10 +246,11 @@ class CellEvolutionSampler(BaseSampler):
     ) -> None:
         # Record what was evaluated: the objective may not have used the plan (fixed
         # params, another space), and random starting cells had no plan at all.
-        self._plans.pop((study._storage, trial._trial_id), None)
+        storage, trial_id = key = self._key(study, trial)
+        self._plans.pop(key, None)
         fingerprint = self._evaluated(trial)
         if fingerprint != fingerprint_of(trial):
-            study._storage.set_trial_system_attr(trial._trial_id, FINGERPRINT_KEY, fingerprint)
+            storage.set_trial_system_attr(trial_id, FINGERPRINT_KEY, fingerprint)
         self._hyperparameter_sampler.after_trial(study, trial, state, values)
 
     def _evaluated(self, trial: FrozenTrial) -> str | None:
@@ -260,17 +262,27 @@ class CellEvolutionSampler(BaseSampler):
         return self._codec.fingerprint(own)
 
     # ---------------------------------------------------------------- proposals
+    @staticmethod
+    def _key(study: Study, trial: FrozenTrial) -> tuple[BaseStorage, int]:
+        """The trial's storage and id there: what the sampler's memos are keyed by."""
+        storage = storage_of(study)
+        return storage, trial_id_of(trial, storage, study_id_of(study))
+
     def _view(self, study: Study, trial: FrozenTrial, *, refresh: bool) -> View:
         """The study without ``trial``: read from the storage now, or with
         ``refresh=False`` maybe as ``study.ask()`` read it just before (see
         :func:`~optuna_rnn.samplers._storage.trials_from`)."""
-        key = (study._storage, study._study_id)
+        storage, study_id = key = storage_of(study), study_id_of(study)
         with self._lock:
             if key not in self._indexes:
-                self._indexes[key] = StudyIndex(self._codec.fingerprint_of, study.directions)
+                self._indexes[key] = StudyIndex(
+                    self._codec.fingerprint_of,
+                    study.directions,
+                    trial_id=lambda t: trial_id_of(t, storage, study_id),
+                )
             index = self._indexes[key]
         start = index.settled
-        trials = trials_from(study._storage, study._study_id, start, refresh=refresh)
+        trials = trials_from(storage, study_id, start, refresh=refresh)
         return index.view(trials, exclude=trial.number, start=start)
 
     def _plan_of(self, study: Study, trial: FrozenTrial) -> ArchitectureChoice | None:
@@ -279,22 +291,22 @@ class CellEvolutionSampler(BaseSampler):
         Optuna hands samplers a copy of the trial taken before ``before_trial`` wrote
         the plan, so a plan made elsewhere is read back from the storage.
         """
-        key = (study._storage, trial._trial_id)
+        key = self._key(study, trial)
         if key in self._plans:
             return self._plans[key]
         if PLAN_KEY not in trial.system_attrs:
-            trial = study._storage.get_trial(trial._trial_id)
+            trial = key[0].get_trial(key[1])
         return read_plan(trial)
 
     def _plan(self, study: Study, trial: FrozenTrial) -> ArchitectureChoice | None:
         """Propose, claim and return the trial's plan (``None``: no plan, none stored)."""
-        storage = study._storage
+        storage, trial_id = self._key(study, trial)
         fixed = trial.system_attrs.get("fixed_params")
         if fixed:
             fingerprint = self._codec.fingerprint(fixed)
             if fingerprint is not None:
                 plan = ArchitectureChoice(ENQUEUED, fingerprint)
-                write_plan(storage, trial._trial_id, plan)
+                write_plan(storage, trial_id, plan)
                 return plan
         rng = np.random.default_rng([self._seed, trial.number])
         view = self._view(study, trial, refresh=False)
@@ -316,17 +328,17 @@ class CellEvolutionSampler(BaseSampler):
             plan = self._propose(study, trial, rng, view, population, parents, steps)
             if plan is None:
                 continue
-            write_plan(storage, trial._trial_id, plan)
+            write_plan(storage, trial_id, plan)
             # Claim, then read every claim made since the view: of two workers claiming
             # one evaluation at once, the later reader always sees the earlier claim and
             # backs off, so no two claims survive on any storage that orders writes (all
             # of Optuna's). The proposal avoided everything in the view already.
             claims = claims_since(
                 storage,
-                study._study_id,
+                study_id_of(study),
                 after=view.last_trial_id,
                 unfinished=view.unfinished_ids,
-                exclude=trial._trial_id,
+                exclude=trial_id,
             )
             if not claims.take(plan):
                 return plan
@@ -335,7 +347,7 @@ class CellEvolutionSampler(BaseSampler):
             f"Trial {trial.number}: no new architecture in {self._max_attempts} proposals; "
             "its architecture is sampled by the hyperparameter sampler instead."
         )
-        write_plan(storage, trial._trial_id, None)
+        write_plan(storage, trial_id, None)
         return None
 
     def _everyone(self, study: Study, view: View) -> list[FrozenTrial]:
@@ -346,7 +358,7 @@ class CellEvolutionSampler(BaseSampler):
     def _cell(self, study: Study, trial: FrozenTrial) -> Cell | None:
         """The cell ``trial`` holds, or ``None`` (warned once per trial): such a trial is
         left out of evolution."""
-        key = (study._storage, trial._trial_id)
+        key = self._key(study, trial)
         if key not in self._cells:
             fixed = trial.system_attrs.get("fixed_params", {})
             cell = self._codec.decode({**fixed, **trial.params})
@@ -361,7 +373,7 @@ class CellEvolutionSampler(BaseSampler):
     def _seeds(self, study: Study, exclude: int) -> list[FrozenTrial]:
         """Enqueued trials (any state but FAIL), the parents until one finishes."""
         out = []
-        for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+        for t in storage_of(study).get_all_trials(study_id_of(study), deepcopy=False):
             if t.number == exclude or t.state == TrialState.FAIL:
                 continue
             plan = t.system_attrs.get(PLAN_KEY)
