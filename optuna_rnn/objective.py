@@ -98,6 +98,10 @@ class Hyperparameters:
         )
         return {f: tuple(getattr(self, f)) for f in fields}
 
+    def choices(self) -> dict[str, tuple]:
+        """Each Optuna parameter name (:attr:`names`) with its choice list."""
+        return dict(zip(self.names, self._choices().values(), strict=True))
+
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample the hyperparameters; returns ``{name: value}`` for all of them.
 

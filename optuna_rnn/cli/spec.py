@@ -182,18 +182,11 @@ class SearchSpec:
         return GraphSpace() if self.max_nodes is None else GraphSpace(max_nodes=self.max_nodes)
 
     def enqueue_seeds(self, study: optuna.Study) -> None:
-        """Enqueue the seed cells, each ``seed_draws`` times, as the study's first trials."""
-        from optuna_rnn import seed_study, zoo
+        """Enqueue the seed cells, each ``seed_draws`` times, as the study's first trials
+        (draw k is the same hyperparameter setting for every cell)."""
+        from optuna_rnn import seed_study
 
-        space = self.build_space()
-        if self.seed_draws == 1:
-            seed_study(study, self.seed_cells, space=space)
-            return
-        for name in self.seed_cells:
-            params = space.encode(zoo.get(name))
-            for _ in range(self.seed_draws):
-                # Not seed_study: it skips a cell that is already enqueued.
-                study.enqueue_trial(params)
+        seed_study(study, self.seed_cells, space=self.build_space(), draws=self.seed_draws)
 
     def build_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
         if self.sampler == "evolution":
