@@ -84,6 +84,8 @@ class SearchSpec:
         seed_cells: zoo cells enqueued first (:func:`optuna_rnn.seed_study`).
         seed_draws: how often each seed cell is enqueued, each time with its own
             hyperparameter draw (``optuna-rnn baselines``).
+        population_size, aging, tournament_size: the evolution sampler's population and
+            parent selection (:class:`~optuna_rnn.CellEvolutionSampler`).
         objective: keyword arguments of :func:`optuna_rnn.make_objective`;
             ``hyperparameters`` is a dict of :class:`~optuna_rnn.objective.Hyperparameters`
             choice lists.
@@ -98,6 +100,9 @@ class SearchSpec:
     seed: int | None = 0
     seed_cells: tuple[str, ...] = ("lstm", "gru")
     seed_draws: int = 1
+    population_size: int = 100
+    aging: bool = False
+    tournament_size: int | None = None
     reference: str = "gru"
     objective: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -123,6 +128,14 @@ class SearchSpec:
         unknown = [name for name in self.seed_cells if name not in zoo.names()]
         if unknown:
             raise ValueError(f"unknown zoo cells {unknown}; choose from {', '.join(zoo.names())}")
+        evolution = (self.population_size, self.aging, self.tournament_size) != (100, False, None)
+        if evolution and self.sampler != "evolution":
+            raise ValueError(
+                "population_size, aging and tournament_size set the evolution sampler; "
+                f"this search uses {self.sampler!r}"
+            )
+        if self.population_size < 1 or (self.tournament_size or 1) < 1:
+            raise ValueError("population_size and tournament_size must be at least 1")
         seeded = len(self.seed_cells) * self.seed_draws
         if self.n_trials < seeded:
             raise ValueError(
@@ -192,7 +205,13 @@ class SearchSpec:
         if self.sampler == "evolution":
             from optuna_rnn import CellEvolutionSampler
 
-            return CellEvolutionSampler(space=self.build_space(), seed=seed)
+            return CellEvolutionSampler(
+                space=self.build_space(),
+                population_size=self.population_size,
+                aging=self.aging,
+                tournament_size=self.tournament_size,
+                seed=seed,
+            )
         if self.sampler == "tpe":
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
         if self.sampler == "gp":
