@@ -1,7 +1,7 @@
 """Search efficiency: how fast each sampler and space reaches the GRU, on real training.
 
-Each study trains cells on a tiny task, Memorization or Arithmetic (60 SGD steps, a 1,500 parameter budget, three
-learning rates) with the reference backend, on the CPU, for the same ``--trials`` per
+Each study trains cells on a tiny task, Memorization or Arithmetic (60 SGD steps, a
+1,500 parameter budget, three learning rates) with the reference backend, on the CPU, for the same ``--trials`` per
 study and ``--seeds`` seeds, every study starting from nothing (seeding evolution with
 LSTM or GRU, as the paper did, would hand it the target). The pairs:
 
