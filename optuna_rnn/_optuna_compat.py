@@ -7,7 +7,7 @@ is not there), the public fallback runs instead. Only those two signs of "this O
 no such internal" are caught: an error inside a fast path is a real error and propagates.
 ``tests/test_optuna_compat.py`` checks that each private path and its fallback agree.
 
-Supported: the Optuna range in ``setup.cfg`` (``optuna>=4.0,<5`` at the time of writing,
+Supported: the Optuna range in ``setup.cfg`` (``optuna>=4.9,<6`` at the time of writing,
 run by CI on the oldest and the newest).
 """
 
