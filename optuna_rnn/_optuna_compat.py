@@ -27,11 +27,6 @@ try:  # the cached SQL storage: the class and its internals read by the fast pat
 except ImportError:  # pragma: no cover - depends on the installed Optuna
     _CachedStorage = None
 try:
-    from optuna.storages._rdb import models as _rdb_models
-    from optuna.storages._rdb.storage import _create_scoped_session
-except ImportError:  # pragma: no cover - depends on the installed Optuna
-    _rdb_models = _create_scoped_session = None
-try:
     from optuna.study._multi_objective import _fast_non_domination_rank
 except ImportError:  # pragma: no cover - depends on the installed Optuna
     _fast_non_domination_rank = None
@@ -192,12 +187,17 @@ def cached_plans(
     ``unfinished``, but ``exclude``, in trial order, in one SQL query; ``None`` where the
     storage is not Optuna's cached SQL storage or its schema is not the one this knows
     (then read each trial the public way)."""
-    if not _is_cached(storage) or _rdb_models is None or _create_scoped_session is None:
+    if not _is_cached(storage):
+        return None
+    try:  # imported here: only a cached SQL storage, which has loaded them, gets this far
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:  # pragma: no cover - depends on the installed Optuna
         return None
     from sqlalchemy import or_, select
 
-    trials = _rdb_models.TrialModel.__table__
-    attrs = _rdb_models.TrialSystemAttributeModel.__table__
+    trials = models.TrialModel.__table__
+    attrs = models.TrialSystemAttributeModel.__table__
     if not {"trial_id", "study_id"} <= set(trials.c.keys()) or not {
         "trial_id",
         "key",
