@@ -24,6 +24,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
 from optuna_rnn import keys
+from optuna_rnn._optuna_compat import storage_of, study_id_of, trial_id_of
 from optuna_rnn.cell import Cell, zoo
 from optuna_rnn.export import cell_labels, to_markdown
 from optuna_rnn.study import Leaderboard
@@ -40,7 +41,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     import pandas as pd
-    from optuna.artifacts._protocol import ArtifactStore
+
+    from optuna_rnn._optuna_compat import ArtifactStore
 
 #: The leaderboard columns the study note shows.
 NOTE_COLUMNS = (
@@ -112,7 +114,9 @@ def annotate_trial(
                 study_or_trial=trial,
                 mimetype="image/svg+xml",
             )
-        diagram = f"/artifacts/{trial.study._study_id}/{trial._trial_id}/{artifact_id}"
+        study_id = study_id_of(trial.study)
+        trial_id = trial_id_of(trial, storage_of(trial.study), study_id)
+        diagram = f"/artifacts/{study_id}/{trial_id}/{artifact_id}"
     if note:
         from optuna_dashboard import save_note
 

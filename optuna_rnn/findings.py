@@ -35,6 +35,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from optuna_rnn import keys
+
 __all__ = [
     "DRAW_ATTRS",
     "PAPER_BEST",
@@ -52,7 +54,7 @@ __all__ = [
 ]
 
 #: Trial attributes (user or system) that hold a trial's draw index, read in this order.
-DRAW_ATTRS = ("draw", "optuna_rnn:draw")
+DRAW_ATTRS = (keys.DRAW,)
 
 #: The paper's Table 2 (Jozefowicz et al., 2015): best validation accuracy per cell.
 PAPER_BEST: dict[str, dict[str, float]] = {
@@ -164,10 +166,10 @@ class Draws:
 
 
 def _trial_label(trial: optuna.trial.FrozenTrial) -> str | None:
-    name = trial.user_attrs.get("zoo_name")
+    name = trial.user_attrs.get(keys.ZOO_NAME)
     if name:
         return name
-    fingerprint = trial.user_attrs.get("fingerprint")
+    fingerprint = trial.user_attrs.get(keys.FINGERPRINT)
     return fingerprint[:10] if fingerprint else None
 
 
@@ -184,7 +186,7 @@ def _hyperparameter_key(trial: optuna.trial.FrozenTrial) -> str:
 
     chosen = {k: v for k, v in trial.params.items() if k in Hyperparameters.names}
     if not chosen:
-        chosen = dict(trial.user_attrs.get("hyperparameters") or {})
+        chosen = dict(trial.user_attrs.get(keys.HYPERPARAMETERS) or {})
     return json.dumps(chosen, sort_keys=True, default=str)
 
 

@@ -98,6 +98,10 @@ class Hyperparameters:
     def _choices(self) -> dict[str, tuple]:
         return {f: tuple(getattr(self, f)) for f in _FIELDS}
 
+    def choices(self) -> dict[str, tuple]:
+        """Each Optuna parameter name (:attr:`names`) with its choice list."""
+        return dict(zip(self.names, self._choices().values(), strict=True))
+
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample the hyperparameters; returns ``{name: value}`` for all of them.
 
@@ -106,5 +110,5 @@ class Hyperparameters:
         """
         return {
             name: trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
-            for name, choices in zip(self.names, self._choices().values(), strict=True)
+            for name, choices in self.choices().items()
         }

@@ -8,7 +8,9 @@ names, so a key is spelled once.
 from __future__ import annotations
 
 __all__ = [
+    "ARTIFACT_STORE",
     "BEST_STEP",
+    "DRAW",
     "ENDED_BECAUSE",
     "EQUATIONS",
     "ERROR",
@@ -52,6 +54,9 @@ BEST_STEP = "best_step"
 #: "prefilter", "first_task", "no_reference", :data:`SURPLUS`.
 ENDED_BECAUSE = "ended_because"
 ERROR = "error"
+#: Which of a paired design's hyperparameter draws a seeded trial holds
+#: (optuna_rnn.seed_study with draws=N; read by optuna_rnn.findings).
+DRAW = "draw"
 
 # Trial user attrs: the command line's workers (optuna_rnn.cli.run).
 WORKER = "worker"
@@ -60,6 +65,9 @@ SURPLUS = "surplus"
 
 #: Study user attr: the search's recipe (optuna_rnn.cli.spec.SearchSpec as JSON).
 SEARCH_SPEC = "optuna_rnn:spec"
+#: Study user attr: the folder of the file-system artifact store the trials' diagrams and
+#: trained models went to (optuna_rnn.models).
+ARTIFACT_STORE = "optuna_rnn:artifact_store"
 
 # Trial system attrs: the evolution sampler's state (optuna_rnn.samplers._records).
 _EVOLUTION = "cell_evolution:"

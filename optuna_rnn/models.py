@@ -30,6 +30,8 @@ from optuna.artifacts import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_rnn import keys
+from optuna_rnn._optuna_compat import storage_of
 from optuna_rnn.cell import Cell
 from optuna_rnn.dashboard import ArtifactStoreLike, as_artifact_store
 
@@ -55,7 +57,7 @@ __all__ = [
 ]
 
 #: The study user attr naming the folder of the study's file-system artifact store.
-ARTIFACT_STORE_ATTR = "optuna_rnn:artifact_store"
+ARTIFACT_STORE_ATTR = keys.ARTIFACT_STORE
 #: The safetensors header key of the card, and the card's format.
 CARD_KEY = "optuna_rnn.model_card"
 CARD_FORMAT = "optuna-rnn-model/1"
@@ -265,7 +267,7 @@ def _trial_of(study: optuna.Study, trial: int | FrozenTrial | None) -> FrozenTri
 def _model_meta(study: optuna.Study, trial: FrozenTrial) -> ArtifactMeta:
     metas = [
         m
-        for m in get_all_artifact_meta(trial, storage=study._storage)
+        for m in get_all_artifact_meta(trial, storage=storage_of(study))
         if m.filename.startswith("model-") and m.filename.endswith(MODEL_SUFFIX)
     ]
     if len(metas) != 1:
@@ -344,7 +346,7 @@ def model_card(
 def best_cell(study: optuna.Study) -> Cell:
     """The cell of the study's best trial (read from its ``equations`` user attr)."""
     trial = _trial_of(study, None)
-    equations = trial.user_attrs.get("equations")
+    equations = trial.user_attrs.get(keys.EQUATIONS)
     if equations is None:
         raise ValueError(f"trial {trial.number} of study {study.study_name!r} records no cell")
     return Cell.parse(equations)

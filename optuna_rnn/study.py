@@ -13,13 +13,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn import keys
-from optuna_rnn.cell import Cell, zoo
+from optuna_rnn.cell import Cell, CellError, zoo
 from optuna_rnn.hyperparameters import Hyperparameters
 
 if TYPE_CHECKING:
@@ -51,30 +52,131 @@ def seed_study(
     *,
     space: CellSpace | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
+    draws: int = 1,
+    choices: Hyperparameters | None = None,
+    seed: int = 0,
 ) -> None:
     """Enqueue known cells (zoo names or :class:`Cell` objects) as the next trials.
 
-    The paper started its search from LSTM and GRU. ``space`` must be the objective's
-    (default :class:`~optuna_rnn.GatedSpace`); ``hyperparameters`` fixes any of
-    :attr:`Hyperparameters.names` for these trials, the rest are sampled as usual.
+    The paper started its search from LSTM and GRU. ``space`` is the objective's; by
+    default the study's own: the one ``optuna-rnn search`` stored in it, else its
+    :class:`~optuna_rnn.CellEvolutionSampler`'s, else :class:`~optuna_rnn.GatedSpace`.
+    ``hyperparameters`` fixes any of :attr:`Hyperparameters.names` for these trials.
+
+    ``draws=1`` enqueues each cell once and leaves the other hyperparameters to the
+    sampler. ``draws=N`` enqueues each cell N times, with N distinct hyperparameter
+    settings drawn (seeded by ``seed``) from ``choices`` (the objective's
+    :class:`Hyperparameters`; by default the stored search's, else the defaults): draw k
+    is the same setting for every cell, a paired design that compares cells on equal
+    terms.
+
     Params already enqueued in the study (waiting or run) are skipped, so seeding a
     resumed study again adds nothing. Raises :class:`~optuna_rnn.CellError` for a cell
-    the space cannot express.
+    the space cannot express, and ValueError for a cell given twice (use ``draws``), for
+    hyperparameters outside ``choices``, and for a study that already holds trials of
+    another space.
     """
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive int, got {draws!r}")
+    stored = _stored_search(study)
     if space is None:
-        from optuna_rnn.spaces import GatedSpace
-
-        space = GatedSpace()
+        space = _study_space(study, stored)
+    if choices is None:
+        choices = _stored_choices(stored)
     fixed = dict(hyperparameters or {})
-    unknown = sorted(set(fixed) - set(Hyperparameters.names))
+    grid = choices.choices()
+    unknown = sorted(set(fixed) - set(grid))
     if unknown:
-        raise ValueError(
-            f"unknown hyperparameters {unknown}; expected some of {list(Hyperparameters.names)}"
-        )
+        raise ValueError(f"unknown hyperparameters {unknown}; expected some of {list(grid)}")
+    for name, value in fixed.items():
+        if value not in grid[name]:
+            raise ValueError(f"hyperparameter {name}={value!r} is not one of {list(grid[name])}")
+    encoded: dict[str, dict[str, Any]] = {}
     for cell in cells:
-        if isinstance(cell, str):
-            cell = zoo.get(cell)
-        study.enqueue_trial({**space.encode(cell), **fixed}, skip_if_exists=True)
+        cell = zoo.get(cell) if isinstance(cell, str) else cell
+        if cell.fingerprint in encoded:
+            raise ValueError(
+                f"the cell {cell!r} is given twice; to train a cell several times, "
+                "give it once with draws=N"
+            )
+        encoded[cell.fingerprint] = space.encode(cell)
+    _check_study_space(study, space)
+    settings = [fixed] if draws == 1 else _paired_draws(grid, fixed, draws, seed)
+    for draw, setting in enumerate(settings):
+        attrs = {keys.DRAW: draw} if draws > 1 else None
+        for params in encoded.values():
+            study.enqueue_trial({**params, **setting}, user_attrs=attrs, skip_if_exists=True)
+
+
+def _stored_search(study: optuna.Study) -> Any:
+    """The search spec ``optuna-rnn search`` stored in the study, or ``None``."""
+    from optuna_rnn.cli.spec import SPEC_ATTR, SearchSpec
+
+    return SearchSpec.from_study(study) if SPEC_ATTR in study.user_attrs else None
+
+
+def _study_space(study: optuna.Study, stored: Any) -> CellSpace:
+    """The space the study searches: the stored search's, its sampler's, or GatedSpace."""
+    if stored is not None:
+        return stored.build_space()
+    from optuna_rnn.samplers import CellEvolutionSampler
+
+    if isinstance(study.sampler, CellEvolutionSampler):
+        return study.sampler.space
+    from optuna_rnn.spaces import GatedSpace
+
+    return GatedSpace()
+
+
+def _stored_choices(stored: Any) -> Hyperparameters:
+    """The hyperparameter choices of the stored search (its optimizer's defaults with its
+    lists), else the defaults."""
+    if stored is None:
+        return Hyperparameters()
+    objective = stored.objective
+    return Hyperparameters.for_optimizer(
+        objective.get("optimizer", "sgd"), objective.get("hyperparameters")
+    )
+
+
+def _check_study_space(study: optuna.Study, space: CellSpace) -> None:
+    """ValueError if a trial of the study holds params of ``space``'s prefix that are no
+    point of it: the study searches another space."""
+    for trial in study.get_trials(deepcopy=False):
+        params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+        own = {k: v for k, v in params.items() if k.startswith(space.prefix)}
+        if not own:
+            continue
+        try:
+            space.decode(own)
+        except CellError as err:
+            raise ValueError(
+                f"trial {trial.number} of study {study.study_name!r} holds params of another "
+                f"space than {type(space).__name__} ({err}); pass the study's space as "
+                "space=, or seed another study"
+            ) from None
+
+
+def _paired_draws(
+    grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any], draws: int, seed: int
+) -> list[dict[str, Any]]:
+    """``draws`` distinct settings of the hyperparameters not in ``fixed``, drawn without
+    replacement from their grid, each with ``fixed`` added."""
+    free = {name: tuple(c) for name, c in grid.items() if name not in fixed and len(c) > 1}
+    size = math.prod(len(c) for c in free.values())
+    if draws > size:
+        raise ValueError(
+            f"draws={draws} exceeds the {size} distinct settings of the hyperparameters "
+            f"{sorted(free)}"
+        )
+    settings = []
+    for index in np.random.default_rng(seed).choice(size, size=draws, replace=False):
+        setting, rest = dict(fixed), int(index)
+        for name, options in free.items():
+            rest, k = divmod(rest, len(options))
+            setting[name] = options[k]
+        settings.append(setting)
+    return settings
 
 
 @dataclass

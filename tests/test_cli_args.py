@@ -46,6 +46,8 @@ def test_each_command_explains_itself(command: str, capsys: pytest.CaptureFixtur
         (["search", "--seed-cells", "lstm,lstmm"], "unknown zoo cells ['lstmm']"),
         (["search", "--seed-cells", "lstm,gru", "--n-trials", "1"], "smaller than the 2 seeded"),
         (["search", "--set", "max_steps"], "expected KEY=VALUE"),
+        (["search", "--sampler", "tpe", "--aging"], "set the evolution sampler"),
+        (["search", "--population-size", "0"], "--population-size: must be a positive int"),
         (["search", "--grace-period", "5", "--heartbeat-interval", "10"], "must exceed"),
         (["baselines", "--n-trials", "3"], "unrecognized arguments: --n-trials"),
         (["show"], "name a cell"),
@@ -138,3 +140,13 @@ def test_spec_objectives_resolve_and_bad_combinations_are_errors() -> None:
         SearchSpec(objectives=("score", "params"), pruner="median")
     with pytest.raises(ValueError, match="objectives must be distinct names"):
         SearchSpec(objectives=("score", "flops"))
+
+
+def test_evolution_options_reach_the_sampler() -> None:
+    from optuna_rnn.samplers import AgingPopulation
+
+    spec = SearchSpec(population_size=7, aging=True, tournament_size=3)
+    assert SearchSpec.from_json(spec.to_json()) == spec
+    sampler = spec.build_sampler(0)
+    assert isinstance(sampler._population, AgingPopulation) and sampler._population.size == 7
+    assert sampler._selection.size == 3

@@ -127,9 +127,12 @@ def test_baselines_give_each_cell_its_draws(tmp_path: Path, capsys: pytest.Captu
     study = _study(url, "baselines-" + TINY[1])
     assert len(study.trials) == 4
     assert sorted(t.user_attrs["zoo_name"] for t in study.trials) == ["gru", "gru", "lstm", "lstm"]
-    draws = [json.dumps(t.user_attrs.get("hyperparameters"), sort_keys=True)
-             for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(set(draws)) == len(draws)  # each trial its own hyperparameter draw
+    draws: dict[str, list[str]] = {}
+    for t in study.trials:
+        setting = json.dumps(t.user_attrs.get("hyperparameters"), sort_keys=True)
+        draws.setdefault(t.user_attrs["zoo_name"], []).append(setting)
+    assert len(set(draws["lstm"])) == 2  # each draw its own hyperparameter setting,
+    assert draws["gru"] == draws["lstm"]  # the same for every cell (a paired design)
     assert "lstm" in capsys.readouterr().out
 
 

@@ -4,6 +4,7 @@ threads, processes on a journal file, HyperbandPruner, multi-objective."""
 from __future__ import annotations
 
 import collections
+import logging
 import pickle
 import subprocess
 import sys
@@ -16,10 +17,17 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from optuna_rnn import CellError, zoo
-from optuna_rnn.samplers import CellEvolutionSampler
+from optuna_rnn import zoo
+from optuna_rnn.cell.mutate import mutate
+from optuna_rnn.samplers import (
+    AgingPopulation,
+    CellEvolutionSampler,
+    ElitePopulation,
+    Reevaluation,
+    TournamentSelection,
+)
 from optuna_rnn.samplers._records import fingerprint_of, read_plan
-from optuna_rnn.spaces import GraphSpace
+from optuna_rnn.spaces import GatedSpace, GraphSpace
 
 SPACE = GraphSpace(max_nodes=12)
 LR = [0.1, 0.3, 1.0]
@@ -30,10 +38,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def objective(trial: optuna.Trial) -> float:
     """Cheap and architecture-dependent: prefers cells of about 8 nodes."""
-    try:
-        cell = SPACE.suggest(trial)
-    except CellError:
-        raise optuna.TrialPruned() from None
+    cell = SPACE.suggest(trial)
     lr = trial.suggest_categorical("lr", LR)
     return -abs(cell.num_inner_nodes - 8) + lr
 
@@ -172,9 +177,9 @@ class _RacedSampler(CellEvolutionSampler):
         self.rival: optuna.Study | None = rival
         self.rival_plan = None
 
-    def _propose(self, study, trial, rng, view, population, parents):
+    def _propose(self, study, trial, rng, view, population, parents, steps=1):
         if self.rival is None:
-            return super()._propose(study, trial, rng, view, population, parents)
+            return super()._propose(study, trial, rng, view, population, parents, steps)
         rival, self.rival = self.rival, None
         asked = rival.ask()
         self.rival_plan = read_plan(rival._storage.get_trial(asked._trial_id))
@@ -308,6 +313,8 @@ def test_importing_the_sampler_does_not_import_torch() -> None:
         ({"reevaluate_prob": 1.5}, "reevaluate_prob"),
         ({"max_attempts": 0}, "max_attempts"),
         ({"tournament_size": 0}, "tournament size"),
+        ({"population_size": 5, "population": ElitePopulation(5)}, "not both"),
+        ({"tournament_size": 2, "selection": TournamentSelection(2)}, "not both"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match) -> None:
@@ -324,3 +331,75 @@ def test_the_sampler_pickles_and_keeps_proposing() -> None:
     again = _study(seed=3)
     again.optimize(objective, n_trials=12)
     assert _actions(again) == _actions(study)  # the memos it dropped changed nothing
+
+
+def test_an_unseeded_study_of_the_open_space_never_fails() -> None:
+    space = GraphSpace(max_nodes=24)
+    study = optuna.create_study(
+        sampler=CellEvolutionSampler(space=space, population_size=5, seed=2), direction="maximize"
+    )
+    study.optimize(lambda t: -abs(space.suggest(t).num_inner_nodes - 8), n_trials=25)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len({space.decode(t.params) for t in study.trials}) == 25
+
+
+def test_a_small_space_widens_instead_of_falling_back_to_random_cells(caplog) -> None:
+    space = GraphSpace(max_nodes=4)
+    study = optuna.create_study(
+        sampler=CellEvolutionSampler(space=space, population_size=3, reevaluate_prob=0.0, seed=0)
+    )
+    with caplog.at_level(logging.WARNING):
+        study.optimize(lambda t: abs(space.suggest(t).num_inner_nodes - 3), n_trials=60)
+    assert caplog.messages == []
+    assert all(read_plan(t).action == "mutate" for t in study.trials[1:])
+    assert len({space.decode(t.params) for t in study.trials}) == 60
+
+
+def test_a_trial_of_another_space_is_left_out_with_one_warning(caplog) -> None:
+    gated = GatedSpace()
+    study = _study()
+    params = gated.encode(zoo.get("gru"))  # "cell." params that GraphSpace cannot read
+    foreign = optuna.trial.create_trial(
+        value=100.0,
+        params=params,
+        distributions=gated.distributions(params),
+        user_attrs={"fingerprint": zoo.get("gru").fingerprint},
+    )
+    study.add_trial(foreign)
+    with caplog.at_level(logging.WARNING):
+        study.optimize(objective, n_trials=12)
+    assert len(caplog.messages) == 1
+    assert caplog.messages[0].startswith("Trial 2 holds no cell of the sampler's space")
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    parents = {read_plan(t).parent for t in study.trials if read_plan(t) is not None}
+    assert zoo.get("gru").fingerprint not in parents
+
+
+def test_mutation_takes_any_callable_from_cell_and_rng_to_cell() -> None:
+    calls = []
+
+    def only_paper_mutations(cell, rng):
+        calls.append(cell.fingerprint)
+        return mutate(cell, rng, max_nodes=SPACE.max_nodes)  # a bare Cell: no log
+
+    study = _study(mutation=only_paper_mutations, reevaluate_prob=0.0)
+    study.optimize(objective, n_trials=10)
+    plans = [read_plan(t) for t in study.trials[len(SEEDS) :]]
+    assert calls and all(p.action == "mutate" and p.mutations == () for p in plans)
+    _assert_no_repeats_but_reevaluations(study)
+
+
+def test_strategies_are_constructor_arguments() -> None:
+    sampler = CellEvolutionSampler(
+        space=SPACE,
+        population=AgingPopulation(4),
+        selection=TournamentSelection(2),
+        reevaluation=Reevaluation(max_attempts=3),
+        seed=0,
+    )
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    for name in SEEDS:
+        study.enqueue_trial(SPACE.encode(zoo.get(name)))
+    study.optimize(objective, n_trials=15)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    _assert_no_repeats_but_reevaluations(study)

@@ -20,9 +20,19 @@ from optuna_rnn.samplers import (
 )
 from optuna_rnn.samplers._index import StudyIndex
 from optuna_rnn.samplers._population import Standings, rank_architectures
-from optuna_rnn.samplers._records import MUTATE, REEVALUATE, Claims, Plan, hyperparameter_key
+from optuna_rnn.samplers._records import (
+    MUTATE,
+    REEVALUATE,
+    ArchitectureChoice,
+    Claims,
+    hyperparameter_key,
+)
 
 MAX, MIN = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
+
+
+def _trial_id(trial: optuna.trial.FrozenTrial) -> int:
+    return trial._trial_id
 
 
 def _trials(rows: list[tuple[str, object]]) -> list[FrozenTrial]:
@@ -119,17 +129,18 @@ def test_standings_kept_as_trials_finish_equal_a_ranking_from_scratch(
 def test_claims_take_an_architecture_or_one_hyperparameter_draw() -> None:
     claims = Claims.of(
         [
-            Plan(MUTATE, "a", params={"cell": 1}).to_json(),
-            Plan(REEVALUATE, "b", params={"cell": 2, "lr": 0.1}).to_json(),
+            ArchitectureChoice(MUTATE, "a", params={"cell": 1}).to_json(),
+            ArchitectureChoice(REEVALUATE, "b", params={"cell": 2, "lr": 0.1}).to_json(),
             None,  # a withdrawn plan claims nothing
         ]
     )
     lr = {"lr": CategoricalDistribution([0.1, 0.3])}
-    assert claims.take(Plan(MUTATE, "a")) and claims.take(Plan(MUTATE, "b"))
-    assert not claims.take(Plan(MUTATE, "c"))
-    assert claims.take(Plan(REEVALUATE, "b", params={"lr": 0.1}, hyperparameters=lr))
-    assert not claims.take(Plan(REEVALUATE, "b", params={"lr": 0.3}, hyperparameters=lr))
-    assert not claims.take(Plan(REEVALUATE, "a", params={"lr": 0.1}, hyperparameters=lr))
+    choice = ArchitectureChoice
+    assert claims.take(choice(MUTATE, "a")) and claims.take(choice(MUTATE, "b"))
+    assert not claims.take(choice(MUTATE, "c"))
+    assert claims.take(choice(REEVALUATE, "b", params={"lr": 0.1}, hyperparameters=lr))
+    assert not claims.take(choice(REEVALUATE, "b", params={"lr": 0.3}, hyperparameters=lr))
+    assert not claims.take(choice(REEVALUATE, "a", params={"lr": 0.1}, hyperparameters=lr))
 
 
 def test_tournament_of_everyone_picks_the_best() -> None:
@@ -192,7 +203,7 @@ def test_index_groups_trials_and_leaves_the_asker_out() -> None:
     running.set_user_attr("fp", "c")
     asker = study.ask()
     asker.set_user_attr("fp", "d")
-    view = StudyIndex(_fingerprint, [MIN]).view(_study_trials(study), exclude=asker.number)
+    view = StudyIndex(_fingerprint, [MIN], trial_id=_trial_id).view(_study_trials(study), exclude=asker.number)
     assert set(view.architectures) == {"a"} and len(view.architectures["a"].trials) == 1
     assert {fp: len(ts) for fp, ts in view.finished.items()} == {"a": 2, "b": 1}
     assert set(view.unfinished) == {"c"}
@@ -204,7 +215,7 @@ def test_incremental_index_equals_a_fresh_one() -> None:
     """The index is a memo: indexing a growing study step by step changes nothing."""
     rng = np.random.default_rng(0)
     study = optuna.create_study()
-    index = StudyIndex(_fingerprint, [MIN])
+    index = StudyIndex(_fingerprint, [MIN], trial_id=_trial_id)
     pending: list[optuna.Trial] = []
     for step in range(60):
         trial = study.ask()
@@ -219,5 +230,5 @@ def test_incremental_index_equals_a_fresh_one() -> None:
                 state=state,
             )
         incremental = index.view(_study_trials(study), exclude=-1)
-        fresh = StudyIndex(_fingerprint, [MIN]).view(_study_trials(study), exclude=-1)
+        fresh = StudyIndex(_fingerprint, [MIN], trial_id=_trial_id).view(_study_trials(study), exclude=-1)
         assert incremental == fresh, step

@@ -11,9 +11,20 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from optuna_rnn._optuna_compat import cached_plans
 from optuna_rnn.samplers._index import StudyIndex
-from optuna_rnn.samplers._records import MUTATE, Claims, Plan, write_plan
-from optuna_rnn.samplers._storage import _plans_in_sql, claims_since, trials_from
+from optuna_rnn.samplers._records import (
+    MUTATE,
+    PLAN_KEY,
+    ArchitectureChoice,
+    Claims,
+    write_plan,
+)
+from optuna_rnn.samplers._storage import claims_since, trials_from
+
+
+def _trial_id(trial: optuna.trial.FrozenTrial) -> int:
+    return trial._trial_id
 
 
 def _fingerprint(trial: optuna.trial.FrozenTrial) -> str | None:
@@ -21,7 +32,7 @@ def _fingerprint(trial: optuna.trial.FrozenTrial) -> str | None:
 
 
 def _new_index() -> StudyIndex:
-    return StudyIndex(_fingerprint, [StudyDirection.MINIMIZE])
+    return StudyIndex(_fingerprint, [StudyDirection.MINIMIZE], trial_id=_trial_id)
 
 
 def _step(study: optuna.Study, pending: list[optuna.Trial], rng: np.random.Generator) -> None:
@@ -77,7 +88,8 @@ def test_claims_since_in_one_query_equals_the_public_read(tmp_path: Path) -> Non
         ids.append(open_[-1]._trial_id)
         claimant = open_[rng.integers(len(open_))]
         fp = "abcde"[rng.integers(5)]
-        plan = None if rng.random() < 0.2 else Plan(MUTATE, fp, params={"lr": int(rng.integers(3))})
+        params = {"lr": int(rng.integers(3))}
+        plan = None if rng.random() < 0.2 else ArchitectureChoice(MUTATE, fp, params=params)
         write_plan(writer._storage, claimant._trial_id, plan)
         if rng.random() < 0.5:
             writer.tell(open_.pop(int(rng.integers(len(open_)))), 0.5)
@@ -87,7 +99,7 @@ def test_claims_since_in_one_query_equals_the_public_read(tmp_path: Path) -> Non
             "exclude": int(rng.choice(ids)),
         }
         expected = claims_since(public, writer._study_id, **window)
-        plans = _plans_in_sql(cached, writer._study_id, **window)  # the fast path, no fallback
+        plans = cached_plans(cached, writer._study_id, PLAN_KEY, **window)  # the fast path
         assert plans is not None
         assert Claims.of(plans) == claims_since(cached, writer._study_id, **window) == expected
         claimed += len(plans)

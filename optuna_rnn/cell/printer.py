@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, MUL, ONE, STATE, SUB, Cell, X, fresh_name
+from optuna_rnn.cell.ir import (
+    ADD,
+    BIAS,
+    LINEAR,
+    MUL,
+    ONE,
+    STATE,
+    SUB,
+    Cell,
+    X,
+    fresh_name,
+)
 
 __all__ = ["to_equations"]
 

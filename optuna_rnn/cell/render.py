@@ -12,7 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
-from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, MUL, ONE, RELU, SIGMOID, STATE, SUB, TANH, Cell, X
+from optuna_rnn.cell.ir import (
+    ADD,
+    BIAS,
+    LINEAR,
+    MUL,
+    ONE,
+    RELU,
+    SIGMOID,
+    STATE,
+    SUB,
+    TANH,
+    Cell,
+    X,
+)
 
 __all__ = ["node_label", "render_svg"]
 

@@ -101,6 +101,7 @@ def add_storage_options(parser: argparse.ArgumentParser, *, study_required: bool
 
 def add_spec_options(parser: argparse.ArgumentParser, *, n_trials: int | None = None) -> None:
     """Options of a :class:`SearchSpec`; ``--n-trials`` only with a default ``n_trials``."""
+    defaults = SearchSpec()
     parser.add_argument(
         "--set", dest="objective", metavar="KEY=VALUE", type=key_value, action="append",
         default=[], help="an option of make_objective, VALUE as JSON, e.g. --set "
@@ -114,6 +115,15 @@ def add_spec_options(parser: argparse.ArgumentParser, *, n_trials: int | None = 
     parser.add_argument("--pruner", choices=PRUNERS,
                         help="stops poor trials early (default: median; none with several "
                         "--objectives)")
+    parser.add_argument("--population-size", type=positive_int, default=defaults.population_size,
+                        help="architectures the evolution sampler keeps "
+                        f"(default: {defaults.population_size})")
+    parser.add_argument("--aging", action="store_true",
+                        help="evolution keeps the youngest architectures, not the best "
+                        "(regularised evolution)")
+    parser.add_argument("--tournament-size", type=positive_int,
+                        help="members drawn to pick each parent, the best wins (default: 1, "
+                        "or a quarter of the population with --aging)")
     if n_trials is not None:
         parser.add_argument("--n-trials", type=positive_int, default=n_trials,
                             help="total trials of the study, over all workers; rerunning the "
@@ -143,6 +153,9 @@ def spec_from_args(args: argparse.Namespace, **fields: Any) -> SearchSpec:
         "space": args.space,
         "max_nodes": args.max_nodes,
         "pruner": args.pruner,
+        "population_size": args.population_size,
+        "aging": args.aging,
+        "tournament_size": args.tournament_size,
         "seed": args.seed,
         "objective": dict(args.objective),
     }

@@ -26,9 +26,14 @@ from collections.abc import Callable, Sequence
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import fail_stale_trials
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_rnn._optuna_compat import (
+    heartbeat_enabled,
+    storage_of,
+    study_id_of,
+    trial_id_of,
+)
 from optuna_rnn.cli.spec import SearchSpec
 from optuna_rnn.keys import ENDED_BECAUSE, SURPLUS
 from optuna_rnn.keys import WORKER as WORKER_ATTR
@@ -113,15 +118,15 @@ class TrialQuota:
         """``objective``, run only for trials that hold a slot; records the worker."""
         worker = f"{socket.gethostname()}:{os.getpid()}"
 
-        storage = self.study._storage
-        heartbeat = is_heartbeat_enabled(storage)
+        storage, study_id = storage_of(self.study), study_id_of(self.study)
+        heartbeat = heartbeat_enabled(storage)
 
         def guarded(trial: optuna.Trial) -> float:
             if heartbeat:
                 # Optuna's heartbeat thread records its first beat concurrently with the
                 # objective; a trial with no beat is never stale, so a worker killed before
                 # that beat would leave it RUNNING for good and every worker waiting on it.
-                storage.record_heartbeat(trial._trial_id)
+                storage.record_heartbeat(trial_id_of(trial, storage, study_id))
             trial.set_user_attr(WORKER_ATTR, worker)
             if not self.admits(trial.number):
                 trial.set_user_attr(ENDED_BECAUSE, SURPLUS)
@@ -150,7 +155,7 @@ def work(
     """
     quota = TrialQuota(study, target)
     guarded = quota.guard(objective)
-    heartbeat = is_heartbeat_enabled(study._storage)
+    heartbeat = heartbeat_enabled(storage_of(study))
     deadline = None if timeout is None else time.monotonic() + timeout
     while deadline is None or time.monotonic() < deadline:
         if heartbeat:

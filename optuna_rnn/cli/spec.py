@@ -88,6 +88,8 @@ class SearchSpec:
             hyperparameter draw (``optuna-rnn baselines``).
         objectives: what the study optimises (:data:`optuna_rnn.objective.OBJECTIVES`);
             several, for one task, make a multi-objective study.
+        population_size, aging, tournament_size: the evolution sampler's population and
+            parent selection (:class:`~optuna_rnn.CellEvolutionSampler`).
         objective: keyword arguments of :func:`optuna_rnn.make_objective`;
             ``hyperparameters`` is a dict of some
             :class:`~optuna_rnn.hyperparameters.Hyperparameters` choice lists, which
@@ -103,6 +105,9 @@ class SearchSpec:
     seed: int | None = 0
     seed_cells: tuple[str, ...] = ("lstm", "gru")
     seed_draws: int = 1
+    population_size: int = 100
+    aging: bool = False
+    tournament_size: int | None = None
     reference: str = "gru"
     objective: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     objectives: tuple[str, ...] = ("score",)
@@ -142,6 +147,14 @@ class SearchSpec:
         unknown = [name for name in self.seed_cells if name not in zoo.names()]
         if unknown:
             raise ValueError(f"unknown zoo cells {unknown}; choose from {', '.join(zoo.names())}")
+        evolution = (self.population_size, self.aging, self.tournament_size) != (100, False, None)
+        if evolution and self.sampler != "evolution":
+            raise ValueError(
+                "population_size, aging and tournament_size set the evolution sampler; "
+                f"this search uses {self.sampler!r}"
+            )
+        if self.population_size < 1 or (self.tournament_size or 1) < 1:
+            raise ValueError("population_size and tournament_size must be at least 1")
         seeded = len(self.seed_cells) * self.seed_draws
         if self.n_trials < seeded:
             raise ValueError(
@@ -201,24 +214,23 @@ class SearchSpec:
         return GraphSpace() if self.max_nodes is None else GraphSpace(max_nodes=self.max_nodes)
 
     def enqueue_seeds(self, study: optuna.Study) -> None:
-        """Enqueue the seed cells, each ``seed_draws`` times, as the study's first trials."""
-        from optuna_rnn import seed_study, zoo
+        """Enqueue the seed cells, each ``seed_draws`` times, as the study's first trials
+        (draw k is the same hyperparameter setting for every cell)."""
+        from optuna_rnn import seed_study
 
-        space = self.build_space()
-        if self.seed_draws == 1:
-            seed_study(study, self.seed_cells, space=space)
-            return
-        for name in self.seed_cells:
-            params = space.encode(zoo.get(name))
-            for _ in range(self.seed_draws):
-                # Not seed_study: it skips a cell that is already enqueued.
-                study.enqueue_trial(params)
+        seed_study(study, self.seed_cells, space=self.build_space(), draws=self.seed_draws)
 
     def build_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
         if self.sampler == "evolution":
             from optuna_rnn import CellEvolutionSampler
 
-            return CellEvolutionSampler(space=self.build_space(), seed=seed)
+            return CellEvolutionSampler(
+                space=self.build_space(),
+                population_size=self.population_size,
+                aging=self.aging,
+                tournament_size=self.tournament_size,
+                seed=seed,
+            )
         if self.sampler == "tpe":
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
         if self.sampler == "gp":

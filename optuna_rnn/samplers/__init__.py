@@ -7,6 +7,7 @@ from optuna_rnn.samplers._population import (
     AgingPopulation,
     Architecture,
     ElitePopulation,
+    Population,
 )
 from optuna_rnn.samplers._reevaluation import Reevaluation
 from optuna_rnn.samplers._sampler import CellEvolutionSampler
@@ -18,6 +19,7 @@ __all__ = [
     "CellEvolutionSampler",
     "ElitePopulation",
     "MutationProposal",
+    "Population",
     "Reevaluation",
     "TournamentSelection",
 ]

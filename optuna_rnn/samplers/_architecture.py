@@ -63,13 +63,6 @@ class ArchitectureCodec:
             return recorded
         return self.fingerprint({**trial.system_attrs.get("fixed_params", {}), **trial.params})
 
-    def cell(self, trial: FrozenTrial) -> Cell:
-        """The cell a trial evaluated (or, enqueued, will evaluate)."""
-        cell = self.decode({**trial.system_attrs.get("fixed_params", {}), **trial.params})
-        if cell is None:
-            raise CellError(f"trial {trial.number} holds no cell of the space")
-        return cell
-
     def distributions(self, params: Mapping[str, Any]) -> dict[str, BaseDistribution]:
         """The distributions the space suggests ``params`` with (``encode``'s output).
 

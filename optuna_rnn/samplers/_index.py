@@ -70,8 +70,11 @@ class StudyIndex:
         self,
         fingerprint_of: Callable[[FrozenTrial], str | None],
         directions: Sequence[StudyDirection],
+        *,
+        trial_id: Callable[[FrozenTrial], int],
     ) -> None:
         self._fingerprint_of = fingerprint_of
+        self._trial_id = trial_id
         self._lock = threading.Lock()
         self._seen: set[int] = set()
         self._settled = 0
@@ -99,15 +102,17 @@ class StudyIndex:
         with self._lock:
             # Another thread may have settled more meanwhile; ``_settled`` only grows.
             for t in trials[self._settled - start :]:
-                if t.number == exclude or (t.state.is_finished() and t._trial_id in self._seen):
+                if t.number == exclude or (
+                    t.state.is_finished() and self._trial_id(t) in self._seen
+                ):
                     continue
                 fp = self._fingerprint_of(t)
                 if not t.state.is_finished():
-                    unfinished_ids.add(t._trial_id)
+                    unfinished_ids.add(self._trial_id(t))
                     if fp is not None:
                         _group(unfinished, fp, t)
                     continue
-                self._seen.add(t._trial_id)
+                self._seen.add(self._trial_id(t))
                 if fp is None:
                     continue
                 _group(self._finished, fp, t)
@@ -115,9 +120,9 @@ class StudyIndex:
                     self._standings.add(fp, t)
             end = start + len(trials)
             while self._settled < end and trials[self._settled - start].state.is_finished():
-                self._settled_id = trials[self._settled - start]._trial_id
+                self._settled_id = self._trial_id(trials[self._settled - start])
                 self._settled += 1
-            newest = trials[-1]._trial_id if trials else -1
+            newest = self._trial_id(trials[-1]) if trials else -1
             return View(
                 self._standings.copy(),
                 dict(self._finished),

@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Container
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from optuna_rnn.cell import Cell, CellError
-from optuna_rnn.cell.mutate import Mutation, mutate
+from optuna_rnn.cell.mutate import Mutation
 
-__all__ = ["MutationProposal"]
+__all__ = ["Mutant", "MutationOperator", "MutationProposal"]
+
+#: Any callable ``(cell, rng) -> cell``; returning a :class:`~optuna_rnn.cell.mutate.Mutation`
+#: (``mutate(..., return_log=True)``) also records which transformations fired.
+MutationOperator = Callable[[Cell, np.random.Generator], Cell | Mutation]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A proposed child: the cell, its params in the space, and what was done to the parent."""
+
+    cell: Cell
+    params: dict[str, Any]
+    log: tuple[str, ...] = ()
 
 
 class MutationProposal:
-    """Mutate a parent with :func:`optuna_rnn.mutate` until the mutant is new and fits.
+    """Mutate a parent until the mutant is new and fits the space.
 
     Args:
-        max_nodes: the node limit passed to :func:`optuna_rnn.mutate`.
+        mutation: the operator, any callable ``(cell, rng) -> cell`` (see
+            :data:`MutationOperator`); it may raise CellError when it finds no mutant.
         encode: the cell's params in the search space, CellError if the space does not
             hold it (such a mutant is useless: the objective suggests cells through it).
         max_attempts: mutants drawn before giving up on this parent.
@@ -25,28 +40,40 @@ class MutationProposal:
 
     def __init__(
         self,
+        mutation: MutationOperator,
         *,
-        max_nodes: int,
         encode: Callable[[Cell], dict[str, Any]],
         max_attempts: int = 50,
     ) -> None:
-        self.max_nodes = max_nodes
+        self.mutation = mutation
         self.encode = encode
         self.max_attempts = max_attempts
 
     def __call__(
-        self, parent: Cell, rng: np.random.Generator, taken: Container[str]
-    ) -> tuple[Mutation, dict[str, Any]] | None:
-        """A mutant whose fingerprint is not in ``taken`` and its params, or ``None``."""
+        self, parent: Cell, rng: np.random.Generator, taken: Container[str], *, steps: int = 1
+    ) -> Mutant | None:
+        """A mutant, ``steps`` mutations away, whose fingerprint is not in ``taken``
+        (and differs from the parent's), or ``None``."""
         for _ in range(self.max_attempts):
+            cell, log = parent, []
             try:
-                mutation = mutate(parent, rng, max_nodes=self.max_nodes, return_log=True)
+                for _ in range(steps):
+                    cell = self._mutate(cell, rng, log)
             except CellError:
-                return None
-            if mutation.cell.fingerprint in taken:
+                return None  # the operator finds no mutant of this parent
+            if cell.fingerprint in taken or cell.fingerprint == parent.fingerprint:
                 continue
             try:
-                return mutation, self.encode(mutation.cell)
+                return Mutant(cell, self.encode(cell), tuple(log))
             except CellError:
                 continue
         return None
+
+    def _mutate(self, cell: Cell, rng: np.random.Generator, log: list[str]) -> Cell:
+        out = self.mutation(cell, rng)
+        if isinstance(out, Mutation):
+            log.extend(f"{s.transformation}: {s.detail}" for s in out.steps)
+            return out.cell
+        if not isinstance(out, Cell):
+            raise TypeError(f"a mutation must return a Cell, got {type(out).__name__}")
+        return out

@@ -18,14 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 from optuna.study import StudyDirection
-from optuna.study._multi_objective import _fast_non_domination_rank
 from optuna.trial import FrozenTrial
+
+from optuna_rnn._optuna_compat import non_domination_rank
 
 __all__ = [
     "AgingPopulation",
     "Architecture",
     "ElitePopulation",
     "Member",
+    "Population",
     "Standings",
     "rank_architectures",
 ]
@@ -100,7 +102,7 @@ def rank_architectures(
     if not trials:
         return []
     sign_vec = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in directions])
-    trial_rank = _fast_non_domination_rank(np.array([t.values for t in trials]) * sign_vec)
+    trial_rank = non_domination_rank(np.array([t.values for t in trials]) * sign_vec)
     members = []
     k = 0
     for a in archs:
@@ -196,10 +198,13 @@ def _remove(order: list, key: tuple) -> None:
     del order[bisect.bisect_left(order, key)]
 
 
-class _Population(abc.ABC):
-    """Which ``size`` architectures breed, chosen from the standings."""
+class Population(abc.ABC):
+    """Which ``size`` architectures breed, chosen from the standings (subclass it and
+    pass it to :class:`~optuna_rnn.CellEvolutionSampler` as ``population``)."""
 
     def __init__(self, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"population size must be a positive int, got {size!r}")
         self.size = size
 
     def __call__(
@@ -214,14 +219,14 @@ class _Population(abc.ABC):
         """The population from standings kept up to date (no ranking from scratch)."""
 
 
-class ElitePopulation(_Population):
+class ElitePopulation(Population):
     """The paper's population: the ``size`` best architectures found so far."""
 
     def select(self, standings: Standings) -> list[Member]:
         return standings.best(self.size)
 
 
-class AgingPopulation(_Population):
+class AgingPopulation(Population):
     """Regularised evolution (Real et al., 2019): the ``size`` youngest architectures.
 
     The oldest member leaves, not the worst, so a lucky early score cannot hold a place

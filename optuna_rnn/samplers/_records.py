@@ -1,9 +1,11 @@
 """What the evolution sampler writes into a trial's system attrs, and reads back.
 
-Every piece of cross-trial state lives here, in the storage: a trial's plan (its claim on
-an architecture, how it was proposed and the parameter values the sampler owns for it,
-written in one storage call), and, where it differs, the fingerprint it evaluated. Threads, processes and machines that share the storage therefore
-share one population; the sampler object itself holds nothing but its settings.
+Every piece of cross-trial state lives here, in the storage: a trial's plan (an
+:class:`ArchitectureChoice`: its claim on an architecture, how it was proposed and the
+parameter values the sampler owns for it, written in one storage call), and, where it
+differs, the fingerprint it evaluated. Threads, processes and machines that share the
+storage therefore share one population; the sampler object itself holds nothing but its
+settings.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from optuna_rnn.keys import FINGERPRINT as _OBJECTIVE_FINGERPRINT
 __all__ = [
     "FINGERPRINT_KEY",
     "PLAN_KEY",
+    "ArchitectureChoice",
     "Claims",
-    "Plan",
     "drawn_params",
     "fingerprint_of",
     "hyperparameter_key",
@@ -43,7 +45,7 @@ ENQUEUED = "enqueued"
 
 
 @dataclass(frozen=True)
-class Plan:
+class ArchitectureChoice:
     """How one trial's architecture was chosen, and the parameters the sampler fixes for it.
 
     Attributes:
@@ -77,7 +79,7 @@ class Plan:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+    def from_json(cls, data: Mapping[str, Any]) -> ArchitectureChoice:
         return cls(
             action=data["action"],
             fingerprint=data["fingerprint"],
@@ -90,15 +92,15 @@ class Plan:
         )
 
 
-def write_plan(storage: BaseStorage, trial_id: int, plan: Plan | None) -> None:
+def write_plan(storage: BaseStorage, trial_id: int, plan: ArchitectureChoice | None) -> None:
     """Store ``plan``, claiming its fingerprint for the trial (``None`` withdraws it)."""
     storage.set_trial_system_attr(trial_id, PLAN_KEY, None if plan is None else plan.to_json())
 
 
-def read_plan(trial: FrozenTrial) -> Plan | None:
+def read_plan(trial: FrozenTrial) -> ArchitectureChoice | None:
     """The plan stored for ``trial``, or ``None`` when the sampler made none."""
     data = trial.system_attrs.get(PLAN_KEY)
-    return None if data is None else Plan.from_json(data)
+    return None if data is None else ArchitectureChoice.from_json(data)
 
 
 def fingerprint_of(trial: FrozenTrial) -> str | None:
@@ -140,14 +142,15 @@ class Claims:
 
     @classmethod
     def of(cls, plans: Iterable[Mapping[str, Any] | None]) -> Claims:
-        """The claims of stored plans (``Plan.to_json`` output; ``None``: withdrawn)."""
+        """The claims of stored plans (``ArchitectureChoice.to_json`` output; ``None``:
+        withdrawn)."""
         draws: dict[str, list[Mapping[str, Any]]] = {}
         for plan in plans:
             if plan is not None:
                 draws.setdefault(plan["fingerprint"], []).append(plan["params"])
         return cls(draws)
 
-    def take(self, plan: Plan) -> bool:
+    def take(self, plan: ArchitectureChoice) -> bool:
         """Whether these claims take the evaluation ``plan`` proposes: its architecture, or
         for a re-evaluation, the same hyperparameter draw on its architecture."""
         if plan.action != REEVALUATE:

@@ -142,8 +142,9 @@ class CellSpace(abc.ABC):
     def suggest(self, trial: BaseTrial) -> Cell:
         """Suggest a cell's params in ``trial`` and return the cell.
 
-        Raises CellError when the suggested params make no valid cell; all params are
-        suggested first, so the trial still records them (end it pruned or failed).
+        The package's spaces make a valid cell of every assignment, so this never raises
+        for them. A space of your own raises CellError when the suggested params make no
+        valid cell; all params are suggested first, so the trial still records them.
         """
         return self._program(_TrialChooser(trial, self._prefix))
 

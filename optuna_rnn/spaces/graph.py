@@ -6,7 +6,7 @@ each slot in use, a trial suggests (names get the space's prefix):
 
 ``n{k}.op``
     ``linear`` (W s, or (W + a I) s), ``add``, ``mul``, ``sub``, ``tanh``, ``sigmoid``,
-    ``relu`` or ``bias`` (a learned vector, a leaf).
+    ``relu`` or ``bias`` (a learned vector, a leaf; not for ``n0``: h' = b reads nothing).
 ``n{k}.in0``, ``n{k}.in1``
     the operands (one for linear maps and activations, two for add, mul and sub), each
     from the fixed list: ``x``, the states (``h``, ``c``...), ``1``, then ``n{k+1}`` ..
@@ -21,7 +21,22 @@ Slots are suggested only when an operand or a state update names them, lowest nu
 first, so unused slots are never suggested. A sum or product of k operands takes k - 1
 slots (a chain; the cell language flattens it back), so ``max_nodes`` counts slots: the
 cell's nodes (biases included) plus, for each sum or product, its operands minus two.
-Slot ``n0`` is h', so cells whose other states read h' (the new h) are outside the space.
+
+Every assignment is a valid cell. Decoding repairs the three ways a graph of slots can
+fail to be a cell (an update that reads neither x nor a state, a cell that never reads
+x), with rules that a valid cell's encoding never meets (:func:`_repair`):
+
+1. a slot other than a bias whose operands are all constants (``1`` or bias slots)
+   reads ``x`` in place of its first operand, so the only constant slots are biases;
+2. a state update that names a bias slot is ``x`` instead;
+3. a cell that still never reads x reads it in the lowest slot that h' reaches and that
+   reads a state directly, in place of its first such state.
+
+So the points of the space are the cells whose computed nodes all read x or a state
+(a constant such as ``W b`` or ``tanh(b)`` is only a bias in disguise); encode refuses
+the others. Slot ``n0`` is h', so cells whose other nodes read h' (the new h) are
+outside encode's reach; a point can still decode to one (when ``n0`` merges with a
+slot another state reads), a valid cell all the same.
 """
 
 from __future__ import annotations
@@ -71,14 +86,76 @@ def _check_h_unread(cell: Cell) -> None:
         raise CellError("the cell reads h' (the new h); GraphSpace cannot hold that")
 
 
+_Spec = tuple[str, tuple[str, ...], float]
+
+
+def _reached(specs: dict[int, _Spec], roots: Sequence[str]) -> set[str]:
+    """``roots`` and every ref the slots among them read, directly or not (states are
+    leaves here: their updates are not followed)."""
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        ref = stack.pop()
+        if ref not in seen:
+            seen.add(ref)
+            k = _slot(ref)
+            if k is not None:
+                stack.extend(specs[k][1])
+    return seen
+
+
+def _repair(
+    specs: dict[int, _Spec], updates: dict[str, str]
+) -> tuple[dict[int, _Spec], dict[str, str]]:
+    """Rewrite the decisions by the module docs' rules 1-3, so they make a valid cell.
+
+    A valid cell's encoding never meets these rules (it writes no constant slot but a
+    bias, and reads x), so every point keeps its one canonical encoding.
+    """
+    specs = dict(specs)
+
+    def constant(ref: str) -> bool:
+        k = _slot(ref)
+        return ref == "1" or (k is not None and specs[k][0] == BIAS)
+
+    for k, (op, refs, value) in specs.items():
+        if op != BIAS and all(constant(r) for r in refs):
+            specs[k] = (op, (X, *refs[1:]), value)
+    updates = {s: X if constant(r) else r for s, r in updates.items()}
+    if X not in _live(specs, updates):
+        from_h = _reached(specs, [updates["h"]])
+        k = min(k for k in map(_slot, from_h) if k is not None and _reads_state(specs[k]))
+        op, refs, value = specs[k]
+        i = next(i for i, r in enumerate(refs) if _is_state(r))
+        specs[k] = (op, (*refs[:i], X, *refs[i + 1 :]), value)
+    return specs, updates
+
+
+def _is_state(ref: str) -> bool:
+    return ref not in (X, "1") and _slot(ref) is None
+
+
+def _reads_state(spec: _Spec) -> bool:
+    return any(_is_state(r) for r in spec[1])
+
+
+def _live(specs: dict[int, _Spec], updates: dict[str, str]) -> set[str]:
+    """Every ref the cell reaches from h', following the updates of the states it reads."""
+    seen = _reached(specs, [updates["h"]])
+    done = {"h"}
+    while todo := [s for s in updates if s in seen and s not in done]:
+        done.update(todo)
+        seen |= _reached(specs, [updates[s] for s in todo])
+    return seen
+
+
 class GraphSpace(CellSpace):
     """Cells as graphs of up to ``max_nodes`` slots (see the module docs for the params).
 
-    Every cell that fits is a point (but for the gap in the module docs): the zoo's cells
+    Every cell that fits is a point (but for the gaps in the module docs): the zoo's cells
     with at most ``len(states)`` states (the LSTM takes 29 slots, the GRU 23, the peephole
-    LSTM 38). Random params can make
-    an invalid cell (one that never reads x, say): :meth:`suggest` then raises CellError
-    after suggesting every param, so the trial keeps them and the objective ends it.
+    LSTM 38). Every assignment of the params decodes to a valid cell (the module docs'
+    repair rules), so :meth:`suggest` never raises for any sampler's draw.
 
     Args:
         max_nodes: the number of slots.
@@ -114,6 +191,9 @@ class GraphSpace(CellSpace):
         self._max_nodes = max_nodes
         self._states = states
         self._ops = check_options("ops", ops, OPS)
+        self._h_ops = tuple(op for op in self._ops if op != BIAS)  # h' = b reads nothing
+        if not self._h_ops:
+            raise ValueError(f"ops must hold an operation other than {BIAS!r}")
         self._bias_inits = check_numbers("bias_inits", bias_inits)
         self._diagonals = check_numbers("diagonals", diagonals)
         self._leaves = (X, *states, "1")
@@ -159,8 +239,11 @@ class GraphSpace(CellSpace):
             else:
                 heapq.heappush(pending, k)
 
+    def _op_choices(self, k: int) -> tuple[str, ...]:
+        return self._h_ops if k == 0 else self._ops
+
     def _suggest_slot(self, choose: Chooser, k: int) -> tuple[str, tuple[str, ...], float]:
-        op = choose(f"n{k}.op", self._ops)
+        op = choose(f"n{k}.op", self._op_choices(k))
         if op == BIAS:
             return op, (), choose(f"n{k}.init", self._bias_inits)
         arity = 2 if op in _BINARY else 1
@@ -169,6 +252,7 @@ class GraphSpace(CellSpace):
         return op, refs, value
 
     def _build(self, specs: dict, updates: dict[str, str]) -> Cell:
+        specs, updates = _repair(specs, updates)
         b = GraphBuilder()
         built: dict[int, int] = {}
 
@@ -182,9 +266,7 @@ class GraphSpace(CellSpace):
             op, refs, value = specs[k]
             name = f"b{k}" if op == BIAS else f"W{k}" if op == LINEAR else None
             built[k] = b.add(Node(op, (), name, value), [node(r) for r in refs])
-        cell = Cell(b.nodes, {s: node(r) for s, r in updates.items()}, max_nodes=self._max_nodes)
-        _check_h_unread(cell)  # n0 may fold into a slot another state reads (1 * n6 is n6)
-        return cell
+        return Cell(b.nodes, {s: node(r) for s, r in updates.items()}, max_nodes=self._max_nodes)
 
     # ----------------------------------------------------------------- encode
     def encode(self, cell: Cell) -> dict[str, Any]:
@@ -220,15 +302,22 @@ class GraphSpace(CellSpace):
             h_new not in first
         ):  # a leaf h' (h' = x): slot n0 is x * 1, which the builder reduces to x
             for name, value in (("op", MUL), ("in0", ref(h_new)), ("in1", "1")):
-                put(f"n0.{name}", self._operands[0] if name != "op" else self._ops, value)
+                put(f"n0.{name}", self._operands[0] if name != "op" else self._h_ops, value)
+        constant: list[bool] = []  # reads neither x nor a state
+        for n in nodes:
+            computed = bool(n.inputs) and all(constant[j] for j in n.inputs)
+            constant.append(n.op in (ONE, BIAS) or computed)
         for i, k in first.items():
             n = nodes[i]
-            # A sum or product of m operands: the chain n_k = a_1 op n_{k+1}, ..., a_{m-1} op a_m.
-            chain = len(n.inputs) - 1 if n.op in (ADD, MUL) else 1
+            # A sum or product of m operands: the chain n_k = a_1 op n_{k+1}, ..., a_{m-1} op a_m,
+            # constants first, so that no link but a whole constant sum reads only constants.
+            chained = n.op in (ADD, MUL)
+            inputs = sorted(n.inputs, key=lambda j: not constant[j]) if chained else n.inputs
+            chain = len(inputs) - 1 if chained else 1
             for t in range(chain):
-                put(f"n{k + t}.op", self._ops, n.op)
+                put(f"n{k + t}.op", self._op_choices(k + t), n.op)
                 last = t == chain - 1
-                refs = [ref(j) for j in (n.inputs[t:] if last else n.inputs[t : t + 1])]
+                refs = [ref(j) for j in (inputs[t:] if last else inputs[t : t + 1])]
                 refs += [] if last else [f"n{k + t + 1}"]
                 for pos, r in enumerate(refs):
                     put(f"n{k + t}.in{pos}", self._operands[k + t], r)

@@ -1,0 +1,223 @@
+"""Every use of Optuna's private API in optuna_rnn, each beside its public fallback.
+
+Nothing else in the package touches a name that starts with ``_`` on an Optuna object or
+module. Each private use is a fast path or a handle that Optuna offers no public way to
+get; where the installed Optuna lacks it (an ``ImportError`` at import, an attribute that
+is not there), the public fallback runs instead. Only those two signs of "this Optuna has
+no such internal" are caught: an error inside a fast path is a real error and propagates.
+``tests/test_optuna_compat.py`` checks that each private path and its fallback agree.
+
+Supported: the Optuna range in ``setup.cfg`` (``optuna>=4.9,<6`` at the time of writing,
+run by CI on the oldest and the newest).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+import numpy as np
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
+
+try:  # the cached SQL storage: the class and its internals read by the fast paths below
+    from optuna.storages._cached_storage import _CachedStorage
+except ImportError:  # pragma: no cover - depends on the installed Optuna
+    _CachedStorage = None
+try:
+    from optuna.study._multi_objective import _fast_non_domination_rank
+except ImportError:  # pragma: no cover - depends on the installed Optuna
+    _fast_non_domination_rank = None
+try:
+    from optuna.storages._heartbeat import is_heartbeat_enabled as _is_heartbeat_enabled
+except ImportError:  # pragma: no cover - depends on the installed Optuna
+    _is_heartbeat_enabled = None
+
+__all__ = [
+    "ArtifactStore",
+    "cached_plans",
+    "cached_trials",
+    "heartbeat_enabled",
+    "non_domination_rank",
+    "storage_of",
+    "study_id_of",
+    "trial_id_of",
+]
+
+_CACHE_INTERNALS = ("_lock", "_studies", "_read_trials_from_remote_storage", "_backend")
+
+
+# ------------------------------------------------------------------ study and trial handles
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The study's storage. Optuna has no public accessor; its own samplers read
+    ``study._storage`` as this does. Raises RuntimeError where an Optuna lacks it."""
+    storage = getattr(study, "_storage", None)
+    if storage is None:  # pragma: no cover - depends on the installed Optuna
+        raise RuntimeError(
+            f"optuna {optuna.__version__} keeps no study._storage; optuna_rnn's samplers "
+            "need the study's storage to keep their state in it"
+        )
+    return storage
+
+
+def study_id_of(study: optuna.Study) -> int:
+    """The study's id in its storage; public fallback: look its name up."""
+    study_id = getattr(study, "_study_id", None)
+    if study_id is None:
+        return storage_of(study).get_study_id_from_name(study.study_name)
+    return study_id
+
+
+def trial_id_of(trial: FrozenTrial | optuna.Trial, storage: BaseStorage, study_id: int) -> int:
+    """The trial's id in ``storage``; public fallback: look its number up."""
+    trial_id = getattr(trial, "_trial_id", None)
+    if trial_id is None:
+        return storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    return trial_id
+
+
+# ---------------------------------------------------------------------------- heartbeat
+def heartbeat_enabled(storage: BaseStorage) -> bool:
+    """Whether the storage records heartbeats (as Optuna's ``is_heartbeat_enabled``).
+
+    Public fallback: a storage with an interval from ``get_heartbeat_interval``.
+    """
+    if _is_heartbeat_enabled is not None:
+        return _is_heartbeat_enabled(storage)
+    return _heartbeat_public(storage)  # pragma: no cover - depends on the installed Optuna
+
+
+def _heartbeat_public(storage: BaseStorage) -> bool:
+    interval = getattr(storage, "get_heartbeat_interval", None)
+    return callable(interval) and interval() is not None
+
+
+# ------------------------------------------------------------------------ artifact store
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """What Optuna's artifact stores do (``optuna.artifacts._protocol.ArtifactStore``,
+    which Optuna does not export), as a protocol of our own."""
+
+    def open_reader(self, artifact_id: str) -> BinaryIO: ...
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None: ...
+
+    def remove(self, artifact_id: str) -> None: ...
+
+
+# ------------------------------------------------------------------ Pareto front ranks
+def non_domination_rank(values: np.ndarray) -> np.ndarray:
+    """The non-domination rank of each row of ``values`` (all minimised), 0 the best.
+
+    Optuna's fast sort where it has one; public fallback: peel fronts with numpy.
+    """
+    if _fast_non_domination_rank is not None:
+        return _fast_non_domination_rank(values)
+    return _peel_fronts(values)  # pragma: no cover - depends on the installed Optuna
+
+
+def _peel_fronts(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    ranks = np.full(len(values), -1, dtype=int)
+    left = np.arange(len(values))
+    rank = 0
+    while len(left):
+        v = values[left]
+        dominated = np.array(
+            [bool(np.any(np.all(v <= row, axis=1) & np.any(v < row, axis=1))) for row in v]
+        )
+        ranks[left[~dominated]] = rank
+        left = left[dominated]
+        rank += 1
+    return ranks
+
+
+# ------------------------------------------------------------- cached SQL storage reads
+def _is_cached(storage: BaseStorage) -> bool:
+    return (
+        _CachedStorage is not None
+        and isinstance(storage, _CachedStorage)
+        and all(hasattr(storage, name) for name in _CACHE_INTERNALS)
+    )
+
+
+def cached_trials(
+    storage: BaseStorage, study_id: int, start: int, *, refresh: bool
+) -> list[FrozenTrial] | None:
+    """The study's trials numbered ``start`` and up from the cached SQL storage's cache,
+    or ``None`` where the storage is not one or the cache has gaps (then read the public
+    way: ``storage.get_all_trials(study_id)[start:]``).
+
+    ``refresh=True`` first fetches the new and unfinished trials, as ``get_all_trials``
+    does; ``refresh=False`` reads the cache as it is if it holds every trial up to its
+    newest.
+    """
+    if not _is_cached(storage):
+        return None
+    tail = None if refresh else _cached_tail(storage, study_id, start)
+    if tail is None:
+        storage._read_trials_from_remote_storage(study_id)
+        tail = _cached_tail(storage, study_id, start)
+    return tail
+
+
+def _cached_tail(storage: Any, study_id: int, start: int) -> list[FrozenTrial] | None:
+    with storage._lock:
+        study = storage._studies.get(study_id)
+        if study is None or not study.trials:  # never read: nothing to go on
+            return None
+        cached = study.trials
+        if any(n not in cached for n in range(start, len(cached))):
+            return None  # a trial created elsewhere, not read yet, below one made here
+        return [cached[n] for n in range(start, len(cached))]
+
+
+def cached_plans(
+    storage: BaseStorage,
+    study_id: int,
+    key: str,
+    *,
+    after: int,
+    unfinished: Collection[int],
+    exclude: int,
+) -> list[Any] | None:
+    """The system attr ``key`` of the study's trials with id above ``after`` or in
+    ``unfinished``, but ``exclude``, in trial order, in one SQL query; ``None`` where the
+    storage is not Optuna's cached SQL storage or its schema is not the one this knows
+    (then read each trial the public way)."""
+    if not _is_cached(storage):
+        return None
+    try:  # imported here: only a cached SQL storage, which has loaded them, gets this far
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:  # pragma: no cover - depends on the installed Optuna
+        return None
+    from sqlalchemy import or_, select
+
+    trials = models.TrialModel.__table__
+    attrs = models.TrialSystemAttributeModel.__table__
+    if not {"trial_id", "study_id"} <= set(trials.c.keys()) or not {
+        "trial_id",
+        "key",
+        "value_json",
+    } <= set(attrs.c.keys()):
+        return None  # pragma: no cover - another schema
+    window = trials.c.trial_id > after
+    if unfinished:
+        window = or_(window, trials.c.trial_id.in_(list(unfinished)))
+    query = (
+        select(attrs.c.value_json)
+        .join(trials, trials.c.trial_id == attrs.c.trial_id)
+        .where(
+            trials.c.study_id == study_id,
+            attrs.c.key == key,
+            trials.c.trial_id != exclude,
+            window,
+        )
+        .order_by(trials.c.trial_id)
+    )
+    with _create_scoped_session(storage._backend.scoped_session) as session:
+        values = [value for (value,) in session.execute(query)]
+    return [json.loads(value) for value in values]
