@@ -17,6 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from optuna_rnn._optuna_compat import storage_of, study_id_of, trial_id_of
 from optuna_rnn.cli.run import (
     ENDED_BECAUSE,
     SURPLUS,
@@ -145,3 +146,27 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path: Path) -> None:
     live = live_trials(trials)
     assert len(live) == 3 and all(t.state == TrialState.COMPLETE for t in live)
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_a_trial_failed_as_stale_while_it_ran_costs_a_warning_not_the_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under load a live trial's heartbeat can come late; another worker then fails it as
+    stale (and its retry takes its place). Optuna cannot tell that trial, so its own worker
+    must give it up and go on rather than crash."""
+    study = _study(f"sqlite:///{tmp_path}/s.db")
+    storage, study_id = storage_of(study), study_id_of(study)
+    failed: list[int] = []
+
+    def failed_by_a_peer(trial: optuna.Trial) -> float:
+        if not failed:  # what a peer's fail_stale_trials does to a late trial
+            failed.append(trial.number)
+            storage.set_trial_state_values(trial_id_of(trial, storage, study_id), TrialState.FAIL)
+        return _quick(trial)
+
+    with caplog.at_level("WARNING", logger="optuna_rnn.cli.run"):
+        work(study, failed_by_a_peer, 3, poll=0.2)
+    assert failed == [0]
+    assert "Trial 0 was failed as stale by another worker" in caplog.text
+    assert study.trials[0].state == TrialState.FAIL
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 2

@@ -102,6 +102,8 @@ class TrialQuota:
     def __init__(self, study: optuna.Study, target: int) -> None:
         self.study = study
         self.target = target
+        #: Trials of this process that another worker failed as stale while they ran.
+        self.lost: set[int] = set()
 
     def state(self) -> QuotaState:
         live = live_trials(self.study.get_trials(deepcopy=False))
@@ -122,11 +124,12 @@ class TrialQuota:
         heartbeat = heartbeat_enabled(storage)
 
         def guarded(trial: optuna.Trial) -> float:
+            trial_id = trial_id_of(trial, storage, study_id)
             if heartbeat:
                 # Optuna's heartbeat thread records its first beat concurrently with the
                 # objective; a trial with no beat is never stale, so a worker killed before
                 # that beat would leave it RUNNING for good and every worker waiting on it.
-                storage.record_heartbeat(trial_id_of(trial, storage, study_id))
+                storage.record_heartbeat(trial_id)
             trial.set_user_attr(WORKER_ATTR, worker)
             if not self.admits(trial.number):
                 trial.set_user_attr(ENDED_BECAUSE, SURPLUS)
@@ -134,7 +137,11 @@ class TrialQuota:
                     f"the study already has its {self.target} trials; trial {trial.number} "
                     "started with another worker's last one and ends unrun"
                 )
-            return objective(trial)
+            try:
+                return objective(trial)
+            finally:
+                if heartbeat and storage.get_trial(trial_id).state.is_finished():
+                    self.lost.add(trial.number)
 
         return guarded
 
@@ -166,9 +173,19 @@ def work(
         if state.complete:
             return
         if state.has_room:
-            study.optimize(
-                guarded, n_trials=1, catch=(Exception,), callbacks=list(callbacks)
-            )
+            quota.lost.clear()
+            try:
+                study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=list(callbacks))
+            except Exception:
+                # Optuna cannot tell a trial that another worker already failed as stale.
+                if not quota.lost:
+                    raise
+                _logger.warning(
+                    f"Trial {quota.lost.pop()} was failed as stale by another worker while it "
+                    "ran: its heartbeat came later than the grace period allows (a loaded "
+                    "machine, or --grace-period too short). Its retry runs in its place; "
+                    "this worker goes on."
+                )
         elif heartbeat:
             time.sleep(poll)
         else:
