@@ -1,20 +1,18 @@
-"""Write a study's results for people: CSV, markdown tables and PNG plots; a trained model.
+"""Write a study's results for people: CSV, markdown tables and PNG plots.
 
 Tables come from :func:`optuna_rnn.leaderboard` and :meth:`optuna.Study.trials_dataframe`;
 plots from :mod:`optuna.visualization.matplotlib` where Optuna has one (history, learning
 curves) and matplotlib otherwise (best score per cell). Needs the ``[plots]`` extra
-(matplotlib) only for the PNGs. :func:`export_model` writes a trial's trained model as a
-folder that stands on its own.
+(matplotlib) only for the PNGs. A trial's trained model is exported by
+:func:`optuna_rnn.models.export_model`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
 import pandas as pd
@@ -22,16 +20,9 @@ from optuna.exceptions import ExperimentalWarning
 
 from optuna_rnn import keys
 
-if TYPE_CHECKING:
-    from optuna.trial import FrozenTrial
-
-    from optuna_rnn.dashboard import ArtifactStoreLike
-    from optuna_rnn.models import ModelCard
-
 __all__ = [
     "best_by_cell",
     "cell_labels",
-    "export_model",
     "export_study",
     "format_leaderboard",
     "plot_leaderboard",
@@ -196,108 +187,3 @@ def export_study(
                 )
             )
     return written
-
-
-_MODEL_README = """\
-# {title}
-
-The trained model of trial {trial} of the Optuna study `{study}`, searched with optuna-rnn.
-
-- Network: {layers} layer(s) of the cell below, {width} units wide, {params} parameters.
-- Task `{task}`: {input_kind} input of size {input_size},
-  {output_kind} output of size {output_size}.
-- Validation {score_name}: {score} (batch size {batch_size}).
-
-```
-{equations}
-```
-
-## Files
-
-- `model.safetensors`: the weights (the best-validation state), with the model card in
-  the file's header; data only, no pickled code.
-- `model.json`: the model card: the cell, width, depth, hyperparameters, the task's
-  vocabulary and shapes, the batch size of the validation score.
-- `cell.txt`, `cell.json`, `cell.svg`: the cell as equations, as JSON
-  (`optuna_rnn.Cell.from_dict`) and as a diagram.
-
-## Load it
-
-```python
-from optuna_rnn.models import load_model_file
-
-model = load_model_file("model.safetensors")  # eval mode, on the CPU
-```
-
-`model(batch, state)` takes an `optuna_rnn.tasks.Batch` of time-major inputs `(T, B)`
-(token ids) or `(T, B, F)` (features) and returns `(logits, state)`. On plain tensors:
-`logits = model.decoder(model.rnn(model.encoder(inputs))[0])`. The layers are
-`model.encoder` (embedding or projection), `model.rnn` (an `optuna_rnn.CellRNN`, called
-like `torch.nn.LSTM`) and `model.decoder` (a linear layer to the logits).
-With `load_model_file(path, backend="reference")`, `torch.export.export(model.rnn, (x,))`
-traces the recurrent layers into a program of plain aten operators.
-"""
-
-
-def export_model(
-    study: optuna.Study,
-    directory: str | Path,
-    trial: int | FrozenTrial | None = None,
-    *,
-    artifact_store: ArtifactStoreLike | None = None,
-) -> list[Path]:
-    """Write a trial's trained model (the best trial's by default) as a folder of its own.
-
-    ``model.safetensors`` (weights and card), ``model.json`` (the card), ``cell.txt``,
-    ``cell.json``, ``cell.svg`` and ``README.md`` (what it is and how to load it); returns
-    the paths. ``artifact_store`` as in :func:`optuna_rnn.load_model`.
-    """
-    from optuna_rnn.cell import zoo
-    from optuna_rnn.cell.render import render_svg
-    from optuna_rnn.models import download_model, read_model_card
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = download_model(study, out / "model.safetensors", trial, artifact_store=artifact_store)
-    card = read_model_card(weights)
-    files = {
-        "model.json": json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n",
-        "cell.txt": f"{card.cell}\n",
-        "cell.json": json.dumps(card.cell.to_dict(), indent=2) + "\n",
-        "cell.svg": render_svg(card.cell),
-        "README.md": _model_readme(card, study.study_name, zoo.name_of(card.cell),
-                                   _count_weights(weights)),
-    }
-    written = [weights]
-    for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
-        written.append(out / name)
-    return written
-
-
-def _count_weights(path: Path) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-
-
-def _model_readme(card: ModelCard, study_name: str, zoo_name: str | None, params: int) -> str:
-    task = card.task
-    return _MODEL_README.format(
-        title=f"Cell {zoo_name or card.cell.fingerprint[:12]} trained on {task['name']}",
-        trial=card.trial,
-        study=study_name,
-        layers=card.num_layers,
-        width=card.hidden_size,
-        params=params,
-        score_name=task["score_name"],
-        score=f"{card.score:.6g}" if card.score is not None else "unknown",
-        task=task["name"],
-        input_kind=task["input_kind"],
-        input_size=task["input_size"],
-        output_kind=task["output_kind"],
-        output_size=task["output_size"],
-        batch_size=card.batch_size,
-        equations=card.cell,
-    )

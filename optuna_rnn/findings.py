@@ -203,7 +203,8 @@ def draws_of(
     """
     from optuna_rnn.cli.run import live_trials
 
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    # The score is the first objective (a multi-objective study's others are costs).
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     worst = -np.inf if maximize else np.inf
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     if trials is None:
@@ -221,8 +222,8 @@ def draws_of(
             occurrence = seen.get((label, setting), 0)
             seen[label, setting] = occurrence + 1
             key = (setting, occurrence)
-        done = trial.state == TrialState.COMPLETE and trial.value is not None
-        score = float(trial.value) if done and np.isfinite(trial.value) else worst
+        value = trial.values[0] if trial.state == TrialState.COMPLETE and trial.values else None
+        score = float(value) if value is not None and np.isfinite(value) else worst
         columns.setdefault(label, {})[key] = score
     scores = pd.DataFrame(columns)
     owners = scores.notna().sum(axis=1)

@@ -55,11 +55,16 @@ def _get(app: Any, path: str) -> tuple[str, dict[str, str], bytes]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, optuna.Study]:
     root = Path(tmp_path_factory.mktemp("dashboard"))
     storage = optuna.storages.RDBStorage(f"sqlite:///{root / 'rnn.db'}")
-    study = optuna.create_study(storage=storage, direction="maximize")
+    study = optuna.create_study(
+        storage=storage, direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     seed_study(study, ["gru", "mut1"])
     objective = make_objective(
         Memorization(length=3, alphabet=6, eval_size=40),
-        hyperparameters=Hyperparameters(param_budgets=(1500,), layer_counts=(1,)),
+        # One modest learning rate: both trials must complete (not diverge) to be checked.
+        hyperparameters=Hyperparameters(
+            param_budgets=(1500,), layer_counts=(1,), learning_rates=(0.5,)
+        ),
         max_steps=20,
         eval_every=10,
         backend="reference",

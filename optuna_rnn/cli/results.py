@@ -135,8 +135,9 @@ def _leaderboard(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     import importlib.util
 
-    from optuna_rnn.export import export_model, export_study
+    from optuna_rnn.export import export_study
     from optuna_rnn.findings import export_findings, task_label
+    from optuna_rnn.models import export_model
 
     if args.out is None and args.model is None:
         raise UsageError("name what to write: --out DIR (tables, plots) and/or --model DIR")
