@@ -102,6 +102,11 @@ class CellRNN(nn.Module):
         super().__init__()
         if not isinstance(cell, Cell):
             raise TypeError(f"cell must be an optuna_rnn.Cell, got {type(cell).__name__}")
+        if not cell.learnable:
+            raise ValueError(
+                f"the cell {str(cell)!r} has no learnable parameter (no weight and no bias): "
+                "training could not change it"
+            )
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
