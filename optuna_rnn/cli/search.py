@@ -8,6 +8,7 @@ import dataclasses
 import optuna
 
 from optuna_rnn.cli.args import (
+    TrialsFailed,
     UsageError,
     add_run_options,
     add_spec_options,
@@ -19,7 +20,14 @@ from optuna_rnn.cli.args import (
     spec_from_args,
     task_name,
 )
-from optuna_rnn.cli.run import Progress, WorkerOptions, run_worker, run_workers
+from optuna_rnn.cli.run import (
+    Progress,
+    TrialQuota,
+    WorkerOptions,
+    live_trials,
+    run_worker,
+    run_workers,
+)
 from optuna_rnn.cli.spec import SAMPLERS, SPEC_ATTR, SearchSpec
 from optuna_rnn.storage import open_storage, redact
 
@@ -185,6 +193,25 @@ def _run_and_report(args: argparse.Namespace, study: optuna.Study) -> None:
     run_study(study, _options(args, study.study_name), workers=args.workers,
               progress=not args.no_progress)
     print(format_leaderboard(leaderboard(study), top=args.top))
+    _check_outcome(study, timeout=args.timeout)
+
+
+def _check_outcome(study: optuna.Study, *, timeout: float | None) -> None:
+    """Say when the study is short of its count; raise TrialsFailed when every finished
+    trial failed (the settings cannot work, whatever the exit status of the workers)."""
+    from optuna.trial import TrialState
+
+    state = TrialQuota(study, SearchSpec.from_study(study).n_trials).state()
+    if not state.complete and timeout is None:
+        _logger.warning(
+            f"the study has {state.finished} of {state.target} trials finished; the rest are "
+            "running elsewhere or were left RUNNING by a worker that died (run the same "
+            "command again to finish the count)"
+        )
+    finished = [t for t in live_trials(study.get_trials(deepcopy=False)) if t.state.is_finished()]
+    if finished and all(t.state == TrialState.FAIL for t in finished):
+        reason = finished[-1].system_attrs.get("fail_reason", "see the log above")
+        raise TrialsFailed(f"every one of the {len(finished)} finished trials failed; the last: {reason}")
 
 
 def _search(args: argparse.Namespace) -> None:
@@ -193,6 +220,7 @@ def _search(args: argparse.Namespace) -> None:
         seed_cells=args.seed_cells,
     )
     name = args.study_name or f"{'+'.join(spec.tasks)}-{spec.space}-{spec.sampler}"
+    spec.validate()
     _run_and_report(args, prepare_study(open_checked(args), name, spec))
 
 
@@ -202,6 +230,7 @@ def _baselines(args: argparse.Namespace) -> None:
         seed_cells=args.cells, seed_draws=args.draws,
     )
     name = args.study_name or f"baselines-{args.task}"
+    spec.validate()
     _run_and_report(args, prepare_study(open_checked(args), name, spec))
 
 
@@ -209,7 +238,7 @@ def _worker(args: argparse.Namespace) -> None:
     storage = open_checked(args)
     study = optuna.load_study(study_name=resolve_study_name(args, storage), storage=storage)
     try:
-        SearchSpec.from_study(study)
+        SearchSpec.from_study(study).validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
     print(f"joining study {study.study_name!r} in {redact(args.storage)}")
