@@ -45,7 +45,7 @@ TRAIN = textwrap.dedent(
 
 def _python(code: str, cache: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OPTUNA_RNN_KERNEL_CACHE=str(cache))
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def _built(name: str, cache: Path) -> Path:
