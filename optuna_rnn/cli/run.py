@@ -160,7 +160,9 @@ def fail_orphaned_trials(study: optuna.Study, *, max_retry: int | None = 3) -> l
     each again as Optuna's heartbeat retry does: the journal file's stand-in for the
     heartbeat. Returns the failed trials' numbers."""
     host = socket.gethostname()
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         where, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
