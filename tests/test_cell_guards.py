@@ -72,8 +72,23 @@ ALPHABET = "hxcWUbz'=+-*();\n #[]0123456789.eE_,sigmtanhrelulinear"
 words = st.sampled_from(["h'", "c'", "h", "c", "x", "W", "U", "V", "b", "b1", "tanh", "sigm", "relu",
                          "linear", "id", "(", ")", "+", "-", "*", "=", "1", "[", "]", "-0", "1e308",
                          "0.5", ",", ";", "\n", " "])
+leaves = st.sampled_from(["x", "h", "c", "1", "b", "b1[-0]", "b2[0.5]", "b3[1e38]", "b4[1e39]", "z"])
+weights = st.sampled_from(["W", "U", "V", "W[-0]", "U[1.5]", "float", "train", "V[-2]"])
+expressions = st.recursive(
+    leaves,
+    lambda e: st.one_of(
+        st.tuples(weights, e).map(lambda t: f"{t[0]} ({t[1]})"),
+        st.tuples(st.sampled_from(["tanh", "sigm", "relu", "id"]), e).map(lambda t: f"{t[0]}({t[1]})"),
+        st.tuples(e, st.sampled_from(["+", "-", "*"]), e).map(" ".join),
+        e.map(lambda t: f"linear(-0, {t})"),
+    ),
+    max_leaves=12,
+)
+equations = st.tuples(expressions, st.none() | expressions, st.none() | expressions).map(
+    lambda t: "\n".join([f"h' = {t[0]}"] + ([f"c' = {t[1]}"] if t[1] else []) + ([f"z = {t[2]}"] if t[2] else []))
+)
 texts = st.one_of(st.text(max_size=80), st.text(alphabet=ALPHABET, max_size=80),
-                  st.lists(words, max_size=40).map(" ".join))
+                  st.lists(words, max_size=40).map(" ".join), equations, equations)
 
 
 def _round_trips(cell: Cell) -> None:
@@ -101,7 +116,15 @@ nodes = st.fixed_dictionaries(
     optional={"inputs": st.one_of(st.lists(st.integers(-1, 8), max_size=4), st.integers(), st.text(max_size=2)),
               "name": names, "value": values, "label": names},
 )
+def _cell_dict(text: str) -> dict:
+    try:
+        return Cell.parse(text).to_dict()
+    except CellError:
+        return {"version": 1, "nodes": [], "states": {}}
+
+
 dicts = st.one_of(
+    equations.map(_cell_dict),
     st.fixed_dictionaries(
         {"version": st.sampled_from([1, 1.0, 2, "1", None]),
          "nodes": st.lists(nodes, max_size=10),
