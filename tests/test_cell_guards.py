@@ -149,3 +149,13 @@ def test_from_dict_gives_a_cell_or_a_cell_error(data):
 @given(st.sampled_from(zoo.names()))
 def test_every_zoo_cell_round_trips(name):
     _round_trips(zoo.get(name))
+
+
+def test_mutants_of_a_learnable_cell_stay_learnable():
+    import numpy as np
+
+    from optuna_rnn import mutate
+
+    rng = np.random.default_rng(0)
+    parent = Cell.parse("h' = tanh(W x) * h")  # removing W's node leaves tanh(x) * h
+    assert all(mutate(parent, rng).learnable for _ in range(300))

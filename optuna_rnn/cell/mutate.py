@@ -23,7 +23,9 @@ that would transform no node is never drawn: the nodes are drawn given that one 
 
 Linear(a, .) is a new linear map with diagonal offset ``a`` plus a new bias, with fresh
 names. A pass whose result is not a valid cell (:class:`CellError`), is larger than
-``max_nodes`` or equals the input is thrown away and drawn again with the same ``p``.
+``max_nodes``, equals the input, or has lost every learnable parameter of a parent that
+had some (nothing could train it: see :attr:`Cell.learnable`) is thrown away and drawn
+again with the same ``p``.
 Everything is drawn from the given ``numpy.random.Generator``: same seed, same mutant.
 """
 
@@ -143,7 +145,7 @@ def mutate(
             child = rewrite.run(_fire(graph.visitable, p, rng), max_nodes)
         except CellError:
             continue
-        if child.fingerprint != cell.fingerprint:
+        if child.fingerprint != cell.fingerprint and (child.learnable or not cell.learnable):
             if not return_log:
                 return child
             return Mutation(cell, child, p, tuple(rewrite.steps), attempt)
