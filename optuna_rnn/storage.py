@@ -6,7 +6,9 @@
 - ``journal:PATH``: Optuna's append-only journal file, made for several processes on one
   machine (no heartbeats: a killed process leaves its trial RUNNING).
 - ``postgresql://user:password@host/db`` (or ``mysql://...``): a server that workers on
-  several machines share.
+  several machines share. ``pip install 'optuna-rnn[postgres]'`` installs the driver
+  (psycopg 3, which SQLAlchemy 2.1 picks for a plain ``postgresql://``); a URL that
+  names its driver (``postgresql+psycopg2://``) uses that one.
 
 Every RDB storage gets heartbeats (``heartbeat_interval``, ``grace_period``) and a
 :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`, so a trial whose worker died
@@ -32,6 +34,7 @@ __all__ = [
     "DEFAULT_GRACE_PERIOD",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_STORAGE",
+    "StorageError",
     "check_url",
     "open_storage",
     "redact",
@@ -46,6 +49,18 @@ _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 SQLITE_BUSY_TIMEOUT_S = 60
 
 
+class StorageError(ValueError):
+    """A storage that cannot be opened; the message names it and what to do."""
+
+
+# What to install for a server URL whose driver is missing, by scheme.
+_DRIVERS = {
+    "postgresql": "pip install 'optuna-rnn[postgres]' (psycopg 3)",
+    "postgres": "pip install 'optuna-rnn[postgres]' (psycopg 3)",
+    "mysql": "pip install PyMySQL and write mysql+pymysql://...",
+}
+
+
 def check_url(url: str) -> str:
     """Return ``url`` if it names a storage this module opens, else raise ValueError."""
     if url.startswith(JOURNAL_PREFIX):
@@ -57,6 +72,11 @@ def check_url(url: str) -> str:
         raise ValueError(
             f"storage URL {url!r} is not one of sqlite:///FILE, journal:FILE, "
             "postgresql://USER:PASSWORD@HOST/DB or mysql://..."
+        )
+    if scheme == "sqlite" and url.split("://", 1)[1] in ("", "/", "/:memory:"):
+        raise ValueError(
+            f"storage URL {url!r} names no file: an in-memory database is gone when the "
+            "command ends and no worker can join it; write sqlite:///FILE"
         )
     return url
 
@@ -76,7 +96,13 @@ def open_storage(
     """
     check_url(url)
     if url.startswith(JOURNAL_PREFIX):
-        return JournalStorage(JournalFileBackend(url[len(JOURNAL_PREFIX) :]))
+        path = url[len(JOURNAL_PREFIX) :]
+        try:
+            return JournalStorage(JournalFileBackend(path))
+        except OSError as err:
+            raise StorageError(
+                f"cannot open the journal file {path}: {err.strerror or err} (does its folder exist?)"
+            ) from None
     if grace_period <= heartbeat_interval:
         raise ValueError(
             f"grace_period ({grace_period} s) must exceed heartbeat_interval "
@@ -86,18 +112,40 @@ def open_storage(
     engine_kwargs: dict = {"pool_pre_ping": True}
     if sqlite:
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    from sqlalchemy.exc import SQLAlchemyError
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        storage = RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-        )
+        try:
+            storage = RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+            )
+        except ImportError:
+            scheme = url.split(":", 1)[0].split("+", 1)[0]
+            raise StorageError(
+                f"no database driver for {redact(url)}: {_DRIVERS.get(scheme, 'install its driver')}"
+            ) from None
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:  # a bad database
+            raise StorageError(f"cannot open the storage {redact(url)}: {_reason(err)}") from None
     if sqlite:
         _serialize_sqlite_transactions(storage.engine)
     return storage
+
+
+def _reason(err: BaseException) -> str:
+    """The database's own words for ``err`` (SQLAlchemy wraps them), on one line, with a
+    hint for the usual SQLite faults."""
+    cause = getattr(err, "orig", None) or err.__cause__ or err
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    if "unable to open database file" in text:
+        text += " (does its folder exist, and may this user write there?)"
+    elif "file is not a database" in text:
+        text += " (it is not an SQLite database: name another file)"
+    return text
 
 
 def _serialize_sqlite_transactions(engine: Any) -> None:

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from optuna_rnn.cli.run import WORKER_ATTR, live_trials
 from optuna_rnn.samplers._records import REEVALUATE, read_plan
 
-pytest.importorskip("psycopg2", reason="psycopg2 is needed to reach PostgreSQL")
+pytest.importorskip("psycopg", reason="psycopg 3 (pip install 'optuna-rnn[postgres]') is needed to reach PostgreSQL")
 
 TINY = [
     "--task", "memorization,length=3,alphabet=8,eval_size=40",
@@ -77,7 +77,9 @@ def postgres_url() -> Iterator[str]:
     subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w",
                     "-o", options, "start"], check=True, capture_output=True)
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        # The README's form, postgresql://USER:PASSWORD@HOST/DB: no driver named, so
+        # SQLAlchemy picks psycopg 3, the driver of the `postgres` extra.
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                        check=False, capture_output=True)

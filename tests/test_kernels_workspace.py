@@ -4,7 +4,10 @@ live graphs."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
+import weakref
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -56,6 +59,74 @@ def test_threads_never_receive_the_same_buffer():
     for t in threads:
         t.join()
     assert pool.held_bytes <= 64 << 20
+
+
+def _finishes(fn: Callable[[], None], seconds: float = 120.0) -> bool:
+    """Whether ``fn`` returns within ``seconds`` on a daemon thread (a deadlock leaves it
+    waiting there for good, and the test still ends); its exception is raised here."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised on the test's thread
+            errors.append(err)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    finished = done.wait(seconds)
+    if errors:
+        raise errors[0]
+    return finished
+
+
+class _Cyclic:
+    """Garbage that only the cyclic collector frees."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_finalizer_run_by_the_collector_inside_the_pools_own_call_does_not_deadlock():
+    # The collector runs finalizers inside whatever allocation triggers it, such as one
+    # made while ``give`` walks its argument (the fused backend passes a generator); here
+    # the finalizer hands buffers back to the very pool that is taking these.
+    pool = Workspace(limit_bytes=1 << 16)
+
+    def buffers():
+        weakref.finalize(_Cyclic(), pool.give, [torch.empty(16)])
+        gc.collect()  # what a collection triggered by any allocation here would do
+        yield torch.empty(16)
+
+    def churn() -> None:
+        for _ in range(3):
+            pool.give(buffers())
+
+    assert _finishes(churn)
+    assert pool.held_bytes == 6 * 16 * 4  # every buffer, the finalizers' ones included
+    assert pool.take((16,), torch.float32).shape == (16,)
+
+
+def test_training_whose_graphs_die_in_the_cyclic_collector_does_not_deadlock():
+    # The issue's reproducer, shorter: graphs kept alive by a reference cycle are freed by
+    # the collector, whose finalizers return saved buffers while a step holds the pool.
+    m = CellRNN(zoo.get("mut1"), 8, 32, backend="fused")
+
+    def train() -> None:
+        old = gc.get_threshold()
+        gc.set_threshold(50, 1, 1)
+        try:
+            for i in range(300):
+                y, _ = m(torch.randn(10, 4, 8))
+                cycle: list = [y]
+                cycle.append(cycle)
+                if i % 7 == 0:
+                    y.sum().backward()
+        finally:
+            gc.set_threshold(*old)
+
+    assert _finishes(train)
 
 
 def _pair(name: str, hidden: int = 16):

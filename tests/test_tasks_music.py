@@ -45,6 +45,23 @@ def test_pickled_music_loads_plain_data(tmp_path: Path, protocol: int) -> None:
     assert task.rolls["train"][1][:, [0, 87]].tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_chords_as_sets_load_from_python_2_pickles_too(tmp_path: Path, protocol: int) -> None:
+    # Protocols 0-2 name the set as Python 2 did, __builtin__.set (as the music sets do).
+    path = tmp_path / "sets.pickle"
+    pieces = {split: [[set(chord) for chord in piece] for piece in rolls] for split, rolls in PIECES.items()}
+    path.write_bytes(pickle.dumps(pieces, protocol=protocol))
+    assert (b"__builtin__" in path.read_bytes()) == (protocol < 3)
+    assert PickledMusic(path).rolls["train"][0][0].nonzero().flatten().tolist() == [39, 43, 46]
+
+
+def test_python_2_names_of_code_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil2.pickle"
+    path.write_bytes(b"\x80\x02c__builtin__\neval\nq\x00U\x0bprint('no')\x85R.")
+    with pytest.raises(DataError, match=r"refused to load __builtin__\.eval"):
+        PickledMusic(path)
+
+
 def test_malicious_pickle_is_refused_without_running(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pickle"

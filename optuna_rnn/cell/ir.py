@@ -29,6 +29,7 @@ __all__ = [
     "GraphBuilder",
     "Node",
     "fresh_name",
+    "node_budget",
     "reach",
 ]
 
@@ -45,6 +46,7 @@ SIGMOID = "sigmoid"
 RELU = "relu"
 IDENTITY = "identity"
 
+# The op categories, declared here once (the parser, mutations and spaces read these).
 LEAF_OPS = frozenset({X, STATE, ONE, BIAS})
 PARAM_OPS = frozenset({LINEAR, BIAS})
 ACTIVATIONS = (TANH, SIGMOID, RELU)
@@ -55,6 +57,11 @@ OPS = LEAF_OPS | {LINEAR, ADD, SUB, MUL, IDENTITY} | set(ACTIVATIONS)
 MAX_STATES = 3
 DEFAULT_MAX_NODES = 64
 FORMAT_VERSION = 1
+# Longest name of a weight, bias, state or intermediate, in equations and in dicts alike.
+MAX_NAME = 1000
+# Largest magnitude of a bias's initial value or a diagonal offset: parameters are
+# float32 by default, and a larger value would overflow when the layer is built.
+MAX_VALUE = 3.4028234663852886e38  # the largest finite float32
 
 # Words that cannot name a weight, bias, state or intermediate.
 RESERVED = frozenset({"x", "tanh", "sigm", "sigmoid", "relu", "identity", "id", "linear", "init"})
@@ -84,7 +91,16 @@ def _digest(*parts: object) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
 
 
+def node_budget(max_nodes: int) -> int:
+    """How many nodes a description may spell before canonicalisation (leaves, repeats
+    and dead nodes included) when the cell may have ``max_nodes``; more is refused
+    before any work."""
+    return 8 * max_nodes + 16
+
+
 def _check_name(name: object, what: str) -> str:
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise CellError(f"{what} name {name[:20]!r}... is {len(name)} characters, more than {MAX_NAME}")
     if not isinstance(name, str) or not _IDENT.match(name) or name in RESERVED:
         raise CellError(f"{what} name {name!r} is not a usable identifier")
     return name
@@ -225,13 +241,20 @@ def fresh_name(prefix: str, taken: set[str]) -> str:
 
 
 def _finite(value: float, what: str) -> float:
+    """``value`` as a float within :data:`MAX_VALUE`, ``-0.0`` as ``0.0`` (one cell, one
+    spelling: ``W[-0]`` is ``W``)."""
     try:
         value = float(value)
-    except (TypeError, ValueError):
-        raise CellError(f"{what} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        shown = repr(value) if not isinstance(value, int) else f"an integer of {value.bit_length()} bits"
+        raise CellError(f"{what} must be a number of at most {MAX_VALUE:.6g} in magnitude, got {shown}") from None
     if not math.isfinite(value):
         raise CellError(f"{what} must be finite, got {value!r}")
-    return value
+    if abs(value) > MAX_VALUE:
+        raise CellError(
+            f"{what} is {value:g}, beyond {MAX_VALUE:.6g}, the largest float32: parameters could not hold it"
+        )
+    return value + 0.0
 
 
 class Cell:
@@ -285,6 +308,11 @@ class Cell:
         raw_nodes, raw_states = data.get("nodes"), data.get("states")
         if not isinstance(raw_nodes, list) or not isinstance(raw_states, Mapping):
             raise CellError("a cell dict needs a 'nodes' list and a 'states' mapping")
+        budget = node_budget(max_nodes)
+        if len(raw_nodes) > budget:
+            raise CellError(f"a cell dict of at most {max_nodes} nodes lists at most {budget}, got {len(raw_nodes)}")
+        if len(raw_states) > MAX_STATES:
+            raise CellError(f"a cell has at most {MAX_STATES} states, got {len(raw_states)}")
         builder = GraphBuilder()
         ids: list[int] = []
         for k, raw in enumerate(raw_nodes):
@@ -292,7 +320,7 @@ class Cell:
                 raise CellError(f"node {k} is not a mapping")
             op, name, value = raw.get("op"), raw.get("name"), raw.get("value", 0.0)
             inputs = raw.get("inputs", [])
-            if not isinstance(inputs, list) or not all(
+            if not isinstance(inputs, list) or len(inputs) > budget or not all(
                 isinstance(i, int) and not isinstance(i, bool) and 0 <= i < k for i in inputs
             ):
                 raise CellError(f"node {k} must read only nodes listed before it, got {inputs!r}")
@@ -382,6 +410,13 @@ class Cell:
         """Whether ``x`` feeds anything but a linear map (then widths must agree)."""
         xi = self.index(X)
         return any(xi in n.inputs for n in self._nodes if n.op != LINEAR)
+
+    @property
+    def learnable(self) -> bool:
+        """Whether the cell has a weight or a bias. One without (``h' = tanh(x) * h``, which
+        mutations can make) is a valid cell with a fingerprint and mutants, but nothing can
+        train it: :class:`~optuna_rnn.CellRNN` refuses it."""
+        return any(n.op in PARAM_OPS for n in self._nodes)
 
     @property
     def num_inner_nodes(self) -> int:

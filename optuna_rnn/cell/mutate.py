@@ -23,7 +23,9 @@ that would transform no node is never drawn: the nodes are drawn given that one 
 
 Linear(a, .) is a new linear map with diagonal offset ``a`` plus a new bias, with fresh
 names. A pass whose result is not a valid cell (:class:`CellError`), is larger than
-``max_nodes`` or equals the input is thrown away and drawn again with the same ``p``.
+``max_nodes``, equals the input, or has lost every learnable parameter of a parent that
+had some (nothing could train it: see :attr:`Cell.learnable`) is thrown away and drawn
+again with the same ``p``.
 Everything is drawn from the given ``numpy.random.Generator``: same seed, same mutant.
 """
 
@@ -37,21 +39,16 @@ from typing import Literal, TypeVar, overload
 import numpy as np
 
 from optuna_rnn.cell.ir import (
+    ACTIVATIONS,
     ADD,
-    BIAS,
     DEFAULT_MAX_NODES,
+    ELEMENTWISE,
+    LEAF_OPS,
     LINEAR,
-    MUL,
-    ONE,
-    RELU,
-    SIGMOID,
-    STATE,
     SUB,
-    TANH,
     Cell,
     CellError,
     GraphBuilder,
-    X,
     fresh_name,
 )
 
@@ -73,10 +70,8 @@ TRANSFORMATIONS = (
 )
 
 # The paper's activation set; a float is Linear(a, .) with that diagonal offset.
-NEW_ACTIVATIONS: tuple[str | float, ...] = (TANH, SIGMOID, RELU, 0.0, 1.0, 0.9, 1.1)
-_ACTIVATION_NODES = frozenset({TANH, SIGMOID, RELU, LINEAR})
-_ELEMENTWISE = (ADD, MUL, SUB)
-_FIXED = frozenset({X, STATE, ONE, BIAS})
+NEW_ACTIVATIONS: tuple[str | float, ...] = (*ACTIVATIONS, 0.0, 1.0, 0.9, 1.1)
+_ACTIVATION_NODES = frozenset({*ACTIVATIONS, LINEAR})
 MAX_ATTEMPTS = 1000
 T = TypeVar("T")
 
@@ -150,7 +145,7 @@ def mutate(
             child = rewrite.run(_fire(graph.visitable, p, rng), max_nodes)
         except CellError:
             continue
-        if child.fingerprint != cell.fingerprint:
+        if child.fingerprint != cell.fingerprint and (child.learnable or not cell.learnable):
             if not return_log:
                 return child
             return Mutation(cell, child, p, tuple(rewrite.steps), attempt)
@@ -173,7 +168,7 @@ class _Graph:
     def __init__(self, cell: Cell) -> None:
         self.cell = cell
         self.nodes = cell.nodes
-        self.visitable = [i for i, n in enumerate(self.nodes) if n.op not in _FIXED]
+        self.visitable = [i for i, n in enumerate(self.nodes) if n.op not in LEAF_OPS]
         outputs = [len(c) for c in cell.consumers()]
         for i in cell.updates.values():
             outputs[i] += 1
@@ -200,7 +195,7 @@ class _Graph:
         out = []
         if n.op in _ACTIVATION_NODES:
             out.append(CHANGE_ACTIVATION)
-        if n.op in _ELEMENTWISE:
+        if n.op in ELEMENTWISE:
             out.append(CHANGE_ELEMENTWISE)
         out += [INSERT_ACTIVATION, REPLACE_WITH_ANCESTOR]
         if len(n.inputs) == 1 and self.outputs[i] == 1:
@@ -261,7 +256,7 @@ class _Rewrite:
 
     def change_elementwise(self, i: int, inputs: list[int]) -> int:
         old = self.g.nodes[i].op
-        op = self._pick([o for o in _ELEMENTWISE if o != old])
+        op = self._pick([o for o in ELEMENTWISE if o != old])
         self._log(CHANGE_ELEMENTWISE, i, f"{old} -> {op}")
         if op != SUB:
             return self.b.op(op, *inputs)
@@ -290,7 +285,7 @@ class _Rewrite:
         a = self._pick(self.g.ancestors[i])
         other = self._pick(self.g.partners[i])
         b = self._pick([j for j in self.g.ancestors[other] if j < i])
-        op = self._pick(_ELEMENTWISE)
+        op = self._pick(ELEMENTWISE)
         self._log(COMBINE_ANCESTORS, i, f"{op} of nodes {a} and {b}")
         return self.b.op(op, self.new[a], self.new[b])
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from optuna_rnn.cell.ir import (
     ACTIVATIONS,
     ADD,
+    DEFAULT_MAX_NODES,
     IDENTITY,
     MUL,
     RESERVED,
@@ -38,6 +39,7 @@ from optuna_rnn.cell.ir import (
     CellError,
     GraphBuilder,
     fresh_name,
+    node_budget,
 )
 
 __all__ = ["FUNCTIONS", "parse"]
@@ -348,7 +350,7 @@ class _Resolver:
         raise AssertionError(f"unknown AST node {tag}")
 
 
-def parse(text: str, *, max_nodes: int = 64) -> Cell:
+def parse(text: str, *, max_nodes: int = DEFAULT_MAX_NODES) -> Cell:
     """Parse equations into a :class:`Cell`; any bad input raises :class:`CellError`."""
     if not isinstance(text, str):
         raise CellError(f"cell equations must be a string, got {type(text).__name__}")
@@ -365,7 +367,7 @@ def parse(text: str, *, max_nodes: int = 64) -> Cell:
         updates = {s: res.define(s, True) for s in res.states}
         for name in res.defs:
             res.define(name, False)
-        if len(res.b.nodes) > 8 * max_nodes + 16:
+        if len(res.b.nodes) > node_budget(max_nodes):
             raise CellError(f"the cell has more than {max_nodes} nodes")
     except RecursionError:
         raise CellError("the equations are nested too deeply") from None

@@ -30,6 +30,7 @@ from optuna_rnn.storage import (
 )
 
 __all__ = [
+    "TrialsFailed",
     "UsageError",
     "add_run_options",
     "add_spec_options",
@@ -43,6 +44,10 @@ __all__ = [
 
 class UsageError(Exception):
     """A problem with what the user asked for; reported like a bad argument (status 2)."""
+
+
+class TrialsFailed(Exception):
+    """Every trial of a run failed (status 1): the settings cannot work."""
 
 
 def _typed(convert: Callable[[str], Any], what: str) -> Callable[[str], Any]:
@@ -76,7 +81,12 @@ def _task(text: str) -> str:
 
 
 def _names(text: str) -> tuple[str, ...]:
-    return tuple(n for n in text.split(",") if n) if text != "none" else ()
+    if text == "none":
+        return ()
+    names = tuple(n for n in text.split(",") if n)
+    if not names:
+        raise ValueError(f"no names in {text!r}; write 'none' for none")
+    return names
 
 
 positive_int = _positive(int)

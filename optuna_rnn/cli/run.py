@@ -11,6 +11,10 @@ requested number of live finished trials, however many workers join or die.
 
 With heartbeats (RDB storages), a worker with nothing to start waits for the others'
 trials, failing stale ones so that their retries run; without (journal files), it leaves.
+Optuna's heartbeat is RDB-only, so on a journal file a worker instead fails the RUNNING
+trials of workers on its own machine whose process is gone (each trial records its
+worker as ``host:pid``) and retries them as the heartbeat would; a trial left by a worker
+on another machine stays RUNNING, and the command then reports the shortfall.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import fail_stale_trials
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn._optuna_compat import (
@@ -49,6 +53,7 @@ __all__ = [
     "SurplusTrial",
     "TrialQuota",
     "WorkerOptions",
+    "fail_orphaned_trials",
     "live_trials",
     "run_worker",
     "run_workers",
@@ -146,6 +151,45 @@ class TrialQuota:
         return guarded
 
 
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` of this machine has ended (a zombie has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def fail_orphaned_trials(study: optuna.Study, *, max_retry: int | None = 3) -> list[int]:
+    """Fail the RUNNING trials whose worker ran on this machine and has died, and queue
+    each again as Optuna's heartbeat retry does: the journal file's stand-in for the
+    heartbeat. Returns the failed trials' numbers."""
+    host = socket.gethostname()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    storage, study_id = storage_of(study), study_id_of(study)
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        where, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        if where != host or not pid.isdigit() or not _gone(int(pid)):
+            continue
+        trial_id = trial_id_of(trial, storage, study_id)
+        if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            _logger.warning(f"trial {trial.number} failed: its worker {where}:{pid} is gone")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                retry(study, storage.get_trial(trial_id))
+            failed.append(trial.number)
+    return failed
+
+
 def work(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
@@ -169,6 +213,8 @@ def work(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 fail_stale_trials(study)
+        else:
+            fail_orphaned_trials(study)
         state = quota.state()
         if state.complete:
             return

@@ -8,6 +8,7 @@ import dataclasses
 import optuna
 
 from optuna_rnn.cli.args import (
+    TrialsFailed,
     UsageError,
     add_run_options,
     add_spec_options,
@@ -20,7 +21,14 @@ from optuna_rnn.cli.args import (
     task_name,
 )
 from optuna_rnn.cli.artifacts import add_artifacts_option, artifact_folder, dashboard_command
-from optuna_rnn.cli.run import Progress, WorkerOptions, run_worker, run_workers
+from optuna_rnn.cli.run import (
+    Progress,
+    TrialQuota,
+    WorkerOptions,
+    live_trials,
+    run_worker,
+    run_workers,
+)
 from optuna_rnn.cli.spec import SAMPLERS, SPEC_ATTR, SearchSpec
 from optuna_rnn.storage import open_storage, redact
 
@@ -200,6 +208,7 @@ def _run_and_report(args: argparse.Namespace, study: optuna.Study) -> None:
     if len(study.directions) > 1:
         front = sorted(t.number for t in study.best_trials)
         print(f"\nPareto front of {', '.join(study.metric_names or [])}: trials {front}")
+    _check_outcome(study, timeout=args.timeout)
 
 
 def _print_dashboard(url: str, study: optuna.Study) -> None:
@@ -220,6 +229,24 @@ def _objective_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _check_outcome(study: optuna.Study, *, timeout: float | None) -> None:
+    """Say when the study is short of its count; raise TrialsFailed when every finished
+    trial failed (the settings cannot work, whatever the exit status of the workers)."""
+    from optuna.trial import TrialState
+
+    state = TrialQuota(study, SearchSpec.from_study(study).n_trials).state()
+    if not state.complete and timeout is None:
+        _logger.warning(
+            f"the study has {state.finished} of {state.target} trials finished; the rest are "
+            "running elsewhere or were left RUNNING by a worker that died (run the same "
+            "command again to finish the count)"
+        )
+    finished = [t for t in live_trials(study.get_trials(deepcopy=False)) if t.state.is_finished()]
+    if finished and all(t.state == TrialState.FAIL for t in finished):
+        reason = finished[-1].system_attrs.get("fail_reason", "see the log above")
+        raise TrialsFailed(f"every one of the {len(finished)} finished trials failed; the last: {reason}")
+
+
 def _search(args: argparse.Namespace) -> None:
     spec = spec_from_args(
         args, tasks=tuple(args.task or ("memorization",)), sampler=args.sampler,
@@ -227,6 +254,7 @@ def _search(args: argparse.Namespace) -> None:
         objective=_objective_options(args),
     )
     name = args.study_name or f"{'+'.join(spec.tasks)}-{spec.space}-{spec.sampler}"
+    spec.validate()
     _run_and_report(args, prepare_study(open_checked(args), name, spec))
 
 
@@ -236,6 +264,7 @@ def _baselines(args: argparse.Namespace) -> None:
         seed_cells=args.cells, seed_draws=args.draws, objective=_objective_options(args),
     )
     name = args.study_name or f"baselines-{args.task}"
+    spec.validate()
     _run_and_report(args, prepare_study(open_checked(args), name, spec))
 
 
@@ -243,7 +272,7 @@ def _worker(args: argparse.Namespace) -> None:
     storage = open_checked(args)
     study = optuna.load_study(study_name=resolve_study_name(args, storage), storage=storage)
     try:
-        SearchSpec.from_study(study)
+        SearchSpec.from_study(study).validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
     print(f"joining study {study.study_name!r} in {redact(args.storage)}")

@@ -257,6 +257,32 @@ class SearchSpec:
 
         return make_objective(tasks[0], space=space, objectives=self.objectives, **options)
 
+    def validate(self) -> None:
+        """Build everything a trial builds, once, and raise ValueError naming what cannot
+        be built: task options, objective settings (``backend``, ``device``...), a task
+        whose problem space is too small for its splits. A search validates before its
+        first trial, so bad settings never cost a run of failed trials."""
+        try:
+            objective = self.build_objective()
+        except (TypeError, OSError) as err:  # an unknown option, an unusable artifact_store
+            raise ValueError(str(err)) from None
+        options = dict(self.objective)
+        backend, device = options.get("backend", "auto"), options.get("device", "cpu")
+        from optuna_rnn import CellRNN, zoo
+
+        try:
+            CellRNN(zoo.get(self.reference), 2, 2, backend=backend).to(device)
+        except ValueError as err:
+            raise ValueError(f"--set backend={backend!r}: {err}") from None
+        except (RuntimeError, AssertionError, TypeError) as err:  # torch's words for a bad device
+            first = (str(err).strip() or type(err).__name__).splitlines()[0]
+            raise ValueError(f"--set device={device!r} cannot be used here: {first}") from None
+        tasks = getattr(objective, "tasks", None) or [objective.task]
+        for task in tasks:
+            check = getattr(task, "check_splits", None)
+            if check is not None:
+                check()
+
     def direction(self) -> str:
         """``maximize`` for the multi-task ratio score, else the task's own direction."""
         if self.multitask:

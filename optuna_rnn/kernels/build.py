@@ -3,17 +3,31 @@
 The cache key hashes the source, the flags and the machine, so a library is reused by
 every process and every spelling of the same cell. A library is built in a private
 temporary directory and moved into place with :func:`os.replace`, so processes racing
-to build one cell never see a half-written file. Any failure returns ``None`` after one
+to build one cell never see a half-written file.
+
+Beside each library lies a tag (``cell_KEY.so.tag``): the build tag, the key, the
+library's size and its hash. A library is loaded only when its tag matches it, so a
+truncated file, another cell's library or one stripped of its symbols is never handed to
+``dlopen`` (which would kill the process with SIGBUS or SIGSEGV): it is built again, in
+place and atomically. Builds run in the temporary directory on a relative file name, so
+two builds of one source give the same bytes and racing writers agree.
+
+A cache directory that cannot be created or written (a file in its place, a read-only
+file system) gives one warning, and the process builds into a private temporary
+directory instead (removed at exit). Any other failure returns ``None`` after one
 warning; callers then run their pure-torch path.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import hashlib
+import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +36,7 @@ from pathlib import Path
 
 import optuna
 
-__all__ = ["atomic_write_text", "cache_dir", "load_library"]
+__all__ = ["atomic_write_text", "cache_dir", "compiler_command", "load_library"]
 
 _logger = optuna.logging.get_logger(__name__)
 
@@ -31,8 +45,12 @@ FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shar
 # First choice vectorises exp/tanh through glibc's libmvec; the second needs only libm.
 VARIANTS = ((("-DORNN_MVEC",), ("-lmvec", "-lm")), ((), ("-lm",)))
 
+# Written into every tag: a library built by another layout of the cache is rebuilt.
+BUILD_TAG = "optuna-rnn-kernel/1"
+
 _loaded: dict[str, ctypes.CDLL] = {}
 _warned: set[str] = set()
+_private: list[Path] = []  # the private directory, once the cache proved unusable
 
 
 def cache_dir() -> Path:
@@ -44,6 +62,15 @@ def cache_dir() -> Path:
 def compiler() -> str:
     """The C compiler: ``$CC``, else ``cc``."""
     return os.environ.get("CC", "cc")
+
+
+def compiler_command(cc: str) -> list[str]:
+    """``cc`` split into words as make and setuptools split ``$CC`` (``"ccache gcc"``,
+    ``"gcc -O0"``); an empty list where it names nothing or does not split."""
+    try:
+        return shlex.split(cc)
+    except ValueError:
+        return []
 
 
 @functools.cache
@@ -77,10 +104,11 @@ def _key(source: str, cc: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _warn_once(cc: str, message: str) -> None:
-    """One warning per compiler and process: the fallback is slow, not wrong."""
-    if cc not in _warned:
-        _warned.add(cc)
+def _warn_once(what: str, message: str) -> None:
+    """One warning per ``what`` (a compiler, a cache directory) and process: the
+    fallbacks are slow, not wrong."""
+    if what not in _warned:
+        _warned.add(what)
         warnings.warn(message, RuntimeWarning, stacklevel=4)
         _logger.warning(message)
 
@@ -94,25 +122,69 @@ def atomic_write_text(target: Path, text: str) -> None:
     os.replace(tmp, target)
 
 
-def _build(source: str, target: Path, cc: str) -> str | None:
-    """Compile ``source`` into ``target`` atomically; the compiler's complaint on failure."""
+def _digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+def _tag_of(library: Path) -> Path:
+    return library.with_name(library.name + ".tag")
+
+
+def _tag(key: str, library: Path) -> str:
+    """What the tag of a good ``library`` for ``key`` says."""
+    return json.dumps(
+        {"build": BUILD_TAG, "key": key, "size": library.stat().st_size, "blake2b": _digest(library)},
+        sort_keys=True,
+    )
+
+
+def _verified(key: str, library: Path) -> bool:
+    """Whether ``library`` is the one built for ``key``: its tag names the build, the key,
+    its size and its hash. Checked before ``dlopen``, which trusts any file."""
+    try:
+        tag = json.loads(_tag_of(library).read_text())
+        return (
+            isinstance(tag, dict)
+            and tag.get("build") == BUILD_TAG
+            and tag.get("key") == key
+            and tag.get("size") == library.stat().st_size
+            and tag.get("blake2b") == _digest(library)
+        )
+    except (OSError, ValueError):
+        return False
+
+
+def _build(source: str, key: str, target: Path, command: list[str]) -> str | None:
+    """Compile ``source`` into ``target`` and its tag, atomically; the compiler's complaint
+    on failure. Raises OSError where ``target``'s directory cannot be written."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
-        src = Path(tmp) / "kernel.c"
-        src.write_text(source)
-        out = Path(tmp) / target.name
+        Path(tmp, "kernel.c").write_text(source)
         error = ""
         for defines, libs in _variants():
-            cmd = [cc, *FLAGS, *defines, str(src), "-o", str(out), *libs]
+            # Relative names, run in ``tmp``: no temporary path ends up in the library.
+            cmd = [*command, *FLAGS, *defines, "kernel.c", "-o", target.name, *libs]
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+                proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=120, check=False)
             except (OSError, subprocess.TimeoutExpired) as err:
-                return f"{cc}: {err}"
+                return f"{command[0]}: {err}"
             if proc.returncode == 0:
-                os.replace(out, target)
+                built = Path(tmp, target.name)
+                tag = _tag_of(built)
+                tag.write_text(_tag(key, built))
+                os.replace(built, target)
+                os.replace(tag, _tag_of(target))
                 return None
             error = proc.stderr.strip()[-2000:]
         return error
+
+
+def _private_dir() -> Path:
+    """This process's own build directory (made on first use, removed at exit)."""
+    if not _private:
+        _private.append(Path(tempfile.mkdtemp(prefix="optuna-rnn-kernels-")))
+        atexit.register(shutil.rmtree, _private[0], ignore_errors=True)
+    return _private[0]
 
 
 def load_library(source: str) -> ctypes.CDLL | None:
@@ -124,13 +196,29 @@ def load_library(source: str) -> ctypes.CDLL | None:
     key = _key(source, cc)
     if key in _loaded:
         return _loaded[key]
-    target = cache_dir() / f"cell_{key}.so"
-    if not target.exists():
-        if shutil.which(cc) is None:
-            _warn_once(cc, f"no C compiler ({cc!r} not found): fused kernels run as plain torch ops, "
-                       "which is much slower; install gcc or set $CC")
+    name = f"cell_{key}.so"
+    target = (_private[0] if _private else cache_dir()) / name
+    if not _verified(key, target):
+        command = compiler_command(cc)
+        if not command or shutil.which(command[0]) is None:
+            missing = repr(command[0]) if command else "no program named"
+            _warn_once(cc, f"no C compiler ($CC={cc!r}: {missing} not found): fused kernels run as plain "
+                       "torch ops, which is much slower; install gcc or set $CC")
             return None
-        error = _build(source, target, cc)
+        if os.path.exists(target):
+            _logger.info(f"the cached kernel {target} does not match its tag; building it again")
+        try:
+            error = _build(source, key, target, command)
+        except OSError as err:  # the cache directory cannot be used: build privately
+            try:
+                private = _private_dir()
+                _warn_once(f"cache:{target.parent}", f"the kernel cache {target.parent} cannot be used "
+                           f"({err}); building kernels in {private} for this process only; set "
+                           f"${CACHE_ENV} to a writable directory to keep them")
+                target = private / name
+                error = _build(source, key, target, command)
+            except OSError as err2:
+                error = f"no directory to build in: {err}; {err2}"
         if error is not None:
             _warn_once(cc, f"building a fused kernel failed, falling back to plain torch ops: {error}")
             return None

@@ -159,12 +159,14 @@ class CallGraphs:
         if self.capture and torch.cuda.is_current_stream_capturing():
             return self.fn(inputs, options)  # the caller is capturing a graph of its own: be part of it
         key = (options, layout(inputs))
+        dropped: list[_Entry] = []  # twins made room for: freed after ``_lock`` is let go
         with _lock:
             entry = self._entries.get(key)
             if entry is not None:
                 _kept.move_to_end((id(self), key))
             else:
-                entry = self._admit(key, inputs)
+                entry = self._admit(key, inputs, dropped)
+        dropped.clear()
         if entry is not None:
             with entry.lock:  # one call at a time on the twin
                 if not entry.dropped and (entry.graph is not None or not self._failed):
@@ -192,10 +194,11 @@ class CallGraphs:
             entry.done.record()
         return out
 
-    def _admit(self, key: Hashable, inputs: Buffers) -> _Entry | None:
-        """A new twin for ``key`` (under ``_lock``), room made for it; ``None`` (run
-        without) on the layout's first sight, for a twin over the limits, once this
-        instance thrashes, or after a capture failed."""
+    def _admit(self, key: Hashable, inputs: Buffers, dropped: list[_Entry]) -> _Entry | None:
+        """A new twin for ``key`` (under ``_lock``), room made for it by moving old twins
+        to ``dropped`` (no tensor is freed under the lock); ``None`` (run without) on the
+        layout's first sight, for a twin over the limits, once this instance thrashes, or
+        after a capture failed."""
         if key not in self._seen:
             self._seen[key] = False
             if len(self._seen) > 4 * self.limit_count:
@@ -208,16 +211,18 @@ class CallGraphs:
         entry = _Entry(twin(inputs), nbytes)
         while _kept and (len(_kept) >= self.limit_count or kept_nbytes() + entry.nbytes > self.limit_bytes):
             (_, old_key), owner = _kept.popitem(last=False)
-            owner._drop(old_key)
+            dropped.append(owner._drop(old_key))
         self._entries[key] = entry
         _kept[(id(self), key)] = self
         return entry
 
-    def _drop(self, key: Hashable) -> None:
-        """Forget ``key``'s twin (under ``_lock``), once the GPU is done with it."""
+    def _drop(self, key: Hashable) -> _Entry:
+        """Forget ``key``'s twin (under ``_lock``), once the GPU is done with it; returns
+        it for the caller to free after letting go of ``_lock``."""
         entry = self._entries.pop(key)
         self._seen[key] = True
         with entry.lock:  # a call on it finishes first (calls never take ``_lock``)
             entry.dropped = True
             if entry.done is not None:
                 entry.done.synchronize()
+        return entry

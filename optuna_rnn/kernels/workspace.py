@@ -10,17 +10,26 @@ already keeps device memory.
 
 A buffer goes back only when nothing can read it any more: scratch at the end of the
 call that made it, buffers saved for the backward when autograd frees the graph.
+
+Buffers come back from finalizers (``weakref.finalize`` on a freed autograd graph), and
+a finalizer runs wherever the cyclic garbage collector happens to run: inside any
+allocation, including one made while this thread holds the pool's lock. So the lock is
+never waited for by the thread that holds it: a call re-entered that way only queues its
+buffers, and the outer call takes them in before it lets go. No tensor is freed and no
+generator is run while the lock is held either; callers may pass any iterable.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 
 import torch
 
 __all__ = ["Workspace", "scratch"]
+
+_Key = tuple[torch.dtype, tuple[int, ...]]
 
 
 class Workspace:
@@ -30,33 +39,65 @@ class Workspace:
 
     def __init__(self, *, limit_bytes: int) -> None:
         self.limit_bytes = limit_bytes
-        self._free: OrderedDict[tuple[torch.dtype, tuple[int, ...]], list[torch.Tensor]] = OrderedDict()
+        self._free: OrderedDict[_Key, list[torch.Tensor]] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()  # buffers come back from autograd's threads too
+        self._owner: int | None = None  # the thread holding ``_lock``
+        self._pending: deque[torch.Tensor] = deque()  # given while the lock was held
 
     def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised contiguous CPU tensor of ``shape``: a returned one if any."""
-        with self._lock:
-            free = self._free.get((dtype, shape))
-            if free:
-                buf = free.pop()
-                self._held -= buf.nbytes
-                return buf
-        return torch.empty(shape, dtype=dtype)
+        key = (dtype, tuple(shape))
+        buf = None
+        if self._acquire():
+            try:
+                free = self._free.get(key)
+                if free:
+                    buf = free.pop()
+                    self._held -= buf.nbytes
+            finally:
+                dropped = self._release()
+            del dropped  # freed outside the lock
+        return buf if buf is not None else torch.empty(shape, dtype=dtype)
 
     def give(self, tensors: Iterable[torch.Tensor]) -> None:
         """Return buffers made by :meth:`take` (and no views of them still in use)."""
-        with self._lock:
-            for t in tensors:
+        self._pending.extend(list(tensors))  # deque appends are atomic: no lock needed
+        if self._acquire():
+            dropped = self._release()
+            del dropped  # freed outside the lock
+
+    def _acquire(self) -> bool:
+        """Take the lock, unless this thread already holds it (a finalizer run by the
+        garbage collector inside one of this pool's calls): then ``False``."""
+        me = threading.get_ident()
+        if self._owner == me:
+            return False
+        self._lock.acquire()
+        self._owner = me
+        return True
+
+    def _release(self) -> list[torch.Tensor]:
+        """Take in the queued buffers, drop the oldest beyond the limit, let go of the
+        lock; returns the dropped buffers for the caller to free after that."""
+        dropped: list[torch.Tensor] = []
+        try:
+            while self._pending:
+                t = self._pending.popleft()
                 key = (t.dtype, tuple(t.shape))
                 self._free.setdefault(key, []).append(t)
                 self._free.move_to_end(key)
                 self._held += t.nbytes
-            while self._held > self.limit_bytes:
+            while self._held > self.limit_bytes and self._free:
                 key, free = next(iter(self._free.items()))
-                self._held -= free.pop(0).nbytes
+                dropped.append(free.pop(0))
+                self._held -= dropped[-1].nbytes
                 if not free:
                     del self._free[key]
+        finally:
+            self._owner = None
+            self._lock.release()
+        return dropped
 
     @property
     def held_bytes(self) -> int:

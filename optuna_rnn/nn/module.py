@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -20,6 +21,42 @@ def needs_projection(cell: Cell) -> bool:
     """Whether the cell uses ``x`` as a vector of the hidden width (outside a linear map)."""
     xi = cell.index(X)
     return cell.reads_raw_x or xi in cell.updates.values()
+
+
+class ParameterTable(nn.Module, Mapping[str, nn.Parameter]):
+    """Parameters by the cell's own names, as a read-only mapping.
+
+    The names are the user's: ``float``, ``train`` or ``__class__`` name a weight as well
+    as ``W`` does. ``nn.ParameterDict`` refuses names that are attributes of a module, so
+    this table writes into ``_parameters`` itself and is read only by item; its entries
+    are ``state_dict`` keys ``<prefix>.<name>`` all the same.
+    """
+
+    # A module compares and hashes by identity, not as a mapping does.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __init__(self, parameters: Mapping[str, nn.Parameter]) -> None:
+        super().__init__()
+        for name, p in parameters.items():
+            self._parameters[name] = p
+
+    def __getitem__(self, name: str) -> nn.Parameter:
+        p = self._parameters[name]
+        assert p is not None
+        return p
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parameters)
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._parameters
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}: {tuple(p.shape)}" for name, p in self.items())
 
 
 class CellLayer(nn.Module):
@@ -40,16 +77,18 @@ class CellLayer(nn.Module):
         )
         x_width = hidden_size if self.proj is not None else input_size
         xi = cell.index(X)
-        self.weight = nn.ParameterDict()
-        self.bias = nn.ParameterDict()
+        weights: dict[str, nn.Parameter] = {}
+        biases: dict[str, nn.Parameter] = {}
         self._diag: dict[str, float] = {}
         for node in cell.nodes:
             if node.op == LINEAR:
                 width = x_width if node.inputs[0] == xi else hidden_size
-                self.weight[node.name] = nn.Parameter(torch.empty(hidden_size, width))
+                weights[node.name] = nn.Parameter(torch.empty(hidden_size, width))
                 self._diag[node.name] = node.value
             elif node.op == BIAS:
-                self.bias[node.name] = nn.Parameter(torch.full((hidden_size,), node.value))
+                biases[node.name] = nn.Parameter(torch.full((hidden_size,), node.value))
+        self.weight = ParameterTable(weights)
+        self.bias = ParameterTable(biases)
         self.params = LayerParams(self.weight, self.bias)
 
     @torch.no_grad()
@@ -102,6 +141,11 @@ class CellRNN(nn.Module):
         super().__init__()
         if not isinstance(cell, Cell):
             raise TypeError(f"cell must be an optuna_rnn.Cell, got {type(cell).__name__}")
+        if not cell.learnable:
+            raise ValueError(
+                f"the cell {str(cell)!r} has no learnable parameter (no weight and no bias): "
+                "training could not change it"
+            )
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")

@@ -15,11 +15,21 @@ __all__ = ["load_plain_pickle"]
 _ALLOWED_GLOBALS = frozenset({("builtins", "set"), ("builtins", "frozenset")})
 
 
+def _python3_name(module: str, name: str) -> tuple[str, str]:
+    """A Python 2 global (``__builtin__.set``) by its Python 3 name, as pickle's own
+    compatibility mapping renames it when it loads a protocol 0-2 pickle."""
+    from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+
+    if (module, name) in NAME_MAPPING:
+        return NAME_MAPPING[(module, name)]
+    return IMPORT_MAPPING.get(module, module), name
+
+
 class _PlainUnpickler(pickle.Unpickler):
     """Refuses every global but ``set``/``frozenset``, so no callable can be reached."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
+        if _python3_name(module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(
             f"refused to load {module}.{name}: only plain data is allowed"

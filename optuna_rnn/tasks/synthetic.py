@@ -139,8 +139,15 @@ class SyntheticTask(Task):
                 return self.render(problem, rng)
         raise ValueError(
             f"{self!r}: no {split} problem in {_MAX_REJECTIONS} draws; the problem space "
-            "is too small for the split fractions"
+            "is too small for the split fractions (make the problems longer or more varied)"
         )
+
+    def check_splits(self) -> None:
+        """Raise ValueError unless every split has a problem: options such as
+        ``Memorization(length=1, alphabet=2)`` leave too few problems to split, and every
+        trial would spend its draws finding that out."""
+        for split in ("train", "valid", "test"):
+            self.example(split, random.Random(f"{self.name}:{self.seed}:check"))
 
     def _encoded(self, split: SplitName, rng: random.Random) -> tuple[list[int], list[bool]]:
         text, scored = self.example(split, rng)
