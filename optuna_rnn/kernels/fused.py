@@ -1,10 +1,10 @@
-"""The fused backend: a cell compiled to a plan, generated kernels, and their layer.
+"""A cell compiled for the fused backend: its plan, generated kernels and time loops.
 
 Forward: the maps of ``x`` for all steps in one product; then per step, per round, one
 product per source and one fused pointwise kernel. Backward through time runs the stages
 in reverse with their generated backward kernels and pushes gradients through the
-products (:mod:`optuna_rnn.kernels.passes`, one autograd node:
-:mod:`optuna_rnn.kernels.function`).
+products (:mod:`optuna_rnn.kernels.passes`; as PyTorch operators:
+:mod:`optuna_rnn.kernels.ops`; as a layer: :mod:`optuna_rnn.kernels.layer`).
 On the CPU, with a compiler at hand, each direction's whole time loop is one call into
 the generated C (:mod:`optuna_rnn.kernels.sequence`), its products through
 :mod:`optuna_rnn.kernels.gemm`; elsewhere the loop runs in Python, one product and one
@@ -19,6 +19,8 @@ runs the forward alone: no autograd node, and its scratch goes back at once.
 from __future__ import annotations
 
 import ctypes
+import itertools
+import json
 from collections.abc import Mapping, Sequence
 from functools import partial
 from types import ModuleType
@@ -30,29 +32,20 @@ from optuna_rnn.cell import Cell
 from optuna_rnn.cell.ir import BIAS
 from optuna_rnn.kernels import buffers as names
 from optuna_rnn.kernels import executors, gemm
-from optuna_rnn.kernels.buffers import PACKED, X
+from optuna_rnn.kernels.buffers import PACKED, X_MAPS, X_MAPS_GRAD, X, grad
 from optuna_rnn.kernels.build import load_library
 from optuna_rnn.kernels.codegen_c import RUNNER, c_source, function_name
 from optuna_rnn.kernels.codegen_triton import load_triton_module, triton_source
-from optuna_rnn.kernels.function import FusedFunction
 from optuna_rnn.kernels.graphs import CallGraphs
 from optuna_rnn.kernels.layout import bias_blocks, slot
-from optuna_rnn.kernels.passes import (
-    Stacks,
-    backward_call,
-    forward_call,
-    forward_outputs,
-    stack,
-)
+from optuna_rnn.kernels.passes import Stacks, backward_call, forward_call, stack
 from optuna_rnn.kernels.plan import Plan, make_plan
 from optuna_rnn.kernels.program import Program, backward_program, forward_program
 from optuna_rnn.kernels.pyloop import python_loop
 from optuna_rnn.kernels.sequence import Op, PackJob, Schedule
 from optuna_rnn.kernels.workspace import scratch
-from optuna_rnn.nn.backends import LayerParams, LayerRunner
-from optuna_rnn.nn.reference import values_of
 
-__all__ = ["FusedCell", "fused_backend"]
+__all__ = ["FusedCell"]
 
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -69,6 +62,10 @@ class FusedCell:
     Python runs its forward and backward calls through
     :class:`~optuna_rnn.kernels.graphs.CallGraphs`: ``None`` (the default) on CUDA only;
     ``True`` elsewhere runs them eagerly on the graphs' own buffers.
+
+    :attr:`key` names the instance to the operators of :mod:`optuna_rnn.kernels.ops`:
+    it holds the cell and the options as JSON, so :meth:`of` rebuilds an equal one in a
+    process that has not seen it (loading an exported program).
     """
 
     def __init__(self, cell: Cell, *, pointwise: str = "auto", graphs: bool | None = None) -> None:
@@ -106,14 +103,26 @@ class FusedCell:
         for maps in self.product_names:
             ends.append(ends[-1] + len(maps))
         self.map_spans = list(zip([0, *ends[:-1]], ends))
-        # What FusedFunction.backward returns, by name in gradients' result ("": None).
-        self.grad_names = (
-            "", "dx", "", "",
-            *(f"dh{i}" for i in range(len(plan.states))),
-            *(f"dm{k}" for k in range(len(self.map_names))),
-            *(f"dP{j}" for j in range(len(plan.pre))),
-            *(f"db{j}" for j in range(len(self.biases))),
-        )
+        # The spans of the stacks (see ``list_stacks``), those of more than one map, and
+        # per stack its gradient's buffer and the slot of its operand (None: x).
+        self.stack_spans = [(a, b) for a, b in self.map_spans if b > a]
+        self.stacked = frozenset(j for j, (a, b) in enumerate(self.stack_spans) if b - a > 1)
+        self.stack_sources = [(X_MAPS_GRAD, None)] * bool(self.x_names)
+        self.stack_sources += [(grad(names.product(p)), s) for p, s in enumerate(self.sources)]
+        self.uses_x = plan.reads_x or bool(self.x_names)
+        # The buffers the forward makes and the backward reads, state 0's first: the
+        # forward operator's outputs (a folded product is a view of the x maps').
+        given = {X, *(names.pre(leaf) for leaf in plan.pre), *(names.bias(b) for b in self.biases)}
+        folded = {names.product(p) for p, block in enumerate(plan.xw_blocks) if block is not None}
+        made = {X_MAPS if name in folded else name for name in self.kept - given}
+        self.saved = (names.state(0), *sorted(made - {names.state(0)}))
+        # Each saved buffer's shape: (rows beyond T, column blocks of H).
+        rows = {names.state(i): (1, 1) for i in range(len(plan.states))} | {X_MAPS: (0, len(self.x_names))}
+        rows |= {names.product(p): (0, len(prod.linears)) for p, prod in enumerate(plan.products)}
+        self._rows = {name: rows.get(name, (0, 1)) for name in self.saved}
+        spec = json.dumps({"cell": cell.to_dict(), "pointwise": pointwise, "graphs": graphs}, sort_keys=True)
+        self.key = f"{spec}#{next(_serial)}"
+        _instances[self.key] = self
         self._runners: dict[str, Any] = {}
         self._triton: ModuleType | bool | None = None
         self._schedules: dict[tuple, Schedule] = {}
@@ -219,19 +228,62 @@ class FusedCell:
             scratch.give([packed])
         return True
 
-    def __call__(
-        self, params: LayerParams, x: torch.Tensor, states: tuple[torch.Tensor, ...]
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        maps = [params.weights[n] for n in self.map_names]
-        biases = [params.biases[n] for n in self.biases]
-        pres = self._prologue(params, x, states[0].shape[-1])
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *maps, *pres, *biases)):
-            outs = FusedFunction.apply(self, x, len(states), len(pres), *states, *maps, *pres, *biases)
-            return outs[0], tuple(outs[1:])
-        # Nothing to differentiate (validation, sampling): no autograd node, nothing kept.
-        result, _, taken = forward_outputs(self, x.contiguous(), states, maps, pres, biases, keep=False)
-        scratch.give(taken)
-        return result["out"], tuple(result[f"final{i}"] for i in range(len(states)))
+    @staticmethod
+    def of(key: str) -> FusedCell:
+        """The instance named ``key``: built from it where this process has none."""
+        found = _instances.get(key)
+        if found is None:
+            spec = json.loads(key.rpartition("#")[0])
+            found = FusedCell(Cell.from_dict(spec["cell"]), pointwise=spec["pointwise"], graphs=spec["graphs"])
+            found.key, _instances[key] = key, found
+        return found
+
+    def forward_outputs(self, keep: bool) -> list[str]:
+        """The names of the forward operator's outputs: :attr:`saved` (with ``keep``; else
+        state 0's buffer alone), each state after the last step, and with ``keep`` the
+        stacks of more than one map."""
+        n = len(self.plan.states)
+        if not keep:
+            return [names.state(0), *(f"final{i}" for i in range(n))]
+        return [*self.saved, *(f"final{i}" for i in range(n)), *(f"stack{j}" for j in sorted(self.stacked))]
+
+    def output_shape(self, name: str, x: torch.Tensor, h: torch.Tensor, maps: Sequence[torch.Tensor]) -> tuple:
+        """The shape of forward output ``name`` for input ``x``, a state ``h`` and ``maps``."""
+        T, (B, H) = x.shape[0], h.shape
+        if name in self._rows:
+            extra, blocks = self._rows[name]
+            return (T + extra, B, blocks * H)
+        if name.startswith("stack"):
+            return self.stack_shape(int(name.removeprefix("stack")), maps)
+        return (B, H)  # a final state
+
+    def stack_shape(self, j: int, maps: Sequence[torch.Tensor]) -> tuple:
+        """The shape of stack ``j`` of ``maps``."""
+        a, b = self.stack_spans[j]
+        return (sum(m.shape[0] for m in maps[a:b]), maps[a].shape[1])
+
+    def gradient_outputs(self, needs: Sequence[bool]) -> list[str]:
+        """The names of the backward operator's outputs, given which of the layer's inputs
+        need a gradient (``x``, the states, the maps, the ``pre`` leaves, the biases, in
+        that order): ``dx``, ``dh{i}`` (initial state ``i``), ``dstack{j}`` (stack ``j``:
+        its maps' gradients, one after the other), ``dP{j}`` (``pre`` leaf ``j``) and
+        ``dbias`` (every bias, a block each: see ``bias_blocks``)."""
+        n_states, n_maps = len(self.plan.states), len(self.map_names)
+        pre_at = 1 + n_states + n_maps
+        out = ["dx"] if needs[0] and self.uses_x else []
+        out += [f"dh{i}" for i in range(n_states) if needs[1 + i]]
+        out += [f"dstack{j}" for j, (a, b) in enumerate(self.stack_spans) if any(needs[1 + n_states + a : 1 + n_states + b])]
+        out += [f"dP{j}" for j in range(len(self.plan.pre)) if needs[pre_at + j]]
+        return out + ["dbias"] * any(needs[pre_at + len(self.plan.pre) :])
+
+    def list_stacks(self, stacks: Stacks) -> list[torch.Tensor]:
+        """``stacks`` as a list: the x maps' (where there are any), then each product's."""
+        wx, weights = stacks
+        return [*([wx] if wx is not None else []), *weights]
+
+    def unlist_stacks(self, stacks: Sequence[torch.Tensor]) -> Stacks:
+        """The inverse of :meth:`list_stacks`."""
+        return (stacks[0], list(stacks[1:])) if self.x_names else (None, list(stacks))
 
     def stacks(self, maps: Sequence[torch.Tensor]) -> Stacks:
         """``maps`` (as ``map_names`` orders them) as one contiguous matrix for the x maps
@@ -240,20 +292,8 @@ class FusedCell:
         wx = stack(spans[0]) if self.x_names else None
         return wx, [stack(span) for span in spans[1:]]
 
-    def _prologue(self, params: LayerParams, x: torch.Tensor, H: int) -> list[torch.Tensor]:
-        """The ``pre`` leaves' values, ``(H,)`` each, through autograd."""
-        if not self.plan.pre:
-            return []
-        values = values_of(self.cell, params, x, self.plan.prologue)
-        return [values[self.plan.pre[leaf]].expand(H) for leaf in sorted(self.plan.pre)]
 
 
-_compiled: dict[tuple, FusedCell] = {}
-
-
-def fused_backend(cell: Cell) -> LayerRunner:
-    """Bind ``cell`` to the fused backend (compiled once per structure and process)."""
-    key = (cell.nodes, tuple(cell.updates.items()))
-    if key not in _compiled:
-        _compiled[key] = FusedCell(cell)
-    return _compiled[key]
+# Every instance by its key, "{spec}#{serial}".
+_instances: dict[str, FusedCell] = {}
+_serial = itertools.count()

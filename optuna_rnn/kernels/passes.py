@@ -33,7 +33,7 @@ from optuna_rnn.kernels.workspace import scratch
 if TYPE_CHECKING:
     from optuna_rnn.kernels.fused import FusedCell
 
-__all__ = ["Stacks", "backward_call", "forward_call", "forward_outputs", "gradients", "stack"]
+__all__ = ["Stacks", "backward", "backward_call", "forward", "forward_call", "gradients", "stack"]
 
 Stacks = tuple[torch.Tensor | None, list[torch.Tensor]]  # FusedCell.stacks: (x maps, each product's)
 
@@ -66,54 +66,58 @@ def _given(
     return given
 
 
-def forward_outputs(
+def forward(
     core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], maps: Sequence[torch.Tensor],
     pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], *, keep: bool,
-) -> tuple[dict[str, torch.Tensor], Stacks | None, list[torch.Tensor]]:
-    """:func:`_run_forward` for ``x`` (contiguous), through graphs where they run. Also
-    returns the stacked weights (``None`` through graphs: the backward's graph stacks them
-    again) and the scratch taken from the CPU workspace (none through graphs)."""
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The forward pass for ``x`` (contiguous), through graphs where they run: the
+    outputs that :meth:`FusedCell.forward_outputs
+    <optuna_rnn.kernels.fused.FusedCell.forward_outputs>` names, and the scratch it took
+    from the CPU workspace (none through graphs), outputs included."""
     graphs = core.call_graphs(False, x)
     if graphs is None:
         taken: list[torch.Tensor] = []
-        stacks = core.stacks(maps)
-        return _run_forward(core, x, states, stacks, pres, biases, keep, taken), stacks, taken
-    inputs = {"x": x}
-    for prefix, tensors in (("h", [s.contiguous() for s in states]), ("m", maps), ("pre", pres), ("bias", biases)):
-        for k, t in enumerate(tensors):
-            inputs[f"{prefix}{k}"] = t
-    return graphs(inputs, keep), None, []
+        result = _run_forward(core, x, states, core.stacks(maps), pres, biases, keep, taken)
+    else:
+        inputs = {X: x}
+        for prefix, tensors in (("h", [s.contiguous() for s in states]), ("m", maps), ("pre", pres), ("bias", biases)):
+            for k, t in enumerate(tensors):
+                inputs[f"{prefix}{k}"] = t
+        result, taken = graphs(inputs, keep), []
+    return [result[name] for name in core.forward_outputs(keep)], taken
 
 
 def forward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], keep: bool) -> dict[str, torch.Tensor]:
-    """:func:`_run_forward` for a graph's ``inputs``, named as :func:`forward_outputs`
-    names them."""
+    """:func:`_run_forward` for a graph's ``inputs``, named as :func:`forward` names them."""
     def group(prefix: str, n: int) -> list[torch.Tensor]:
         return [inputs[f"{prefix}{k}"] for k in range(n)]
 
     plan = core.plan
     stacks = core.stacks(group("m", len(core.map_names)))
     pres, biases = group("pre", len(plan.pre)), group("bias", len(core.biases))
-    return _run_forward(core, inputs["x"], group("h", len(plan.states)), stacks, pres, biases, keep, None)
+    return _run_forward(core, inputs[X], group("h", len(plan.states)), stacks, pres, biases, keep, None)
 
 
 def _run_forward(
     core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], stacks: Stacks,
     pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], keep: bool, taken: list[torch.Tensor] | None,
 ) -> dict[str, torch.Tensor]:
-    """The forward's outputs: ``out``, each state after the last step as ``final{i}``
-    (copies), and with ``keep`` the buffers the backward reads (``core.kept`` but ``x``)."""
+    """The forward's outputs by name: state 0's buffer (rows ``1..T`` are the layer's
+    output), each state after the last step as ``final{i}`` (copies), and with ``keep``
+    the other buffers the backward reads (``core.saved``) and the stacks of more than one
+    map (``stack{j}``)."""
     wx, weights = stacks
     buffers = _forward(core, x, wx, states, _given(core, weights, pres, biases), taken)
-    first = buffers[names.state(0)]
-    T = first.shape[0] - 1
-    result = {"out": first[1:]}
+    T = x.shape[0]
+    result = {names.state(0): buffers[names.state(0)]}
     for i in range(len(states)):
         result[f"final{i}"] = buffers[names.state(i)][T].clone()
     if keep:
-        for name, b in buffers.items():
-            if name in core.kept and name != X:
-                result[name] = b
+        for name in core.saved:
+            result[name] = buffers[name]
+        for j, s in enumerate(core.list_stacks(stacks)):
+            if j in core.stacked:
+                result[f"stack{j}"] = s
     return result
 
 
@@ -149,31 +153,57 @@ def _forward(
     return buffers
 
 
+def backward(
+    core: FusedCell, x: torch.Tensor, kept: dict[str, torch.Tensor], stacks: Sequence[torch.Tensor],
+    dout: torch.Tensor | None, dfinals: Sequence[torch.Tensor | None], needs: Sequence[bool],
+) -> dict[str, torch.Tensor]:
+    """The backward pass, through graphs where they run: the gradients that
+    :meth:`FusedCell.gradient_outputs <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`
+    names, given ``kept`` (the buffers the forward made and the inputs, by name), every
+    map stack (``FusedCell.list_stacks``), the outputs' gradients (``None``: zero) and
+    which inputs need a gradient."""
+    graphs = core.call_graphs(True, x)
+    if graphs is None:
+        taken: list[torch.Tensor] = []
+        grads = gradients(core, dict(kept), x, core.unlist_stacks(stacks), dout, dfinals, needs, taken)
+        scratch.give(taken)
+        return grads
+    inputs = {**kept, X: x}
+    for j, s in enumerate(stacks):
+        inputs[f"stack{j}"] = s
+    # Gradients as from out.sum() (expanded) come in as whole tensors.
+    for name, d in ((OUT_GRAD, dout), *((f"dfinal{i}", d) for i, d in enumerate(dfinals))):
+        if d is not None:
+            inputs[name] = d.contiguous()
+    return graphs(inputs, tuple(needs))
+
+
 def backward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], needs: tuple[bool, ...]) -> dict[str, torch.Tensor]:
-    """:func:`gradients` for a graph's ``inputs``: what the forward kept, ``x``, each
-    map's weight ``m{k}`` (stacked here again), and where given ``dout`` and ``dfinal{i}``."""
-    kept = {name: b for name, b in inputs.items() if name in core.kept}
-    stacks = core.stacks([inputs[f"m{k}"] for k in range(len(core.map_names))])
+    """:func:`gradients` for a graph's ``inputs``, named as :func:`backward` names them."""
+    kept = {name: b for name, b in inputs.items() if name in core.kept or name in core.saved}
+    stacks = core.unlist_stacks([inputs[f"stack{j}"] for j in range(core.n_stacks)])
     dfinals = [inputs.get(f"dfinal{i}") for i in range(len(core.plan.states))]
-    return gradients(core, kept, inputs["x"], stacks, inputs.get("dout"), dfinals, needs, None)
+    return gradients(core, kept, inputs[X], stacks, inputs.get(OUT_GRAD), dfinals, needs, None)
 
 
 def gradients(
     core: FusedCell, buffers: dict[str, torch.Tensor], x: torch.Tensor, stacks: Stacks,
-    dout: torch.Tensor | None, dfinals: Sequence[torch.Tensor | None], needs: tuple[bool, ...],
+    dout: torch.Tensor | None, dfinals: Sequence[torch.Tensor | None], needs: Sequence[bool],
     taken: list[torch.Tensor] | None,
 ) -> dict[str, torch.Tensor]:
     """The backward, given ``buffers`` (what the forward kept; the backward's own are added
-    to it), the stacked weights, the outputs' gradients (``None``: zero) and which of
-    the layer's inputs ``needs`` a gradient: ``dx``, ``dh{i}`` (initial states),
-    ``dm{k}`` (each map's weight, views of its stack's gradient), ``dP{j}`` (``pre``
-    leaves), ``db{j}`` (biases)."""
+    to it), the stacked weights, the outputs' gradients (``None``: zero) and which of the
+    layer's inputs ``needs`` a gradient (see :meth:`FusedCell.gradient_outputs
+    <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`, which names the result)."""
     plan = core.plan
     wx, weights = stacks
     for p, w in enumerate(weights):
         buffers[names.weight(p)] = w
     ref = buffers[names.state(0)]
     T, B, H = x.shape[0], *ref.shape[1:]
+    for p, block in enumerate(plan.xw_blocks):
+        if names.product(p) in core.kept and block is not None:  # a view of the x maps'
+            buffers[names.product(p)] = buffers[X_MAPS].narrow(2, block * H, len(plan.products[p].linears) * H)
     if dout is None:
         buffers[OUT_GRAD] = ref.new_zeros(T, B, H)
     else:  # as from out.sum(), an expanded gradient
@@ -198,39 +228,31 @@ def gradients(
         )
     for n in plan.grad_exports:
         buffers[grad(names.stored(n))] = ref.new_zeros(1, B, H)
-    n_states = len(plan.states)
-    for i in range(n_states):
+    for i in range(len(plan.states)):
         carry = buffers[grad(names.state(i))] = ref.new_zeros(2, B, H)
         if dfinals[i] is not None:
             carry[T % 2].copy_(dfinals[i])
-    n_blocks, blocks = core.bias_blocks
-    if blocks:
-        buffers[BIAS_GRADS] = ref.new_zeros(1, B, n_blocks * H)
+    if core.biases:
+        buffers[BIAS_GRADS] = ref.new_zeros(1, B, core.bias_blocks[0] * H)
     core.run_loop(True, buffers, T, B, H)
+    wanted = core.gradient_outputs(needs)
     grads: dict[str, torch.Tensor] = {}
-    dx = buffers.get(X_GRAD)
-    first = 4 + n_states  # the layer's maps follow core, x, two counts and the states
-    stacked = []  # each stack's gradient, None where none of its maps needs one
-    if wx is not None:
-        dxw = buffers[X_MAPS_GRAD].view(T * B, -1)
-        stacked.append(dxw.T @ x.view(T * B, -1) if any(needs[first : first + len(core.x_names)]) else None)
-        if needs[1]:
+    if "dx" in wanted:
+        dx = buffers.get(X_GRAD)
+        if wx is not None:
+            dxw = buffers[X_MAPS_GRAD].view(T * B, -1)
             dx = (dxw @ wx).view(x.shape) if dx is None else dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
-    if dx is not None:
         grads["dx"] = dx
-    for p, source in enumerate(core.sources):
-        stacked.append(buffers[grad(names.product(p))].view(T * B, -1).T @ source.rows(buffers, T, H).reshape(T * B, H))
-    for (start, end), g in zip(core.map_spans[0 if wx is not None else 1 :], stacked):
-        if g is not None:
-            for k, part in enumerate(g.split(H) if end - start > 1 else (g,), start):
-                grads[f"dm{k}"] = part
-    if blocks:
-        summed = buffers[BIAS_GRADS][0].sum(0).view(n_blocks, H).unbind(0)
-        for j, k in enumerate(blocks):
-            grads[f"db{j}"] = summed[k]
-    for i in range(n_states):
-        if needs[4 + i]:  # the layer's states follow core, x and two counts
+    for j, (dy, source) in enumerate(core.stack_sources):
+        if f"dstack{j}" in wanted:  # the stack's product over all steps: d(x or source) W^T
+            operand = x if source is None else source.rows(buffers, T, H)
+            grads[f"dstack{j}"] = buffers[dy].view(T * B, -1).T @ operand.reshape(T * B, -1)
+    if "dbias" in wanted:
+        grads["dbias"] = buffers[BIAS_GRADS][0].sum(0)
+    for i in range(len(plan.states)):
+        if f"dh{i}" in wanted:
             grads[f"dh{i}"] = buffers[grad(names.state(i))][0]  # this call's own
     for j, leaf in enumerate(sorted(plan.pre)):
-        grads[f"dP{j}"] = buffers[grad(names.pre(leaf))][0].sum(0)
+        if f"dP{j}" in wanted:
+            grads[f"dP{j}"] = buffers[grad(names.pre(leaf))][0].sum(0)
     return grads
