@@ -126,6 +126,7 @@ class FusedCell:
         self._runners: dict[str, Any] = {}
         self._triton: ModuleType | bool | None = None
         self._schedules: dict[tuple, Schedule] = {}
+        self._gradient_outputs: dict[tuple[bool, ...], list[str]] = {}
 
     def source(self, dtype: str) -> str:
         """The generated C for ``dtype`` ("f32" or "f64")."""
@@ -268,13 +269,18 @@ class FusedCell:
         that order): ``dx``, ``dh{i}`` (initial state ``i``), ``dstack{j}`` (stack ``j``:
         its maps' gradients, one after the other), ``dP{j}`` (``pre`` leaf ``j``) and
         ``dbias`` (every bias, a block each: see ``bias_blocks``)."""
+        found = self._gradient_outputs.get(tuple(needs))
+        if found is not None:
+            return found
         n_states, n_maps = len(self.plan.states), len(self.map_names)
         pre_at = 1 + n_states + n_maps
         out = ["dx"] if needs[0] and self.uses_x else []
         out += [f"dh{i}" for i in range(n_states) if needs[1 + i]]
         out += [f"dstack{j}" for j, (a, b) in enumerate(self.stack_spans) if any(needs[1 + n_states + a : 1 + n_states + b])]
         out += [f"dP{j}" for j in range(len(self.plan.pre)) if needs[pre_at + j]]
-        return out + ["dbias"] * any(needs[pre_at + len(self.plan.pre) :])
+        out += ["dbias"] * any(needs[pre_at + len(self.plan.pre) :])
+        self._gradient_outputs[tuple(needs)] = out
+        return out
 
     def list_stacks(self, stacks: Stacks) -> list[torch.Tensor]:
         """``stacks`` as a list: the x maps' (where there are any), then each product's."""

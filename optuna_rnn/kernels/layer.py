@@ -1,8 +1,9 @@
 """The fused backend's layer: one call of :mod:`optuna_rnn.kernels.ops`' forward
 operator per layer and sequence.
 
-Eagerly and under ``torch.compile`` a layer is one ``optuna_rnn::fused_forward`` node
-(and, to train, one ``optuna_rnn::fused_backward``). Under ``torch.export`` it runs the
+Under ``torch.compile`` a layer is one ``optuna_rnn::fused_forward`` node (and, to
+train, one ``optuna_rnn::fused_backward``); eagerly it runs the same implementation and
+gradient formulas as one autograd node, without the dispatcher. Under ``torch.export`` it runs the
 reference backend's torch ops instead, so an exported program holds aten operators alone
 and runs where ``optuna_rnn`` is not installed. A call with nothing to differentiate
 (``torch.no_grad``, frozen weights) runs the forward alone: no autograd node, and its
@@ -11,14 +12,11 @@ scratch goes back at once.
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
 from optuna_rnn.cell import Cell
 from optuna_rnn.kernels.fused import FusedCell
-from optuna_rnn.kernels.ops import fused_forward
-from optuna_rnn.kernels.workspace import scratch
+from optuna_rnn.kernels.ops import FusedFunction, fused_forward, run_forward
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
 from optuna_rnn.nn.reference import reference_backend, values_of
 
@@ -42,12 +40,13 @@ class FusedLayer:
         biases = [params.biases[n] for n in core.biases]
         pres = self._prologue(params, x, states[0].shape[-1])
         keep = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *maps, *pres, *biases))
-        outputs = fused_forward(core.key, x, list(states), maps, pres, biases, keep)
+        if keep and not torch.compiler.is_compiling():
+            out, *finals = FusedFunction.apply(core.key, (len(states), len(maps), len(pres)), x, *states, *maps,
+                                               *pres, *biases)
+            return out, tuple(finals)
+        run = fused_forward if torch.compiler.is_compiling() else run_forward
+        outputs = run(core.key, x, list(states), maps, pres, biases, keep)
         n = len(core.saved) if keep else 1
-        if keep and outputs[0].is_cpu and not torch.compiler.is_compiling():
-            # The saved buffers come from the CPU workspace: they go back once autograd
-            # lets go of the graph, never while a backward may still run.
-            weakref.finalize(outputs[0].grad_fn, scratch.give, outputs[1:n])
         return outputs[0][1:], tuple(outputs[n : n + len(states)])
 
     def _prologue(self, params: LayerParams, x: torch.Tensor, H: int) -> list[torch.Tensor]:

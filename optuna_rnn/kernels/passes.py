@@ -181,7 +181,7 @@ def backward(
 def backward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], needs: tuple[bool, ...]) -> dict[str, torch.Tensor]:
     """:func:`gradients` for a graph's ``inputs``, named as :func:`backward` names them."""
     kept = {name: b for name, b in inputs.items() if name in core.kept or name in core.saved}
-    stacks = core.unlist_stacks([inputs[f"stack{j}"] for j in range(core.n_stacks)])
+    stacks = core.unlist_stacks([inputs[f"stack{j}"] for j in range(len(core.stack_spans))])
     dfinals = [inputs.get(f"dfinal{i}") for i in range(len(core.plan.states))]
     return gradients(core, kept, inputs[X], stacks, inputs.get(OUT_GRAD), dfinals, needs, None)
 
