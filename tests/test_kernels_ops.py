@@ -110,7 +110,7 @@ def test_compiled_fullgraph_matches_eager_forward_and_backward(cell, backend):
 def test_inductor_compiles_a_fused_layer_forward_and_backward():
     cell = zoo.get("gru")
     torch.manual_seed(0)
-    rnn = CellRNN(cell, 4, 6, backend="fused")
+    rnn = CellRNN(cell, 4, 6, num_layers=2, backend="fused")
     torch.compiler.reset()
     compiled = torch.compile(rnn, fullgraph=True)
     x, state = _inputs(cell, dtype=torch.float32)
