@@ -163,11 +163,10 @@ fused_forward.register_autograd(_backward, setup_context=_setup_context)
 
 class FusedFunction(torch.autograd.Function):
     """``fused_forward`` and its gradient as a plain autograd function, for eager calls:
-    the operator's implementation and formulas without the dispatcher's per-call cost,
-    returning the layer's output and final states alone (each output of an autograd node
-    costs time too). About 0.4 ms less per training step of a layer than through the
-    operator, more than a small layer's work. Its tensors come flat, ``counts`` saying
-    how many states, maps and ``pre`` leaves.
+    the operator's implementation and formulas without the dispatcher's per-call cost
+    (more than a small layer's work), returning the layer's output and final states
+    alone (each output of an autograd node costs time too). Its tensors come flat,
+    ``counts`` saying how many states, maps and ``pre`` leaves.
 
     The buffers it saves come from the CPU workspace: they go back once autograd lets go
     of the graph, never while a backward may still run."""

@@ -26,7 +26,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optuna_rnn.cell import Cell
-from optuna_rnn.cell.ir import ADD, BIAS, LINEAR, ONE, RELU, SIGMOID, STATE, TANH, X, reach
+from optuna_rnn.cell.ir import (
+    ADD,
+    BIAS,
+    LINEAR,
+    ONE,
+    RELU,
+    SIGMOID,
+    STATE,
+    TANH,
+    X,
+    reach,
+)
 
 __all__ = ["COPY", "POINTWISE_LEAVES", "PRE", "Plan", "PlanNode", "make_plan", "products_by_round"]
 
