@@ -32,6 +32,7 @@ import torch
 from optuna_rnn import Cell, CellRNN, mutate, zoo
 from optuna_rnn.kernels import build
 from optuna_rnn.kernels.fused import FusedCell
+from optuna_rnn.kernels.layer import FusedLayer
 from optuna_rnn.nn.backends import register_backend
 
 EAGER = "fused-no-graphs"  # CUDA: the fused backend without CUDA graphs
@@ -131,7 +132,7 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda":  # every contender in real float32 (cuDNN's RNNs default to TF32)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-        register_backend(EAGER, lambda cell: FusedCell(cell, graphs=False))
+        register_backend(EAGER, lambda cell: FusedLayer(FusedCell(cell, graphs=False)))
     print(f"# optuna-rnn kernel benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device}"

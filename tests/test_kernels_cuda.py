@@ -16,7 +16,7 @@ from test_kernels_graphs import (
 
 from optuna_rnn import CellRNN, zoo
 from optuna_rnn.kernels import graphs
-from optuna_rnn.kernels.fused import fused_backend
+from optuna_rnn.kernels.layer import fused_backend
 
 pytestmark = [
     pytest.mark.cuda,
@@ -65,7 +65,7 @@ def test_auto_runs_every_cell_fused_on_cuda():
 def test_cuda_graphs_replay_the_calls_as_the_reference_computes(cell):
     # Length 5: launched, then captured, then replayed; 7: launched once.
     assert_steps_match_reference("fused", cell, "cuda", [5, 5, 5, 7, 5])
-    calls = fused_backend(cell)._graphs
+    calls = fused_backend(cell).core._graphs
     entries = [e for direction in (False, True) for e in calls[(direction, "cuda")]._entries.values()]
     assert entries and all(e.graph is not None for e in entries)
 
@@ -80,7 +80,7 @@ def test_cuda_graphs_dropped_from_a_full_cache_leave_every_step_right(monkeypatc
     # Three lengths round robin through two graphs (two layers, two directions): graphs
     # are captured, dropped, captured again, until the loops stop making new ones.
     assert_steps_match_reference("fused", zoo.get("mgu"), "cuda", [3, 4, 5] * 5)
-    calls = fused_backend(zoo.get("mgu"))._graphs.values()
+    calls = fused_backend(zoo.get("mgu")).core._graphs.values()
     assert all(call._recaptured == 3 for call in calls)
 
 

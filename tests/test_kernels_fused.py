@@ -17,6 +17,7 @@ from optuna_rnn import CellRNN, mutate, zoo
 from optuna_rnn.kernels import make_plan
 from optuna_rnn.kernels.build import cache_dir, compiler, load_library
 from optuna_rnn.kernels.fused import FusedCell
+from optuna_rnn.kernels.layer import FusedLayer
 from optuna_rnn.nn.backends import BACKENDS, register_backend
 
 TOL = {torch.float64: 1e-6, torch.float32: 1e-4}
@@ -192,7 +193,7 @@ def test_each_time_loop_is_one_c_call(monkeypatch):
 @pytest.fixture
 def torch_pointwise():
     """A backend running the fused plan's pointwise programs as torch ops."""
-    register_backend("fused-torch-test", lambda cell: FusedCell(cell, pointwise="torch"))
+    register_backend("fused-torch-test", lambda cell: FusedLayer(FusedCell(cell, pointwise="torch")))
     yield "fused-torch-test"
     del BACKENDS["fused-torch-test"]
 

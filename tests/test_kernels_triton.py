@@ -9,6 +9,7 @@ from test_kernels_graphs import assert_steps_match_reference
 from optuna_rnn import Cell, CellRNN, zoo
 from optuna_rnn.kernels.codegen_triton import triton_source
 from optuna_rnn.kernels.fused import FusedCell
+from optuna_rnn.kernels.layer import FusedLayer
 from optuna_rnn.nn.backends import BACKENDS, register_backend
 
 pytest.importorskip("triton")
@@ -19,7 +20,7 @@ def triton_backend(monkeypatch, tmp_path):
     """A "triton" backend for this test: the fused plan with Triton's CPU interpreter."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv("OPTUNA_RNN_KERNEL_CACHE", str(tmp_path))
-    register_backend("triton-test", lambda cell: FusedCell(cell, pointwise="triton"))
+    register_backend("triton-test", lambda cell: FusedLayer(FusedCell(cell, pointwise="triton")))
     yield "triton-test"
     del BACKENDS["triton-test"]
 
@@ -66,7 +67,9 @@ def test_triton_kernels_on_twin_buffers_match_the_reference(monkeypatch, tmp_pat
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv("OPTUNA_RNN_KERNEL_CACHE", str(tmp_path))
     cores: dict[str, FusedCell] = {}
-    register_backend("triton-twin-test", lambda c: cores.setdefault(str(c), FusedCell(c, pointwise="triton", graphs=True)))
+    register_backend(
+        "triton-twin-test", lambda c: FusedLayer(cores.setdefault(str(c), FusedCell(c, pointwise="triton", graphs=True)))
+    )
     try:
         assert_steps_match_reference("triton-twin-test", zoo.get("mut1"), "cpu", [4, 4, 4])
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from optuna_rnn.cell import Cell
-from optuna_rnn.kernels.fused import fused_backend
+from optuna_rnn.kernels.layer import fused_backend
 from optuna_rnn.kernels.native import native_backend, native_kind
 from optuna_rnn.nn.backends import LayerParams, LayerRunner
 from optuna_rnn.nn.reference import reference_backend

@@ -15,14 +15,12 @@ from dataclasses import dataclass
 import torch
 
 from optuna_rnn.cell.ir import BIAS, LINEAR, STATE, X
+from optuna_rnn.kernels import buffers as names
+from optuna_rnn.kernels.buffers import BIAS_GRADS, grad
 from optuna_rnn.kernels.plan import PRE, Plan
 from optuna_rnn.kernels.program import Loc
 
-__all__ = ["BIAS_GRADS", "Slot", "bias_blocks", "slot"]
-
-# One buffer for every bias's gradient, a column block each (see :func:`bias_blocks`), so
-# that a backward zeroes them, and sums them over the batch, as one tensor.
-BIAS_GRADS = "gb"
+__all__ = ["Slot", "bias_blocks", "slot"]
 
 
 @dataclass(frozen=True)
@@ -64,17 +62,20 @@ class Slot:
 
 
 def bias_blocks(plan: Plan) -> tuple[str, ...]:
-    """The plan's biases in node order: the column blocks of :data:`BIAS_GRADS`."""
+    """The plan's biases in node order: the column blocks of
+    :data:`~optuna_rnn.kernels.buffers.BIAS_GRADS`."""
     return tuple(dict.fromkeys(n.name for n in plan.nodes if n.op == BIAS))
 
 
-def _linear_block(plan: Plan, node: int, grad: bool) -> Slot:
-    d = "d" if grad else ""
+def _linear_block(plan: Plan, node: int, is_grad: bool) -> Slot:
+    def of(buffer: str) -> str:
+        return grad(buffer) if is_grad else buffer
+
     if node in plan.x_linears:
-        return Slot(d + "xw", block=plan.x_linears.index(node), width=len(plan.x_linears))
+        return Slot(of(names.X_MAPS), block=plan.x_linears.index(node), width=len(plan.x_linears))
     for p, prod in enumerate(plan.products):
         if node in prod.linears:
-            return Slot(f"{d}Y{p}", block=prod.linears.index(node), width=len(prod.linears))
+            return Slot(of(names.product(p)), block=prod.linears.index(node), width=len(prod.linears))
     raise AssertionError(f"linear node {node} is in no product")
 
 
@@ -82,31 +83,31 @@ def slot(plan: Plan, loc: Loc) -> Slot:
     """The memory behind ``loc`` (see :data:`optuna_rnn.kernels.program.Loc`)."""
     kind = loc[0]
     if kind == "dout":
-        return Slot("dout")
+        return Slot(names.OUT_GRAD)
     if kind in ("carry", "state_out"):
-        i = plan.states.index(loc[1])
-        return Slot(f"gS{i}", shift=1, mod=2) if kind == "carry" else Slot(f"S{i}", shift=1)
+        state = names.state(plan.states.index(loc[1]))
+        return Slot(grad(state), shift=1, mod=2) if kind == "carry" else Slot(state, shift=1)
     node = loc[1]
     op = plan.nodes[node].op
-    grad = kind == "grad"
+    is_grad = kind == "grad"
     if op == X:
-        return Slot("dx" if grad else "x")
+        return Slot(names.X_GRAD if is_grad else names.X)
     if op == PRE:
-        return Slot(f"dP{node}", mod=1) if grad else Slot(f"P{node}", vec=True)
+        return Slot(grad(names.pre(node)), mod=1) if is_grad else Slot(names.pre(node), vec=True)
     if op == STATE:
-        i = plan.states.index(plan.nodes[node].name)
-        return Slot(f"gS{i}", mod=2) if grad else Slot(f"S{i}")
+        state = names.state(plan.states.index(plan.nodes[node].name))
+        return Slot(grad(state), mod=2) if is_grad else Slot(state)
     if op == BIAS:
         name = plan.nodes[node].name
-        if not grad:
-            return Slot(f"b:{name}", vec=True)
+        if not is_grad:
+            return Slot(names.bias(name), vec=True)
         blocks = bias_blocks(plan)
         return Slot(BIAS_GRADS, mod=1, block=blocks.index(name), width=len(blocks))
     if op == LINEAR:
-        return _linear_block(plan, node, grad)
-    if grad:
-        return Slot(f"gE{node}", mod=1)
+        return _linear_block(plan, node, is_grad)
+    if is_grad:
+        return Slot(grad(names.stored(node)), mod=1)
     owners = [s for s in plan.states if plan.updates[s] == node]
     if owners:
-        return Slot(f"S{plan.states.index(owners[0])}", shift=1)
-    return Slot(f"E{node}")
+        return Slot(names.state(plan.states.index(owners[0])), shift=1)
+    return Slot(names.stored(node))

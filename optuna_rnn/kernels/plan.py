@@ -39,7 +39,7 @@ from optuna_rnn.cell.ir import (
     reach,
 )
 
-__all__ = ["COPY", "POINTWISE_LEAVES", "PRE", "Plan", "PlanNode", "make_plan"]
+__all__ = ["COPY", "POINTWISE_LEAVES", "PRE", "Plan", "PlanNode", "make_plan", "products_by_round"]
 
 COPY = "copy"
 PRE = "pre"  # a vector the prologue computed (see the module docstring)
@@ -97,6 +97,14 @@ class Plan:
     def stage_inputs(self, k: int) -> tuple[int, ...]:
         """Nodes outside stage ``k`` that its nodes read, in node order."""
         return _inputs(self.nodes, self.stages[k])
+
+
+def products_by_round(plan: Plan) -> list[list[int]]:
+    """The indices of the per-step products of each round (each stage's, in order)."""
+    out: list[list[int]] = [[] for _ in plan.stages]
+    for p, prod in enumerate(plan.products):
+        out[prod.round].append(p)
+    return out
 
 
 def _inputs(nodes: list[PlanNode] | tuple[PlanNode, ...], stage: tuple[int, ...]) -> tuple[int, ...]:

@@ -7,7 +7,8 @@ products' input-gradient products. A :class:`Schedule` lists those steps with ev
 argument as a buffer index and a table of per-step element offsets, so a call needs only
 the buffers' base pointers. Offsets do not depend on the sequence length, so one
 schedule serves every ``T`` up to the longest seen. It also lists the weights' column
-panels: the runner packs them into one scratch buffer (:data:`PACKED`) at the start of
+panels: the runner packs them into one scratch buffer
+(:data:`~optuna_rnn.kernels.buffers.PACKED`) at the start of
 the call, the threads sharing the panels, before any step runs.
 """
 
@@ -19,12 +20,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from optuna_rnn.kernels import buffers as names
+from optuna_rnn.kernels.buffers import PACKED, grad
 from optuna_rnn.kernels.executors import offsets
 from optuna_rnn.kernels.gemm import panel_width
 from optuna_rnn.kernels.layout import Slot, slot
-from optuna_rnn.kernels.plan import Plan
+from optuna_rnn.kernels.plan import Plan, products_by_round
 
-__all__ = ["PACKED", "PARALLEL_ELEMENTS", "Op", "PackJob", "Schedule", "weight_buffer"]
+__all__ = ["PARALLEL_ELEMENTS", "Op", "PackJob", "Schedule"]
 
 # Rows times hidden units per step below which a whole time loop runs on one thread: less
 # work than that does not pay for waking the others.
@@ -55,16 +58,6 @@ class PackJob(ctypes.Structure):
     _fields_ = [(name, ctypes.c_long) for name in ("src", "src_off", "dst_off", "k", "n", "rs", "cs")]
 
 
-# The scratch buffer that holds every weight's panels during a C call.
-PACKED = "K"
-
-
-def weight_buffer(p: int) -> str:
-    """Buffer name of product ``p``'s stacked weight: the right operand of its products,
-    transposed in the forward (and packed into :data:`PACKED`'s panels for C)."""
-    return f"W{p}"
-
-
 class Schedule:
     """The steps of one direction of ``plan``'s loop, bound to buffer names and shapes.
 
@@ -93,11 +86,11 @@ class Schedule:
         at: list[int] = []  # where each weight's panels start in PACKED
         size = 0
         for p in range(len(plan.products)):  # panels of NR columns, each contiguous along k
-            w = buffers[weight_buffer(p)]
+            w = buffers[names.weight(p)]
             (k, n), nr = w.shape, panel_width(w.dtype)
             at.append(size)
             for j in range(0, n, nr):
-                jobs.append(PackJob(src=index[weight_buffer(p)], src_off=j * w.stride(1), dst_off=size,
+                jobs.append(PackJob(src=index[names.weight(p)], src_off=j * w.stride(1), dst_off=size,
                                     k=k, n=min(nr, n - j), rs=w.stride(0), cs=w.stride(1)))
                 size += k * nr
         self.packed_size = size
@@ -116,11 +109,11 @@ class Schedule:
 
         def product(p: int) -> None:
             prod = plan.products[p]
-            wide, narrow = f"Y{p}", slot(plan, ("val", prod.source))
+            wide, narrow = names.product(p), slot(plan, ("val", prod.source))
             n = len(prod.linears) * H
             weight = Slot(PACKED, vec=True)
             if backward:  # d source += dY W
-                a, c = Slot("d" + wide), slot(plan, ("grad", prod.source))
+                a, c = Slot(grad(wide)), slot(plan, ("grad", prod.source))
                 dims = {"n": H, "k": n, "beta": 1}
             else:  # Y = source W^T (+ Y where Y is XW's blocks: a folded product)
                 a, c = narrow, Slot(wide)
@@ -128,9 +121,7 @@ class Schedule:
             lda, ldc = (buffers[s.buffer].stride(1) for s in (a, c))
             add(0, [a, c, weight], weight_at=at[p], lda=lda, ldc=ldc, **dims)
 
-        by_round: list[list[int]] = [[] for _ in plan.stages]
-        for p, prod in enumerate(plan.products):
-            by_round[prod.round].append(p)
+        by_round = products_by_round(plan)
         stages = reversed(range(len(plan.stages))) if backward else range(len(plan.stages))
         for k in stages:
             if not backward:

@@ -48,7 +48,7 @@ BackendFactory = Callable[[Cell], LayerRunner]
 # name -> "module:attribute" of the factory (imported on first use) or the factory itself.
 BACKENDS: dict[str, str | BackendFactory] = {
     "reference": "optuna_rnn.nn.reference:reference_backend",
-    "fused": "optuna_rnn.kernels.fused:fused_backend",
+    "fused": "optuna_rnn.kernels.layer:fused_backend",
     "native": "optuna_rnn.kernels.native:native_backend",
     "auto": "optuna_rnn.kernels.auto:auto_backend",
 }

@@ -1,0 +1,258 @@
+"""A fused layer's forward and backward passes: their buffers, the products outside the
+time loop, both loops, and every gradient.
+
+Forward: the maps of ``x`` for all steps in one product, then the time loop
+(:meth:`FusedCell.run_loop <optuna_rnn.kernels.fused.FusedCell.run_loop>`). Backward:
+the loop in reverse, then the weight, bias, input and initial-state gradients, each
+weight gradient as one product over all steps. On CUDA a whole pass runs through
+:class:`~optuna_rnn.kernels.graphs.CallGraphs`; its inputs and outputs are then named
+as :func:`forward_call` and :func:`backward_call` name them. On the CPU, buffers that
+only the pass itself reads come from a pool (:mod:`optuna_rnn.kernels.workspace`)
+rather than fresh pages: ``taken`` lists them, to go back when the pass is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from optuna_rnn.kernels import buffers as names
+from optuna_rnn.kernels.buffers import (
+    BIAS_GRADS,
+    OUT_GRAD,
+    X_GRAD,
+    X_MAPS,
+    X_MAPS_GRAD,
+    X,
+    grad,
+)
+from optuna_rnn.kernels.workspace import scratch
+
+if TYPE_CHECKING:
+    from optuna_rnn.kernels.fused import FusedCell
+
+__all__ = ["Stacks", "backward", "backward_call", "forward", "forward_call", "gradients", "stack"]
+
+Stacks = tuple[torch.Tensor | None, list[torch.Tensor]]  # FusedCell.stacks: (x maps, each product's)
+
+
+def stack(mats: list[torch.Tensor]) -> torch.Tensor:
+    """The maps of one product (or of x) as one contiguous matrix, as the C loop expects."""
+    return mats[0].contiguous() if len(mats) == 1 else torch.cat(mats)
+
+
+def _scratch(ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor] | None) -> torch.Tensor:
+    """An uninitialised buffer that only this call reads: from the workspace on the CPU
+    where ``taken`` records it to go back, a plain allocation elsewhere."""
+    if taken is None or not ref.is_cpu:
+        return ref.new_empty(shape)
+    buf = scratch.take(shape, ref.dtype)
+    taken.append(buf)
+    return buf
+
+
+def _given(
+    core: FusedCell, weights: Sequence[torch.Tensor], pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The forward loop's buffers that are the call's inputs: the ``pre`` leaves'
+    values, the biases, each product's weight transposed."""
+    given = {names.pre(leaf): pre.contiguous() for leaf, pre in zip(sorted(core.plan.pre), pres)}
+    for name, b in zip(core.biases, biases):
+        given[names.bias(name)] = b.contiguous()
+    for p, w in enumerate(weights):
+        given[names.weight(p)] = w.t()
+    return given
+
+
+def forward(
+    core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], maps: Sequence[torch.Tensor],
+    pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], *, keep: bool,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The forward pass for ``x`` (contiguous), through graphs where they run: the
+    outputs that :meth:`FusedCell.forward_outputs
+    <optuna_rnn.kernels.fused.FusedCell.forward_outputs>` names, and the scratch it took
+    from the CPU workspace (none through graphs), outputs included."""
+    graphs = core.call_graphs(False, x)
+    if graphs is None:
+        taken: list[torch.Tensor] = []
+        result = _run_forward(core, x, states, core.stacks(maps), pres, biases, keep, taken)
+    else:
+        inputs = {X: x}
+        for prefix, tensors in (("h", [s.contiguous() for s in states]), ("m", maps), ("pre", pres), ("bias", biases)):
+            for k, t in enumerate(tensors):
+                inputs[f"{prefix}{k}"] = t
+        result, taken = graphs(inputs, keep), []
+    return [result[name] for name in core.forward_outputs(keep)], taken
+
+
+def forward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], keep: bool) -> dict[str, torch.Tensor]:
+    """:func:`_run_forward` for a graph's ``inputs``, named as :func:`forward` names them."""
+    def group(prefix: str, n: int) -> list[torch.Tensor]:
+        return [inputs[f"{prefix}{k}"] for k in range(n)]
+
+    plan = core.plan
+    stacks = core.stacks(group("m", len(core.map_names)))
+    pres, biases = group("pre", len(plan.pre)), group("bias", len(core.biases))
+    return _run_forward(core, inputs[X], group("h", len(plan.states)), stacks, pres, biases, keep, None)
+
+
+def _run_forward(
+    core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], stacks: Stacks,
+    pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], keep: bool, taken: list[torch.Tensor] | None,
+) -> dict[str, torch.Tensor]:
+    """The forward's outputs by name: state 0's buffer (rows ``1..T`` are the layer's
+    output), each state after the last step as ``final{i}`` (copies), and with ``keep``
+    the other buffers the backward reads (``core.saved``) and the stacks of more than one
+    map (``stack{j}``)."""
+    wx, weights = stacks
+    buffers = _forward(core, x, wx, states, _given(core, weights, pres, biases), taken)
+    T = x.shape[0]
+    result = {names.state(0): buffers[names.state(0)]}
+    for i in range(len(states)):
+        result[f"final{i}"] = buffers[names.state(i)][T].clone()
+    if keep:
+        for name in core.saved:
+            result[name] = buffers[name]
+        for j, s in enumerate(core.list_stacks(stacks)):
+            if j in core.stacked:
+                result[f"stack{j}"] = s
+    return result
+
+
+def _forward(
+    core: FusedCell, x: torch.Tensor, wx: torch.Tensor | None, states: Sequence[torch.Tensor],
+    given: dict[str, torch.Tensor], taken: list[torch.Tensor] | None,
+) -> dict[str, torch.Tensor]:
+    """The forward pass: the x maps for all steps as one product, then the time loop.
+    Returns the buffers (see :mod:`optuna_rnn.kernels.buffers`)."""
+    plan = core.plan
+    ref = states[0]
+    T, B, H = x.shape[0], *ref.shape
+    buffers = dict(given)
+    if wx is not None:
+        xw = _scratch(ref, (T, B, wx.shape[0]), taken)
+        torch.mm(x.view(T * B, -1), wx.t(), out=xw.view(T * B, -1))
+        buffers[X_MAPS] = xw
+    if plan.reads_x:
+        buffers[X] = x
+    for i, s in enumerate(states):  # state 0's rows 1..T are the output; the others are this call's
+        state = buffers[names.state(i)] = ref.new_empty(T + 1, B, H) if i == 0 else _scratch(ref, (T + 1, B, H), taken)
+        state[0].copy_(s)
+    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+        width = len(prod.linears) * H
+        # A folded product accumulates into its XW blocks.
+        buffers[names.product(p)] = (
+            _scratch(ref, (T, B, width), taken) if block is None else buffers[X_MAPS].narrow(2, block * H, width)
+        )
+    for n in plan.exports:
+        if n not in plan.updates.values():
+            buffers[names.stored(n)] = _scratch(ref, (T, B, H), taken)
+    core.run_loop(False, buffers, T, B, H)
+    return buffers
+
+
+def backward(
+    core: FusedCell, x: torch.Tensor, kept: dict[str, torch.Tensor], stacks: Sequence[torch.Tensor],
+    dout: torch.Tensor | None, dfinals: Sequence[torch.Tensor | None], needs: Sequence[bool],
+) -> dict[str, torch.Tensor]:
+    """The backward pass, through graphs where they run: the gradients that
+    :meth:`FusedCell.gradient_outputs <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`
+    names, given ``kept`` (the buffers the forward made and the inputs, by name), every
+    map stack (``FusedCell.list_stacks``), the outputs' gradients (``None``: zero) and
+    which inputs need a gradient."""
+    graphs = core.call_graphs(True, x)
+    if graphs is None:
+        taken: list[torch.Tensor] = []
+        grads = gradients(core, dict(kept), x, core.unlist_stacks(stacks), dout, dfinals, needs, taken)
+        scratch.give(taken)
+        return grads
+    inputs = {**kept, X: x}
+    for j, s in enumerate(stacks):
+        inputs[f"stack{j}"] = s
+    # Gradients as from out.sum() (expanded) come in as whole tensors.
+    for name, d in ((OUT_GRAD, dout), *((f"dfinal{i}", d) for i, d in enumerate(dfinals))):
+        if d is not None:
+            inputs[name] = d.contiguous()
+    return graphs(inputs, tuple(needs))
+
+
+def backward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], needs: tuple[bool, ...]) -> dict[str, torch.Tensor]:
+    """:func:`gradients` for a graph's ``inputs``, named as :func:`backward` names them."""
+    kept = {name: b for name, b in inputs.items() if name in core.kept or name in core.saved}
+    stacks = core.unlist_stacks([inputs[f"stack{j}"] for j in range(len(core.stack_spans))])
+    dfinals = [inputs.get(f"dfinal{i}") for i in range(len(core.plan.states))]
+    return gradients(core, kept, inputs[X], stacks, inputs.get(OUT_GRAD), dfinals, needs, None)
+
+
+def gradients(
+    core: FusedCell, buffers: dict[str, torch.Tensor], x: torch.Tensor, stacks: Stacks,
+    dout: torch.Tensor | None, dfinals: Sequence[torch.Tensor | None], needs: Sequence[bool],
+    taken: list[torch.Tensor] | None,
+) -> dict[str, torch.Tensor]:
+    """The backward, given ``buffers`` (what the forward kept; the backward's own are added
+    to it), the stacked weights, the outputs' gradients (``None``: zero) and which of the
+    layer's inputs ``needs`` a gradient (see :meth:`FusedCell.gradient_outputs
+    <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`, which names the result)."""
+    plan = core.plan
+    wx, weights = stacks
+    for p, w in enumerate(weights):
+        buffers[names.weight(p)] = w
+    ref = buffers[names.state(0)]
+    T, B, H = x.shape[0], *ref.shape[1:]
+    for p, block in enumerate(plan.xw_blocks):
+        if names.product(p) in core.kept and block is not None:  # a view of the x maps'
+            buffers[names.product(p)] = buffers[X_MAPS].narrow(2, block * H, len(plan.products[p].linears) * H)
+    if dout is None:
+        buffers[OUT_GRAD] = ref.new_zeros(T, B, H)
+    else:  # as from out.sum(), an expanded gradient
+        buffers[OUT_GRAD] = dout if dout.is_contiguous() else _scratch(ref, (T, B, H), taken).copy_(dout)
+    # Gradient buffers that some kernel accumulates into start at zero; the others are
+    # stored whole by one kernel per step. dx is returned, the others only read here.
+    def grads_of(nodes: tuple[int, ...], shape: tuple[int, ...], returned: bool = False) -> torch.Tensor:
+        g = ref.new_empty(shape) if returned else _scratch(ref, shape, taken)
+        return g if all(n in plan.stored_grads for n in nodes) else g.zero_()
+
+    if wx is not None:
+        buffers[X_MAPS_GRAD] = grads_of(plan.x_linears, (T, B, wx.shape[0]))
+    if plan.reads_x:
+        buffers[X_GRAD] = grads_of((plan.x_index,), x.shape, returned=True)
+    for leaf in plan.pre:
+        buffers[grad(names.pre(leaf))] = ref.new_zeros(1, B, H)
+    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+        width = len(prod.linears) * H
+        buffers[grad(names.product(p))] = (
+            grads_of(prod.linears, (T, B, width)) if block is None
+            else buffers[X_MAPS_GRAD].narrow(2, block * H, width)
+        )
+    for n in plan.grad_exports:
+        buffers[grad(names.stored(n))] = ref.new_zeros(1, B, H)
+    for i in range(len(plan.states)):
+        carry = buffers[grad(names.state(i))] = ref.new_zeros(2, B, H)
+        if dfinals[i] is not None:
+            carry[T % 2].copy_(dfinals[i])
+    if core.biases:
+        buffers[BIAS_GRADS] = ref.new_zeros(1, B, core.bias_blocks[0] * H)
+    core.run_loop(True, buffers, T, B, H)
+    wanted = core.gradient_outputs(needs)
+    grads: dict[str, torch.Tensor] = {}
+    if "dx" in wanted:
+        dx = buffers.get(X_GRAD)
+        if wx is not None:
+            dxw = buffers[X_MAPS_GRAD].view(T * B, -1)
+            dx = (dxw @ wx).view(x.shape) if dx is None else dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
+        grads["dx"] = dx
+    for j, (dy, source) in enumerate(core.stack_sources):
+        if f"dstack{j}" in wanted:  # the stack's product over all steps: d(x or source) W^T
+            operand = x if source is None else source.rows(buffers, T, H)
+            grads[f"dstack{j}"] = buffers[dy].view(T * B, -1).T @ operand.reshape(T * B, -1)
+    if "dbias" in wanted:
+        grads["dbias"] = buffers[BIAS_GRADS][0].sum(0)
+    for i in range(len(plan.states)):
+        if f"dh{i}" in wanted:
+            grads[f"dh{i}"] = buffers[grad(names.state(i))][0]  # this call's own
+    for j, leaf in enumerate(sorted(plan.pre)):
+        if f"dP{j}" in wanted:
+            grads[f"dP{j}"] = buffers[grad(names.pre(leaf))][0].sum(0)
+    return grads
