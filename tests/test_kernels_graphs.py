@@ -16,8 +16,8 @@ from test_kernels_workspace import assert_each_thread_gets_its_own_gradients
 from optuna_rnn import Cell, CellRNN, zoo
 from optuna_rnn.kernels import graphs
 from optuna_rnn.kernels.fused import FusedCell
-from optuna_rnn.kernels.layer import FusedLayer
 from optuna_rnn.kernels.graphs import CallGraphs, kept_nbytes, layout, twin
+from optuna_rnn.kernels.layer import FusedLayer
 from optuna_rnn.nn.backends import BACKENDS, register_backend
 
 
