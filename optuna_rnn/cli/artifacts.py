@@ -50,7 +50,11 @@ def artifact_folder(args: argparse.Namespace) -> str | None:
     if args.artifacts == "none":
         return None
     folder = Path(args.artifacts) if args.artifacts else default_folder(args.storage)
-    return None if folder is None else str(folder.resolve())
+    if folder is None or (not args.artifacts and not folder.parent.is_dir()):
+        # The storage file's own folder is missing: opening the storage fails with its own
+        # error, and validating the settings must not make that folder on the way.
+        return None
+    return str(folder.resolve())
 
 
 def _shown(folder: str) -> str:
