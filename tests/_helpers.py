@@ -33,15 +33,21 @@ TWO_BUDGETS = dataclasses.replace(SMALL, param_budgets=(600, 1500))
 
 #: The task and objective settings of the tiny command-line and study-script runs.
 TINY_TASK = "memorization,length=3,alphabet=8,eval_size=40"
-TINY_OBJECTIVE = {"max_steps": 40, "eval_every": 20, "batch_size": 8,
-                  "hyperparameters": {"param_budgets": [3000]}}
+TINY_OBJECTIVE = {
+    "max_steps": 40,
+    "eval_every": 20,
+    "batch_size": 8,
+    "hyperparameters": {"param_budgets": [3000]},
+}
 
 
 def tiny_cli_args(**objective: object) -> list[str]:
     """``--task`` and ``--set`` options for :data:`TINY_TASK` with :data:`TINY_OBJECTIVE`,
     whose settings ``objective`` replaces or extends."""
     settings = {**TINY_OBJECTIVE, **objective}
-    sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    sets = [
+        arg for key, value in settings.items() for arg in ("--set", f"{key}={json.dumps(value)}")
+    ]
     return ["--task", TINY_TASK, *sets]
 
 
