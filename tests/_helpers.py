@@ -1,8 +1,9 @@
 """Tiny tasks and settings shared by the tests: a trial of them takes seconds on 2 cores.
 
-Test modules import these names (``from _helpers import TASK``): with pytest's default
-``prepend`` import mode, ``tests/`` (which has no ``__init__.py``) is on ``sys.path``.
-Fixtures live in ``conftest.py``, where pytest finds them without an import.
+Test modules import these names (``from _helpers import TASK``): setup.cfg's
+``pythonpath = tests`` puts ``tests/`` on ``sys.path`` in every ``--import-mode``. Fixtures
+live in ``conftest.py``, where pytest finds them without an import (importing conftest.py
+is discouraged: pytest may load it a second time under another name).
 """
 
 from __future__ import annotations
