@@ -2,8 +2,8 @@
 
 Test modules import these names (``from _helpers import TASK``): setup.cfg's
 ``pythonpath = tests`` puts ``tests/`` on ``sys.path`` in every ``--import-mode``. Fixtures
-live in ``conftest.py``, where pytest finds them without an import (importing conftest.py
-is discouraged: pytest may load it a second time under another name).
+live in ``conftest.py``, where pytest finds them without an import (``import conftest`` is
+ambiguous outside a package: any other conftest.py on ``sys.path`` may answer it).
 """
 
 from __future__ import annotations
