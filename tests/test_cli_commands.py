@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from _helpers import TINY_TASK, tiny_cli_args
 from optuna.trial import TrialState
 
 from optuna_rnn.cell import Cell, zoo
@@ -15,12 +16,7 @@ from optuna_rnn.cli import main
 from optuna_rnn.cli.spec import SPEC_ATTR, SearchSpec
 
 #: A task and objective small enough for a trial in a few seconds on 2 cores.
-TINY = [
-    "--task", "memorization,length=3,alphabet=8,eval_size=40",
-    "--set", "max_steps=40", "--set", "eval_every=20", "--set", "batch_size=8",
-    "--set", 'hyperparameters={"param_budgets": [3000]}',
-    "--no-progress",
-]
+TINY = [*tiny_cli_args(), "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +120,7 @@ def test_baselines_give_each_cell_its_draws(tmp_path: Path, capsys: pytest.Captu
     argv = ["baselines", *TINY, "--cells", "lstm,gru", "--draws", "2", "--seed", "0",
             "--storage", url]
     assert main(argv) == 0
-    study = _study(url, "baselines-" + TINY[1])
+    study = _study(url, "baselines-" + TINY_TASK)
     assert len(study.trials) == 4
     assert sorted(t.user_attrs["zoo_name"] for t in study.trials) == ["gru", "gru", "lstm", "lstm"]
     draws: dict[str, list[str]] = {}

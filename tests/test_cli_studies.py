@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-STUDIES = Path(__file__).resolve().parent.parent / "studies"
-TINY_TASK = "memorization,length=3,alphabet=8,eval_size=40"
-TINY_OBJECTIVE = {"max_steps": 40, "eval_every": 20, "batch_size": 8,
-                  "hyperparameters": {"param_budgets": [3000]}}
+from _helpers import TINY_OBJECTIVE, TINY_TASK
 
 
-@pytest.fixture
-def studies(monkeypatch: pytest.MonkeyPatch) -> object:
-    monkeypatch.syspath_prepend(str(STUDIES))
-    yield importlib.import_module("_common")
-    for name in ("_common", "table2"):
-        sys.modules.pop(name, None)
-
-
-def test_table2_ratios_to_the_gru(studies: object, tmp_path: Path) -> None:
-    table2 = importlib.import_module("table2")
-    context = studies.Context("t", f"sqlite:///{tmp_path}/t.db", 1, tmp_path / "out")
+def test_table2_ratios_to_the_gru(study_scripts: object, tmp_path: Path) -> None:
+    table2 = study_scripts("table2")
+    context = study_scripts("_common").Context("t", f"sqlite:///{tmp_path}/t.db", 1, tmp_path / "out")
     preset = {"tasks": {"a": TINY_TASK, "b": TINY_TASK + ",seed=1"}, "cells": ("lstm", "gru"),
               "draws": 1, "objective": TINY_OBJECTIVE}
     table2.run(preset, context)

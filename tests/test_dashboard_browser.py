@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _helpers import free_port, tiny_cli_args
 
 from optuna_rnn.cell import Cell
 from optuna_rnn.cell.render import render_svg
@@ -39,18 +39,7 @@ FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 )
-SEARCH = [
-    "search", "--task", "memorization,length=3,alphabet=8,eval_size=40",
-    "--set", "max_steps=40", "--set", "eval_every=20", "--set", "batch_size=8",
-    "--set", 'hyperparameters={"param_budgets": [3000]}',
-    "--sampler", "random", "--n-trials", "3", "--no-progress",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+SEARCH = ["search", *tiny_cli_args(), "--sampler", "random", "--n-trials", "3", "--no-progress"]
 
 
 def _get(url: str) -> tuple[str, bytes]:
@@ -69,7 +58,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, o
     (printed,) = re.findall(r"watch it with: (optuna-dashboard .*)", done.stdout)
     command = shlex.split(printed)
     assert command[1:] == ["sqlite:///optuna_rnn.db", "--artifact-dir", "optuna_rnn-artifacts"]
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [shutil.which("optuna-dashboard") or "optuna-dashboard", *command[1:],
          "--host", "127.0.0.1", "--port", str(port), "--quiet"],

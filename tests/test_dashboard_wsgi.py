@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
@@ -11,6 +12,7 @@ from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
+from _helpers import SMALL, TASK, TWO_BUDGETS
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState, create_trial
 from optuna_dashboard import get_note, wsgi
@@ -19,8 +21,6 @@ from optuna_rnn import keys, leaderboard, make_objective, seed_study
 from optuna_rnn.cell import Cell, zoo
 from optuna_rnn.cell.render import render_svg
 from optuna_rnn.dashboard import LeaderboardNote, leaderboard_markdown
-from optuna_rnn.hyperparameters import Hyperparameters
-from optuna_rnn.tasks.memorization import Memorization
 
 TRIAL_ATTRS = {
     "equations",
@@ -60,11 +60,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, optuna.Study]
     )
     seed_study(study, ["gru", "mut1"])
     objective = make_objective(
-        Memorization(length=3, alphabet=6, eval_size=40),
+        TASK,
         # One modest learning rate: both trials must complete (not diverge) to be checked.
-        hyperparameters=Hyperparameters(
-            param_budgets=(1500,), layer_counts=(1,), learning_rates=(0.5,)
-        ),
+        hyperparameters=dataclasses.replace(SMALL, learning_rates=(0.5,)),
         max_steps=20,
         eval_every=10,
         backend="reference",
@@ -151,8 +149,8 @@ def test_the_note_kept_trial_by_trial_equals_a_full_rebuild(tmp_path: Path) -> N
 def test_a_two_objective_study_shows_its_pareto_front(tmp_path: Path) -> None:
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'multi.db'}")
     objective = make_objective(
-        Memorization(length=3, alphabet=6, eval_size=40),
-        hyperparameters=Hyperparameters(param_budgets=(600, 1500), layer_counts=(1,)),
+        TASK,
+        hyperparameters=TWO_BUDGETS,
         max_steps=20,
         eval_every=10,
         backend="reference",

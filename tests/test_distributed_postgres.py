@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _helpers import free_port, tiny_cli_args
 from optuna.trial import TrialState
 
 from optuna_rnn.cli.run import WORKER_ATTR, live_trials
@@ -30,11 +30,7 @@ from optuna_rnn.samplers._records import REEVALUATE, read_plan
 
 pytest.importorskip("psycopg", reason="psycopg 3 (pip install 'optuna-rnn[postgres]') is needed to reach PostgreSQL")
 
-TINY = [
-    "--task", "memorization,length=3,alphabet=8,eval_size=40",
-    "--set", "max_steps=60", "--set", "eval_every=20", "--set", "batch_size=8",
-    "--set", 'hyperparameters={"param_budgets": [3000]}',
-]
+TINY = tiny_cli_args(max_steps=60)
 N_TRIALS = 8
 GRACE_PERIOD = 3
 
@@ -45,12 +41,6 @@ def _server_binary(name: str) -> str | None:
         return found
     versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=os.path.getmtime)
     return versions[-1] if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +60,7 @@ def postgres_url() -> Iterator[str]:
             pytest.skip("running as root and there is no `postgres` user to run the server")
         os.chown(root, owner.pw_uid, owner.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust",
                     "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"

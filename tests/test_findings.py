@@ -8,6 +8,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from _helpers import tiny_cli_args
 
 from optuna_rnn import GatedSpace, zoo
 from optuna_rnn.dashboard import annotate_trial
@@ -215,11 +216,8 @@ def test_optuna_rnn_export_writes_the_findings(tmp_path: Path) -> None:
     from optuna_rnn.cli import main
 
     url = f"sqlite:///{tmp_path}/b.db"
-    task = "memorization,length=3,alphabet=8,eval_size=40"
-    assert main(["baselines", "--task", task, "--cells", "lstm,gru", "--draws", "2",
-                 "--set", "max_steps=20", "--set", "eval_every=10", "--set", "batch_size=8",
-                 "--set", 'hyperparameters={"param_budgets": [3000]}', "--no-progress",
-                 "--storage", url, "--study-name", "b"]) == 0
+    assert main(["baselines", *tiny_cli_args(max_steps=20, eval_every=10), "--cells", "lstm,gru",
+                 "--draws", "2", "--no-progress", "--storage", url, "--study-name", "b"]) == 0
     out = tmp_path / "export"
     assert main(["export", "--storage", url, "--study-name", "b", "--out", str(out)]) == 0
     findings = pd.read_csv(out / "findings.csv")

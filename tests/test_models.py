@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from _helpers import TASK, tiny_cli_args
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from safetensors import safe_open
@@ -30,18 +31,12 @@ from optuna_rnn.models import (
 )
 from optuna_rnn.objective import Hyperparameters
 from optuna_rnn.tasks import Batch
-from optuna_rnn.tasks.memorization import Memorization
 from optuna_rnn.train import build_model, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK = Memorization(length=3, alphabet=6, eval_size=40)
 #: A task and objective small enough for a trial in a few seconds on 2 cores.
-TINY = [
-    "--task", "memorization,length=3,alphabet=8,eval_size=40",
-    "--set", "max_steps=40", "--set", "eval_every=20", "--set", "batch_size=8",
-    "--set", 'hyperparameters={"param_budgets": [3000], "layer_counts": [1, 2]}',
-    "--no-progress",
-]
+TINY = [*tiny_cli_args(hyperparameters={"param_budgets": [3000], "layer_counts": [1, 2]}),
+        "--no-progress"]
 
 
 def _card(model: torch.nn.Module, **kw: object) -> ModelCard:

@@ -7,24 +7,17 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _helpers import SMALL
 from optuna.trial import TrialState
 
 from optuna_rnn import make_multitask_objective
 from optuna_rnn.cell import zoo
-from optuna_rnn.hyperparameters import Hyperparameters
 from optuna_rnn.multitask import ratio_key, score_key
 from optuna_rnn.spaces import GraphSpace
 from optuna_rnn.tasks.memorization import Memorization
 from optuna_rnn.tasks.text import TextFile
 
 SPACE = GraphSpace(max_nodes=24)
-SMALL = Hyperparameters(
-    param_budgets=(1500,),
-    layer_counts=(1,),
-    learning_rates=(1.0,),
-    init_scales=(1.0,),
-    max_grad_norms=(5.0,),
-)
 SETTINGS = {
     "space": SPACE,
     "hyperparameters": SMALL,

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import optuna
 import pytest
 import torch
+from _helpers import SMALL
 from optuna.trial import TrialState
 
 from optuna_rnn import make_objective
-from optuna_rnn.hyperparameters import Hyperparameters
 from optuna_rnn.kernels import graphs
 from optuna_rnn.tasks.memorization import Memorization
 
@@ -24,9 +25,7 @@ def test_a_study_on_cuda_trains_its_cells_through_cuda_graphs(tmp_path):
     study = optuna.create_study(
         storage=f"sqlite:///{tmp_path / 'rnn.db'}", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)
     )
-    hyperparameters = Hyperparameters(
-        param_budgets=(1500,), layer_counts=(1, 2), learning_rates=(1.0,), init_scales=(1.0,), max_grad_norms=(5.0,)
-    )
+    hyperparameters = dataclasses.replace(SMALL, layer_counts=(1, 2))
     objective = make_objective(
         Memorization(length=3, alphabet=6, eval_size=60),
         hyperparameters=hyperparameters,

@@ -7,6 +7,7 @@ from typing import Any
 
 import optuna
 import pytest
+from _helpers import TASK, TWO_BUDGETS
 from optuna.trial import TrialState
 
 from optuna_rnn import (
@@ -21,21 +22,11 @@ from optuna_rnn.hyperparameters import Hyperparameters
 from optuna_rnn.spaces import CellSpace
 from optuna_rnn.tasks.memorization import Memorization
 
-TASK = Memorization(length=3, alphabet=6, eval_size=40)
-# Two budgets, so the parameter count is a real second objective.
-SMALL = Hyperparameters(
-    param_budgets=(600, 1500),
-    layer_counts=(1,),
-    learning_rates=(1.0,),
-    init_scales=(1.0,),
-    max_grad_norms=(5.0,),
-)
-
 
 def _objective(**kw: Any):
     settings = {
         "space": GatedSpace(),
-        "hyperparameters": SMALL,
+        "hyperparameters": TWO_BUDGETS,
         "max_steps": 20,
         "eval_every": 10,
         "backend": "reference",

@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 import pytest
 import torch
+from _helpers import SMALL, TASK
 from optuna.trial import TrialState
 
 from optuna_rnn import make_objective
@@ -16,7 +17,6 @@ from optuna_rnn.cell import Cell, CellError, zoo
 from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES, Hyperparameters
 from optuna_rnn.spaces import CellSpace
 from optuna_rnn.spaces.base import Chooser
-from optuna_rnn.tasks.memorization import Memorization
 
 BROKEN = "h' = tanh(W x + U q)"  # q is never defined: the cell does not build
 
@@ -49,15 +49,7 @@ class PruneAt(optuna.pruners.BasePruner):
         return trial.last_step is not None and trial.last_step >= self.step
 
 
-TASK = Memorization(length=3, alphabet=6, eval_size=60)
 SPACE = EquationSpace({"gru": str(zoo.get("gru")), "tanh": str(zoo.get("tanh")), "broken": BROKEN})
-SMALL = Hyperparameters(
-    param_budgets=(1500,),
-    layer_counts=(1,),
-    learning_rates=(1.0,),
-    init_scales=(1.0,),
-    max_grad_norms=(5.0,),
-)
 
 
 def _objective(**kw: Any):

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from _helpers import STUDIES, TINY_OBJECTIVE, TINY_TASK
 from optuna.trial import TrialState
 
 from optuna_rnn.cli.spec import SearchSpec
 from optuna_rnn.objective import Hyperparameters
 
-STUDIES = Path(__file__).resolve().parent.parent / "studies"
-TINY_TASK = "memorization,length=3,alphabet=8,eval_size=40"
-TINY_OBJECTIVE = {"max_steps": 40, "eval_every": 20, "batch_size": 8,
-                  "hyperparameters": {"param_budgets": [3000]}}
 #: Seconds a trial takes beyond its max_seconds (final validation, test, model build),
 #: measured on the cpu presets' smoke runs (docs/guides/reproduction.md).
 OVERHEAD = {"ptb": 25.0}
@@ -28,24 +23,16 @@ CPU_LIMIT_SECONDS = 2 * 3600
 BASELINE_SCRIPTS = ("table2", "forget_bias", "gates")
 
 
-@pytest.fixture
-def scripts(monkeypatch: pytest.MonkeyPatch) -> object:
-    monkeypatch.syspath_prepend(str(STUDIES))
-    yield importlib.import_module
-    for name in ("_common", *BASELINE_SCRIPTS, "evolution"):
-        sys.modules.pop(name, None)
-
-
 def _task_objectives(preset: dict) -> dict[str, dict]:
     return {label: {**preset["objective"], **preset.get("task_objective", {}).get(label, {})}
             for label in preset["tasks"]}
 
 
 @pytest.mark.parametrize("script", BASELINE_SCRIPTS)
-def test_cpu_baselines_hold_ten_draws_and_finish_in_two_hours(scripts: object, script: str) -> None:
-    preset = scripts(script).PRESETS["cpu"]
+def test_cpu_baselines_hold_ten_draws_and_finish_in_two_hours(study_scripts: object, script: str) -> None:
+    preset = study_scripts(script).PRESETS["cpu"]
     assert preset["draws"] >= 10
-    cells = preset.get("cells") or scripts(script).CELLS
+    cells = preset.get("cells") or study_scripts(script).CELLS
     for label, objective in _task_objectives(preset).items():
         trials = len(cells) * preset["draws"]
         overhead = OVERHEAD.get(label, DEFAULT_OVERHEAD)
@@ -57,16 +44,16 @@ def test_cpu_baselines_hold_ten_draws_and_finish_in_two_hours(scripts: object, s
         assert max(rates) <= 0.01
 
 
-def test_cpu_evolution_finishes_in_two_hours(scripts: object) -> None:
-    preset = scripts("evolution").PRESETS["cpu"]
+def test_cpu_evolution_finishes_in_two_hours(study_scripts: object) -> None:
+    preset = study_scripts("evolution").PRESETS["cpu"]
     stages = 1 + len(preset["tasks"])  # the memorisation pre-filter, then each task
     bound = preset["n_trials"] * (stages * preset["objective"]["max_seconds"] + 50) / 2
     assert bound <= CPU_LIMIT_SECONDS
 
 
 @pytest.mark.parametrize("script", [*BASELINE_SCRIPTS, "evolution"])
-def test_paper_presets_train_with_the_papers_sgd_choice_lists(scripts: object, script: str) -> None:
-    preset = scripts(script).PRESETS["paper"]
+def test_paper_presets_train_with_the_papers_sgd_choice_lists(study_scripts: object, script: str) -> None:
+    preset = study_scripts(script).PRESETS["paper"]
     objective = preset["objective"]
     assert objective["optimizer"] == "sgd"
     hyperparameters = Hyperparameters(**objective.get("hyperparameters", {}))
@@ -77,8 +64,8 @@ def test_paper_presets_train_with_the_papers_sgd_choice_lists(scripts: object, s
         assert preset["draws"] == 20
 
 
-def test_the_ptb_cpu_preset_learns_with_one_layer_at_1m_parameters(scripts: object) -> None:
-    objective = _task_objectives(scripts("table2").PRESETS["cpu"])["ptb"]
+def test_the_ptb_cpu_preset_learns_with_one_layer_at_1m_parameters(study_scripts: object) -> None:
+    objective = _task_objectives(study_scripts("table2").PRESETS["cpu"])["ptb"]
     hyperparameters = Hyperparameters(**objective["hyperparameters"])
     assert tuple(hyperparameters.layer_counts) == (1,)
     assert tuple(hyperparameters.param_budgets) == (1_000_000,)
@@ -92,9 +79,9 @@ def _finished(storage: str, name: str) -> list[int]:
 
 
 def test_a_stopped_study_continues_rather_than_starting_again(
-    scripts: object, tmp_path: Path
+    study_scripts: object, tmp_path: Path
 ) -> None:
-    common, forget_bias = scripts("_common"), scripts("forget_bias")
+    common, forget_bias = study_scripts("_common"), study_scripts("forget_bias")
     presets = {"tiny": {"tasks": {"arithmetic": TINY_TASK, "xml": TINY_TASK + ",seed=1"},
                         "draws": 2, "objective": TINY_OBJECTIVE}}
     storage = f"sqlite:///{tmp_path}/fb.sqlite3"
@@ -117,8 +104,8 @@ def test_a_stopped_study_continues_rather_than_starting_again(
     assert (out / "findings-arithmetic.png").exists() and (out / "xml" / "leaderboard.csv").exists()
 
 
-def test_the_default_storage_and_results_are_not_git_ignored(scripts: object) -> None:
-    common = scripts("_common")
+def test_the_default_storage_and_results_are_not_git_ignored(study_scripts: object) -> None:
+    common = study_scripts("_common")
     root = STUDIES.parent
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")

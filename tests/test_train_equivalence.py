@@ -36,9 +36,7 @@ from optuna_rnn.train.loss import LogitBuffer, training_loss, uses_fused_loss
 STEPS = 200
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cells() -> dict[str, Cell]:

@@ -17,10 +17,7 @@ from optuna_rnn.tasks.memorization import Memorization
 from optuna_rnn.tasks.text import TextFile
 from optuna_rnn.train import Diverged, TrainConfig, build_model, train, validate
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
