@@ -45,8 +45,11 @@ def load_base(revision: str, into: Path) -> ModuleType:
         shutil.copytree(Path(revision) / "optuna_rnn", into / "optuna_rnn")
     else:
         repo = Path(__file__).resolve().parent.parent
-        archive = subprocess.run(["git", "-C", str(repo), "archive", revision, "optuna_rnn"],
-                                 capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", revision, "optuna_rnn"],
+            capture_output=True,
+            check=True,
+        ).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(into, filter="data")
     package = into / "optuna_rnn_base"
@@ -85,8 +88,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     T, B, I, H = SHAPES[args.size]
-    print(f"# base {args.base} vs this tree, size {args.size} T={T} B={B} I={I} H={H}, on {device}, "
-          f"{torch.get_num_threads()} threads, median of {args.reps} alternated steps")
+    print(
+        f"# base {args.base} vs this tree, size {args.size} T={T} B={B} I={I} H={H}, on {device}, "
+        f"{torch.get_num_threads()} threads, median of {args.reps} alternated steps"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         base = load_base(args.base, Path(tmp))
         parse = importlib.import_module("optuna_rnn_base.cell.parse").parse
@@ -95,9 +100,13 @@ def main() -> None:
             old = base.CellRNN(parse(str(cell)), I, H, backend="fused").to(device)
             old.load_state_dict(new.state_dict())
             x = torch.randn(T, B, I, device=device, requires_grad=True)
-            medians = interleaved({"base": step_fn(old, x), "new": step_fn(new, x)}, args.reps, device)
+            medians = interleaved(
+                {"base": step_fn(old, x), "new": step_fn(new, x)}, args.reps, device
+            )
             b, n = medians["base"], medians["new"]
-            print(f"{name:>10}  base {b * 1e3:8.3f} ms  new {n * 1e3:8.3f} ms  new/base {n / b:.3f}")
+            print(
+                f"{name:>10}  base {b * 1e3:8.3f} ms  new {n * 1e3:8.3f} ms  new/base {n / b:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,9 @@ def step_fn(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def interleaved(contenders: dict[str, Callable[[], None]], reps: int, device: torch.device) -> dict[str, float]:
+def interleaved(
+    contenders: dict[str, Callable[[], None]], reps: int, device: torch.device
+) -> dict[str, float]:
     """Median seconds per call, contenders called round-robin (after two warm-ups each:
     on CUDA the fused backend captures a layout's graphs on its second call)."""
     return in_a_row(contenders, reps, device, 1)[0]
@@ -134,19 +136,28 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
         register_backend(EAGER, lambda cell: FusedLayer(FusedCell(cell, graphs=False)))
     print(f"# optuna-rnn kernel benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)}, TF32 {'on' if args.tf32 else 'off'})"
-             if device.type == "cuda" else "")
-          + "; two steps in a row per turn")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}"
+        + (
+            f" ({torch.cuda.get_device_name(device)}, TF32 {'on' if args.tf32 else 'off'})"
+            if device.type == "cuda"
+            else ""
+        )
+        + "; two steps in a row per turn"
+    )
     extra = mutants(args.mutants)
     cold, warm = build_times(mutants(5, seed=12345))
-    print(f"build of a new cell (float32): cold median {statistics.median(cold) * 1e3:.0f} ms "
-          f"(max {max(cold) * 1e3:.0f}), cached load median {statistics.median(warm) * 1e3:.1f} ms "
-          f"(max {max(warm) * 1e3:.1f})")
+    print(
+        f"build of a new cell (float32): cold median {statistics.median(cold) * 1e3:.0f} ms "
+        f"(max {max(cold) * 1e3:.0f}), cached load median {statistics.median(warm) * 1e3:.1f} ms "
+        f"(max {max(warm) * 1e3:.1f})"
+    )
     for size in args.sizes.split(","):
         T, B, I, H = SIZES[size]
-        print(f"\n## size ({size}) T={T} B={B} I={I} H={H}, ms per training step (median of {args.reps})")
+        print(
+            f"\n## size ({size}) T={T} B={B} I={I} H={H}, ms per training step (median of {args.reps})"
+        )
         torch.manual_seed(0)
         x = torch.randn(T, B, I, device=device, requires_grad=True)  # as from an embedding
         modules: dict[str, torch.nn.Module] = {
@@ -157,15 +168,23 @@ def main() -> None:
             "fused gru_torch": CellRNN(zoo.get("gru_torch"), I, H, backend="fused"),
         }
         modules["ref lstm"].load_state_dict(modules["fused lstm"].state_dict())
-        pairs = [("fused lstm", "nn.LSTM", "bar <= 1.10"), ("fused gru_torch", "nn.GRU", "bar <= 0.75")]
+        pairs = [
+            ("fused lstm", "nn.LSTM", "bar <= 1.10"),
+            ("fused gru_torch", "nn.GRU", "bar <= 0.75"),
+        ]
         if device.type == "cuda":
-            pairs = [("fused lstm", "nn.LSTM", "bar <= 1.50"), ("fused gru_torch", "nn.GRU", "bar <= 1.50")]
+            pairs = [
+                ("fused lstm", "nn.LSTM", "bar <= 1.50"),
+                ("fused gru_torch", "nn.GRU", "bar <= 1.50"),
+            ]
             # What the CUDA graphs buy (the same calls launched one by one), and the native
             # backend (cuDNN, for exact LSTM and GRU cells) against the fused one.
             for name in ("lstm", "gru_torch"):
                 for label, backend in (("no graphs", EAGER), ("native", "native")):
                     modules[f"{name} {label}"] = CellRNN(zoo.get(name), I, H, backend=backend)
-                    modules[f"{name} {label}"].load_state_dict(modules[f"fused {name}"].state_dict())
+                    modules[f"{name} {label}"].load_state_dict(
+                        modules[f"fused {name}"].state_dict()
+                    )
                     pairs.append((f"{name} {label}", f"fused {name}", label))
         cells = [(n, zoo.get(n)) for n in ("mut1", "mut2", "mut3")]
         cells += [(f"mutant{k}", c) for k, c in enumerate(extra)]
@@ -178,35 +197,53 @@ def main() -> None:
         big = torch.randn(1024, 1024, device=device)
         contenders = {k: step_fn(m, x) for k, m in modules.items()}
         contenders["matmul"] = functools.partial(torch.mm, big, big)  # same conditions
-        labels = ["the first step of a turn, right after another model's", "the second step in a row"]
+        labels = [
+            "the first step of a turn, right after another model's",
+            "the second step in a row",
+        ]
         for times, label in zip(in_a_row(contenders, args.reps, device, 2), labels):
             print(f"### {label}")
             report(times, modules, pairs, cells, T, B)
 
 
-def report(times: dict[str, float], modules: dict[str, torch.nn.Module], pairs: list[tuple[str, str, str]],
-           cells: list[tuple[str, Cell]], T: int, B: int) -> None:
+def report(
+    times: dict[str, float],
+    modules: dict[str, torch.nn.Module],
+    pairs: list[tuple[str, str, str]],
+    cells: list[tuple[str, Cell]],
+    T: int,
+    B: int,
+) -> None:
     """Print one size's table: the large product's rate, each pair's ratio, each cell's
     speedup over the reference and their median, the reference LSTM for scale."""
     peak = 2 * 1024**3 / times["matmul"] / 1e9
     print(f"large matmul (1024^3, float32, interleaved): {peak:.1f} GFLOP/s")
     for a, b, bar in pairs:
         gf = step_flops(modules[a], T, B) / times[a] / 1e9
-        print(f"{a:>19s} {times[a] * 1e3:8.2f}  {b:>15s} {times[b] * 1e3:8.2f}  ratio {times[a] / times[b]:.2f} "
-              f"({bar})  {gf:.1f} GFLOP/s = {gf / peak:.0%} of matmul")
+        print(
+            f"{a:>19s} {times[a] * 1e3:8.2f}  {b:>15s} {times[b] * 1e3:8.2f}  ratio {times[a] / times[b]:.2f} "
+            f"({bar})  {gf:.1f} GFLOP/s = {gf / peak:.0%} of matmul"
+        )
     speedups = []
     for name, _ in cells:
         f, r = times[f"fused {name}"], times[f"ref {name}"]
         speedups.append(r / f)
         gf = step_flops(modules[f"fused {name}"], T, B) / f / 1e9
-        print(f"{name:>16s} fused {f * 1e3:8.2f}  reference {r * 1e3:8.2f}  speedup {r / f:5.2f}x  "
-              f"fused {gf:.1f} GFLOP/s")
-    print(f"median speedup over the reference (mut1-3 and {len(cells) - 3} mutants): "
-          f"{statistics.median(speedups):.2f}x (bar >= 4)")
+        print(
+            f"{name:>16s} fused {f * 1e3:8.2f}  reference {r * 1e3:8.2f}  speedup {r / f:5.2f}x  "
+            f"fused {gf:.1f} GFLOP/s"
+        )
+    print(
+        f"median speedup over the reference (mut1-3 and {len(cells) - 3} mutants): "
+        f"{statistics.median(speedups):.2f}x (bar >= 4)"
+    )
     # For scale: what PyTorch's own LSTM kernel gains over the same eager reference.
     r = times["ref lstm"]
-    print(f"the reference lstm {r * 1e3:.2f} ms: nn.LSTM is {r / times['nn.LSTM']:.2f}x faster, "
-          f"fused lstm {r / times['fused lstm']:.2f}x")
+    print(
+        f"the reference lstm {r * 1e3:.2f} ms: nn.LSTM is {r / times['nn.LSTM']:.2f}x faster, "
+        f"fused lstm {r / times['fused lstm']:.2f}x"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -27,8 +27,13 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task, cell = Memorization(), zoo.get("lstm")
-    width = hidden_size_for_budget(cell, 50_000, input_size=task.input_size,
-                                   output_size=task.output_size, input_kind=task.input_kind)
+    width = hidden_size_for_budget(
+        cell,
+        50_000,
+        input_size=task.input_size,
+        output_size=task.output_size,
+        input_kind=task.input_kind,
+    )
     model = build_model(cell, task, hidden_size=width)
     card = ModelCard.of(model, task, hyperparameters={}, batch_size=20)
     params = sum(p.numel() for p in model.parameters())
@@ -44,8 +49,10 @@ def main() -> None:
             validate(model, task, "valid", 20)
             valid = time.perf_counter() - tick
             study.tell(trial, 0.0)
-            print(f"repeat {repeat}: {params} parameters; upload_model {upload * 1e3:.1f} ms, "
-                  f"one validation pass (baseline) {valid * 1e3:.1f} ms")
+            print(
+                f"repeat {repeat}: {params} parameters; upload_model {upload * 1e3:.1f} ms, "
+                f"one validation pass (baseline) {valid * 1e3:.1f} ms"
+            )
 
 
 if __name__ == "__main__":

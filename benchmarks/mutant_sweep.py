@@ -57,9 +57,11 @@ def main() -> None:
     device = torch.device("cpu")
     cells = random_cells(args.cells, args.seed)
     print(f"# optuna-rnn mutant sweep, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {len(cells)} cells (seed {args.seed}), "
-          f"reference / fused time of a training step, median of {args.reps}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {len(cells)} cells (seed {args.seed}), "
+        f"reference / fused time of a training step, median of {args.reps}"
+    )
     for size in args.sizes.split(","):
         T, B, I, H = SIZES[size]
         x = torch.randn(T, B, I, requires_grad=True)
@@ -74,7 +76,11 @@ def main() -> None:
         speedups = np.array([r[0] for r in rows])
         q = np.percentile(speedups, [0, 10, 50, 90, 100])
         print(f"\n## size ({size}) T={T} B={B} I={I} H={H}")
-        print("speedup over the reference: min {:.2f}x, p10 {:.2f}x, median {:.2f}x, p90 {:.2f}x, max {:.2f}x".format(*q))
+        print(
+            "speedup over the reference: min {:.2f}x, p10 {:.2f}x, median {:.2f}x, p90 {:.2f}x, max {:.2f}x".format(
+                *q
+            )
+        )
         print(f"fused slower than the reference: {int((speedups < 1).sum())} of {len(rows)} cells")
         print("slowest five:")
         for s, f, cell in rows[:5]:

@@ -51,9 +51,15 @@ def main() -> None:
     sync(device)
     Schedule.run = run
     ms = {k: v / args.steps * 1e3 for k, v in loops.items()}
-    print(f"{args.cell} {args.backend} at ({args.size}) T={T} B={B} I={I} H={H} on {device}: "
-          f"{(time.perf_counter() - t0) / args.steps * 1e3:.2f} ms a step (mean of {args.steps}, unprofiled)"
-          + (f"; C time loops {ms[False]:.2f} ms forward, {ms[True]:.2f} ms backward" if any(loops.values()) else ""))
+    print(
+        f"{args.cell} {args.backend} at ({args.size}) T={T} B={B} I={I} H={H} on {device}: "
+        f"{(time.perf_counter() - t0) / args.steps * 1e3:.2f} ms a step (mean of {args.steps}, unprofiled)"
+        + (
+            f"; C time loops {ms[False]:.2f} ms forward, {ms[True]:.2f} ms backward"
+            if any(loops.values())
+            else ""
+        )
+    )
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(args.steps):

@@ -149,8 +149,7 @@ def main() -> None:
     for task in args.tasks:
         print(f"\n{task}: target = the GRU's best score {targets[task]:.4f}")
         print(
-            "sampler, space | median trials to target | reached | median best [90% CI] "
-            "| FAIL share"
+            "sampler, space | median trials to target | reached | median best [90% CI] | FAIL share"
         )
         for pair in PAIRS:
             runs = results[task, pair]

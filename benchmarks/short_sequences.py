@@ -44,8 +44,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     print(f"# optuna-rnn short sequences, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; fused / reference time, median of {args.reps}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; fused / reference time, median of {args.reps}"
+    )
     for size, (B, I, H) in SHAPES.items():
         print(f"\n## B={B} I={I} H={H} (size ({size})'s)")
         for name in args.cells.split(","):
@@ -56,11 +58,20 @@ def main() -> None:
             cells = []
             for T in (1, 2, 4, 8):
                 x = torch.randn(T, B, I, requires_grad=True)
-                times = interleaved({"train f": step_fn(fused, x), "train r": step_fn(ref, x),
-                                     "infer f": forward_fn(fused, x), "infer r": forward_fn(ref, x)},
-                                    args.reps, device)
-                cells.append(f"T={T}: train {times['train f'] / times['train r']:.2f} "
-                             f"infer {times['infer f'] / times['infer r']:.2f}")
+                times = interleaved(
+                    {
+                        "train f": step_fn(fused, x),
+                        "train r": step_fn(ref, x),
+                        "infer f": forward_fn(fused, x),
+                        "infer r": forward_fn(ref, x),
+                    },
+                    args.reps,
+                    device,
+                )
+                cells.append(
+                    f"T={T}: train {times['train f'] / times['train r']:.2f} "
+                    f"infer {times['infer f'] / times['infer r']:.2f}"
+                )
             print(f"{name:>10s}  " + "   ".join(cells))
 
 

@@ -103,7 +103,9 @@ def plain_loop(model: PlainModel, task: Any, config: TrainConfig) -> None:
         if state is not None and batch.carry_state:
             state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
         logits, next_state = model(batch.inputs, state if batch.carry_state else None)
-        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1), reduction="none")
+        losses = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1), reduction="none"
+        )
         loss = (losses * batch.mask.reshape(-1)).sum() / batch.mask.sum().clamp(min=1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -190,7 +192,9 @@ def timed(fn: Callable[[], Any], reps: int = 3) -> float:
     return statistics.median(times)
 
 
-def validation_share(step: float, eval_every: int, max_seconds: float, sub: float, full: float, final: bool) -> float:
+def validation_share(
+    step: float, eval_every: int, max_seconds: float, sub: float, full: float, final: bool
+) -> float:
     """Share of a ``max_seconds`` trial spent validating: every ``eval_every`` steps
     (``sub`` seconds each), plus one validation of the whole split at the end when
     ``final``."""
@@ -199,13 +203,20 @@ def validation_share(step: float, eval_every: int, max_seconds: float, sub: floa
     return validating / (max_seconds + (full if final else 0.0))
 
 
-def run_task(name: str, setup: Setup, base: ModuleType, args: argparse.Namespace, rate: float) -> None:
+def run_task(
+    name: str, setup: Setup, base: ModuleType, args: argparse.Namespace, rate: float
+) -> None:
     task = setup.make(tasks)
     base_task = setup.make(importlib.import_module(f"{base.__name__}.tasks"))
     cell = zoo.get(args.cell)
     base_cell = importlib.import_module(f"{base.__name__}.cell.zoo").get(args.cell)
-    H = hidden_size_for_budget(cell, setup.budget, input_size=task.input_size, output_size=task.output_size,
-                               input_kind=task.input_kind)
+    H = hidden_size_for_budget(
+        cell,
+        setup.budget,
+        input_size=task.input_size,
+        output_size=task.output_size,
+        input_kind=task.input_kind,
+    )
     torch.manual_seed(0)
     new_model = build_model(cell, task, hidden_size=H)
     base_model = base.train.build_model(base_cell, base_task, hidden_size=H)
@@ -216,12 +227,21 @@ def run_task(name: str, setup: Setup, base: ModuleType, args: argparse.Namespace
     scored = int(batch.mask.sum())
 
     def config(module: ModuleType, steps: int, **extra: Any) -> Any:
-        return module.train.TrainConfig(learning_rate=setup.learning_rate, max_grad_norm=5.0, optimizer=setup.optimizer,
-                                        max_steps=steps, eval_every=10**9, **extra)
+        return module.train.TrainConfig(
+            learning_rate=setup.learning_rate,
+            max_grad_norm=5.0,
+            optimizer=setup.optimizer,
+            max_steps=steps,
+            eval_every=10**9,
+            **extra,
+        )
 
     # Step timings validate once at the end (outside the timed gaps): on a short split.
     clocks = {c: Clock() for c in ("new", "base", "plain")}
-    new_task, base_short = clocks["new"].stamped(short_eval(task)), clocks["base"].stamped(short_eval(base_task))
+    new_task, base_short = (
+        clocks["new"].stamped(short_eval(task)),
+        clocks["base"].stamped(short_eval(base_task)),
+    )
     plain_task = clocks["plain"].stamped(task)
     this = importlib.import_module("optuna_rnn")
     contenders: dict[str, Callable[[int], None]] = {
@@ -235,30 +255,48 @@ def run_task(name: str, setup: Setup, base: ModuleType, args: argparse.Namespace
     for _ in range(args.rounds):
         for c, run in contenders.items():
             clocks[c].sample(run, setup.steps)
-    draw = timed(lambda: [next(it) for it in [task.train_batches(20, seed=1)] for _ in range(50)]) / 50
+    draw = (
+        timed(lambda: [next(it) for it in [task.train_batches(20, seed=1)] for _ in range(50)]) / 50
+    )
     full_new = timed(lambda: validate(new_model, task, "valid", 20), reps=1)
     sub_new = full_new
     if setup.valid_batches is not None:
-        sub_new = timed(lambda: validate(new_model, task, "valid", 20, max_batches=setup.valid_batches), reps=1)
+        sub_new = timed(
+            lambda: validate(new_model, task, "valid", 20, max_batches=setup.valid_batches), reps=1
+        )
     full_base = timed(lambda: base.train.validate(base_model, base_task, "valid", 20), reps=1)
     flops = step_flops(cell, H, task.output_size, T * B, 1)
     floor = flops / rate
     med = {c: k.median for c, k in clocks.items()}
-    print(f"\n## {name}: {args.cell}, budget {setup.budget}, width {H}, batch {B} x {T} ({scored} scored), "
-          f"{setup.optimizer}; {setup.steps} steps a round, {args.rounds} rounds")
-    print(f"step FLOPs {flops / 1e6:.1f} M -> floor {floor * 1e3:.2f} ms at {rate / 1e9:.1f} GFLOP/s")
+    print(
+        f"\n## {name}: {args.cell}, budget {setup.budget}, width {H}, batch {B} x {T} ({scored} scored), "
+        f"{setup.optimizer}; {setup.steps} steps a round, {args.rounds} rounds"
+    )
+    print(
+        f"step FLOPs {flops / 1e6:.1f} M -> floor {floor * 1e3:.2f} ms at {rate / 1e9:.1f} GFLOP/s"
+    )
     for c, k in clocks.items():
         lo, hi = k.spread
-        print(f"  {c:>5}: {med[c] * 1e3:8.2f} ms/step [{lo * 1e3:.2f}-{hi * 1e3:.2f}]  "
-              f"{T * B / med[c]:9.0f} tok/s  {med[c] / floor:5.1f}x floor  sys {k.system_share:4.0%}  "
-              f"vs base {med[c] / med['base']:.2f}  vs plain {med[c] / med['plain']:.2f}")
-    subset = f"first {setup.valid_batches} batches + the whole split at the end" if setup.valid_batches else "whole split"
-    print(f"  drawing a batch {draw * 1e3:.2f} ms: {draw / med['new']:.0%} of a new step, "
-          f"{draw / med['base']:.0%} of a base step")
-    print(f"  validating, new ({subset}): {sub_new:.2f} s ({full_new:.2f} s whole) -> "
-          f"{validation_share(med['new'], args.eval_every, args.max_seconds, sub_new, full_new, setup.valid_batches is not None):.0%}"
-          f" of a {args.max_seconds:g} s trial; base (whole split): {full_base:.2f} s -> "
-          f"{validation_share(med['base'], args.eval_every, args.max_seconds, full_base, 0.0, False):.0%}")
+        print(
+            f"  {c:>5}: {med[c] * 1e3:8.2f} ms/step [{lo * 1e3:.2f}-{hi * 1e3:.2f}]  "
+            f"{T * B / med[c]:9.0f} tok/s  {med[c] / floor:5.1f}x floor  sys {k.system_share:4.0%}  "
+            f"vs base {med[c] / med['base']:.2f}  vs plain {med[c] / med['plain']:.2f}"
+        )
+    subset = (
+        f"first {setup.valid_batches} batches + the whole split at the end"
+        if setup.valid_batches
+        else "whole split"
+    )
+    print(
+        f"  drawing a batch {draw * 1e3:.2f} ms: {draw / med['new']:.0%} of a new step, "
+        f"{draw / med['base']:.0%} of a base step"
+    )
+    print(
+        f"  validating, new ({subset}): {sub_new:.2f} s ({full_new:.2f} s whole) -> "
+        f"{validation_share(med['new'], args.eval_every, args.max_seconds, sub_new, full_new, setup.valid_batches is not None):.0%}"
+        f" of a {args.max_seconds:g} s trial; base (whole split): {full_base:.2f} s -> "
+        f"{validation_share(med['base'], args.eval_every, args.max_seconds, full_base, 0.0, False):.0%}"
+    )
 
 
 def short_eval(task: Any) -> Any:
@@ -275,16 +313,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="memorization,arithmetic,xml,ptb")
     parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
-    parser.add_argument("--base", default="main", help="the git revision (or folder) of the baseline trainer")
+    parser.add_argument(
+        "--base", default="main", help="the git revision (or folder) of the baseline trainer"
+    )
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the objective's torch_threads=1)")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="the cpu preset's trial budget")
-    parser.add_argument("--eval-every", type=int, default=250, help="the cpu preset's steps between validations")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (the objective's torch_threads=1)"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=60.0, help="the cpu preset's trial budget"
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=250, help="the cpu preset's steps between validations"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# optuna-rnn trial step, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; base {args.base}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     rate = gemm_rate()
     with tempfile.TemporaryDirectory() as tmp:
         base = load_base(args.base, Path(tmp))

@@ -104,7 +104,9 @@ def _figure_of(axes: object) -> object:
     return first.get_figure()
 
 
-def plot_leaderboard(board: pd.DataFrame, path: Path, *, top: int = 20, score: str = "score") -> Path:
+def plot_leaderboard(
+    board: pd.DataFrame, path: Path, *, top: int = 20, score: str = "score"
+) -> Path:
     """A bar per cell of its best score, with its median as a dot, best at the top."""
     import matplotlib
 

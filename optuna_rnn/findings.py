@@ -58,10 +58,30 @@ DRAW_ATTRS = (keys.DRAW,)
 
 #: The paper's Table 2 (Jozefowicz et al., 2015): best validation accuracy per cell.
 PAPER_BEST: dict[str, dict[str, float]] = {
-    "arithmetic": {"tanh": 0.29, "lstm": 0.89, "lstm_f": 0.29, "lstm_i": 0.75, "lstm_o": 0.87,
-                   "lstm_b": 0.90, "gru": 0.90, "mut1": 0.92, "mut2": 0.90, "mut3": 0.91},
-    "xml": {"tanh": 0.32, "lstm": 0.42, "lstm_f": 0.23, "lstm_i": 0.41, "lstm_o": 0.42,
-            "lstm_b": 0.44, "gru": 0.46, "mut1": 0.47, "mut2": 0.47, "mut3": 0.46},
+    "arithmetic": {
+        "tanh": 0.29,
+        "lstm": 0.89,
+        "lstm_f": 0.29,
+        "lstm_i": 0.75,
+        "lstm_o": 0.87,
+        "lstm_b": 0.90,
+        "gru": 0.90,
+        "mut1": 0.92,
+        "mut2": 0.90,
+        "mut3": 0.91,
+    },
+    "xml": {
+        "tanh": 0.32,
+        "lstm": 0.42,
+        "lstm_f": 0.23,
+        "lstm_i": 0.41,
+        "lstm_o": 0.42,
+        "lstm_b": 0.44,
+        "gru": 0.46,
+        "mut1": 0.47,
+        "mut2": 0.47,
+        "mut3": 0.46,
+    },
 }
 
 Relation = Literal["above", "at_or_above", "close"]
@@ -236,8 +256,10 @@ def draws_of(
 def _interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     tail = (1 - level) / 2
     # "lower"/"higher" pick observed values: no interpolation across an infinite worst.
-    return (np.nanquantile(values, tail, axis=0, method="lower"),
-            np.nanquantile(values, 1 - tail, axis=0, method="higher"))
+    return (
+        np.nanquantile(values, tail, axis=0, method="lower"),
+        np.nanquantile(values, 1 - tail, axis=0, method="higher"),
+    )
 
 
 def _stats(oriented: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,13 +300,21 @@ def summarize(
             # Oriented bounds turn round when the scores were negated.
             lo_b, hi_b = sorted((sign * best_lo[j], sign * best_hi[j]))
             lo_m, hi_m = sorted((sign * med_lo[j], sign * med_hi[j]))
-            rows.append({
-                "task": task, "cell": cell, "n_draws": int(column.size),
-                "n_failed": int((column == d.worst).sum()),
-                "best": sign * best[j], "best_low": lo_b, "best_high": hi_b,
-                "median": sign * median[j], "median_low": lo_m, "median_high": hi_m,
-                "paired": d.paired,
-            })
+            rows.append(
+                {
+                    "task": task,
+                    "cell": cell,
+                    "n_draws": int(column.size),
+                    "n_failed": int((column == d.worst).sum()),
+                    "best": sign * best[j],
+                    "best_low": lo_b,
+                    "best_high": hi_b,
+                    "median": sign * median[j],
+                    "median_low": lo_m,
+                    "median_high": hi_m,
+                    "paired": d.paired,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -303,8 +333,11 @@ def ordering_probabilities(
     rng = np.random.default_rng(seed)
     rows = []
     for task, d in draws.items():
-        applicable = [o for o in orderings if task in o.tasks
-                      and o.first in d.scores.columns and o.second in d.scores.columns]
+        applicable = [
+            o
+            for o in orderings
+            if task in o.tasks and o.first in d.scores.columns and o.second in d.scores.columns
+        ]
         if not applicable:
             continue
         sign = 1.0 if d.maximize else -1.0
@@ -315,13 +348,31 @@ def ordering_probabilities(
             i, j = cells.index(o.first), cells.index(o.second)
             holds = o.holds(sign * best[i], sign * best[j], maximize=d.maximize)
             share = o.holds(sign * boot_best[:, i], sign * boot_best[:, j], maximize=d.maximize)
-            rows.append({
-                "ordering": o.name, "task": task, "first": o.first, "second": o.second,
-                "first_best": sign * best[i], "second_best": sign * best[j],
-                "holds": bool(holds), "probability": float(np.mean(share)),
-            })
-    return pd.DataFrame(rows, columns=["ordering", "task", "first", "second", "first_best",
-                                       "second_best", "holds", "probability"])
+            rows.append(
+                {
+                    "ordering": o.name,
+                    "task": task,
+                    "first": o.first,
+                    "second": o.second,
+                    "first_best": sign * best[i],
+                    "second_best": sign * best[j],
+                    "holds": bool(holds),
+                    "probability": float(np.mean(share)),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "ordering",
+            "task",
+            "first",
+            "second",
+            "first_best",
+            "second_best",
+            "holds",
+            "probability",
+        ],
+    )
 
 
 def task_label(study: optuna.Study) -> str:
@@ -359,22 +410,48 @@ def plot_draws(
     for x, cell in enumerate(cells):
         values = d.scores[cell].dropna().to_numpy()
         finite = values[np.isfinite(values)]
-        ax.plot(x + jitter.uniform(-0.18, 0.18, finite.size), finite, "o", color="tab:gray",
-                alpha=0.5, markersize=4, label="draws" if x == 0 else None)
+        ax.plot(
+            x + jitter.uniform(-0.18, 0.18, finite.size),
+            finite,
+            "o",
+            color="tab:gray",
+            alpha=0.5,
+            markersize=4,
+            label="draws" if x == 0 else None,
+        )
         if finite.size < values.size:
-            ax.annotate(f"{values.size - finite.size} failed", (x, 0),
-                        xycoords=("data", "axes fraction"), xytext=(0, 2),
-                        textcoords="offset points", ha="center", fontsize=7)
+            ax.annotate(
+                f"{values.size - finite.size} failed",
+                (x, 0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+            )
         best = rows.loc[cell]
         if np.isfinite(best["best"]):
             low = best["best_low"] if np.isfinite(best["best_low"]) else best["best"]
             high = best["best_high"] if np.isfinite(best["best_high"]) else best["best"]
-            ax.errorbar(x, best["best"], yerr=[[best["best"] - low], [high - best["best"]]],
-                        fmt="D", color="tab:blue", capsize=4,
-                        label="best, 90% interval" if x == 0 else None)
+            ax.errorbar(
+                x,
+                best["best"],
+                yerr=[[best["best"] - low], [high - best["best"]]],
+                fmt="D",
+                color="tab:blue",
+                capsize=4,
+                label="best, 90% interval" if x == 0 else None,
+            )
         if paper and cell in paper:
-            ax.plot(x, paper[cell], "_", color="tab:red", markersize=18, markeredgewidth=2,
-                    label="paper" if cell == next(c for c in cells if c in paper) else None)
+            ax.plot(
+                x,
+                paper[cell],
+                "_",
+                color="tab:red",
+                markersize=18,
+                markeredgewidth=2,
+                label="paper" if cell == next(c for c in cells if c in paper) else None,
+            )
     ax.set_xticks(range(len(cells)), cells, rotation=45, ha="right")
     ax.set_xlim(-0.6, len(cells) - 0.4)
     ax.set_ylabel("validation score, " + ("higher is better" if d.maximize else "lower is better"))
@@ -397,8 +474,10 @@ def findings_tables(
 ) -> list[tuple[str, pd.DataFrame]]:
     """``[("findings", summary), ("orderings", probabilities)]`` of studies keyed by task."""
     draws = {task: draws_of(study) for task, study in studies.items()}
-    return [("findings", summarize(draws, resamples=resamples, seed=seed)),
-            ("orderings", ordering_probabilities(draws, resamples=resamples, seed=seed))]
+    return [
+        ("findings", summarize(draws, resamples=resamples, seed=seed)),
+        ("orderings", ordering_probabilities(draws, resamples=resamples, seed=seed)),
+    ]
 
 
 def export_findings(
@@ -419,9 +498,15 @@ def export_findings(
     if plots:
         for task, d in draws.items():
             if not d.scores.empty:
-                written.append(plot_draws(d, summary[summary["task"] == task],
-                                          out / f"findings-{task}.png", task=task,
-                                          paper=PAPER_BEST.get(task)))
+                written.append(
+                    plot_draws(
+                        d,
+                        summary[summary["task"] == task],
+                        out / f"findings-{task}.png",
+                        task=task,
+                        paper=PAPER_BEST.get(task),
+                    )
+                )
     return written
 
 
@@ -437,8 +522,9 @@ def pruning_effect(study: optuna.Study, pruner: optuna.pruners.BasePruner) -> pd
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     replay = optuna.create_study(direction=study.direction, pruner=pruner)
     rows: dict[str, dict[str, list[float]]] = {}
-    for frozen in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                         key=lambda t: t.number):
+    for frozen in sorted(
+        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number
+    ):
         label = _trial_label(frozen)
         if label is None or frozen.value is None:
             continue
@@ -462,8 +548,16 @@ def pruning_effect(study: optuna.Study, pruner: optuna.pruners.BasePruner) -> pd
     for label, cell in rows.items():
         best = pick(cell["all"])
         kept = pick(cell["kept"]) if cell["kept"] else float("nan")
-        records.append({"cell": label, "n_trials": len(cell["all"]),
-                        "n_pruned": len(cell["all"]) - len(cell["kept"]),
-                        "best": best, "best_if_pruned": kept, "changed": best != kept})
-    return pd.DataFrame(records, columns=["cell", "n_trials", "n_pruned", "best",
-                                          "best_if_pruned", "changed"])
+        records.append(
+            {
+                "cell": label,
+                "n_trials": len(cell["all"]),
+                "n_pruned": len(cell["all"]) - len(cell["kept"]),
+                "best": best,
+                "best_if_pruned": kept,
+                "changed": best != kept,
+            }
+        )
+    return pd.DataFrame(
+        records, columns=["cell", "n_trials", "n_pruned", "best", "best_if_pruned", "changed"]
+    )

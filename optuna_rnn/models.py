@@ -144,8 +144,9 @@ class ModelCard:
         """Read :meth:`to_dict`'s form back; a clear ValueError for anything else."""
         if not isinstance(data, dict) or data.get("format") != CARD_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"not an optuna-rnn model card (format {found!r}, expected "
-                             f"{CARD_FORMAT!r})")
+            raise ValueError(
+                f"not an optuna-rnn model card (format {found!r}, expected {CARD_FORMAT!r})"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         missing = names - {"score", "trial"} - data.keys()
         if missing:
@@ -308,8 +309,9 @@ def _fetch(
 ) -> _T:
     """``read`` applied to a downloaded copy of the trial's model file."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = download_model(study, Path(tmp) / f"model{MODEL_SUFFIX}", trial,
-                              artifact_store=artifact_store)
+        path = download_model(
+            study, Path(tmp) / f"model{MODEL_SUFFIX}", trial, artifact_store=artifact_store
+        )
         return read(path)
 
 
@@ -329,7 +331,9 @@ def load_model(
     ``optuna_rnn.train.validate(model, task, "valid", model_card(study).batch_size)``.
     """
     return _fetch(
-        study, trial, artifact_store,
+        study,
+        trial,
+        artifact_store,
         lambda path: load_model_file(path, backend=backend, device=device),
     )
 
@@ -419,8 +423,9 @@ def export_model(
         "cell.txt": f"{card.cell}\n",
         "cell.json": json.dumps(card.cell.to_dict(), indent=2) + "\n",
         "cell.svg": render_svg(card.cell),
-        "README.md": _model_readme(card, study.study_name, zoo.name_of(card.cell),
-                                   _count_weights(weights)),
+        "README.md": _model_readme(
+            card, study.study_name, zoo.name_of(card.cell), _count_weights(weights)
+        ),
     }
     written = [weights]
     for name, text in files.items():

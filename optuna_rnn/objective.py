@@ -327,8 +327,14 @@ class CellObjective:
         """Upload the trained model (best-validation weights) as an artifact of ``trial``."""
         if self._artifact_folder is not None:
             record_artifact_store(trial.study, self._artifact_folder)
-        card = ModelCard.of(model, self.task, hyperparameters=hp, batch_size=batch_size,
-                            score=score, trial=trial.number)
+        card = ModelCard.of(
+            model,
+            self.task,
+            hyperparameters=hp,
+            batch_size=batch_size,
+            score=score,
+            trial=trial.number,
+        )
         upload_model(trial, model, card, self.artifact_store)
 
 

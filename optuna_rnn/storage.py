@@ -122,7 +122,9 @@ def open_storage(
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=max_retry
+                ),
             )
         except ImportError:
             scheme = url.split(":", 1)[0].split("+", 1)[0]

@@ -299,7 +299,5 @@ def leaderboard(
     its first objective.
     """
     board = Leaderboard(study.directions)
-    board.update(
-        study.get_trials(deepcopy=False, states=_FINISHED) if trials is None else trials
-    )
+    board.update(study.get_trials(deepcopy=False, states=_FINISHED) if trials is None else trials)
     return board.frame()

@@ -60,8 +60,13 @@ class Context:
         if self.overrides:
             spec = dataclasses.replace(spec, objective={**spec.objective, **self.overrides})
         if self.only is None or label in self.only:
-            study = run_search(spec, storage=self.storage, study_name=study_name,
-                               workers=self.workers, timeout=self.timeout)
+            study = run_search(
+                spec,
+                storage=self.storage,
+                study_name=study_name,
+                workers=self.workers,
+                timeout=self.timeout,
+            )
         else:
             study = prepare_study(open_storage(self.storage), study_name, spec)
         export_study(study, self.out / label)
@@ -87,8 +92,14 @@ def baselines(cells: Sequence[str], draws: int, **fields: Any) -> SearchSpec:
     compare cells on equal terms (a pruner stops a slow starter that might have become a
     cell's best, and stops more of the slow-learning cells: best-of-N would be biased).
     """
-    return SearchSpec(sampler="random", pruner="none", n_trials=len(cells) * draws,
-                      seed_cells=tuple(cells), seed_draws=draws, **fields)
+    return SearchSpec(
+        sampler="random",
+        pruner="none",
+        n_trials=len(cells) * draws,
+        seed_cells=tuple(cells),
+        seed_draws=draws,
+        **fields,
+    )
 
 
 def main(
@@ -98,20 +109,34 @@ def main(
     run: Callable[[Mapping[str, Any], Context], None],
     argv: Sequence[str] | None = None,
 ) -> None:
-    parser = argparse.ArgumentParser(description=doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", choices=sorted(presets), default="cpu")
-    parser.add_argument("--only", action="append", metavar="LABEL",
-                        help="run only this study of the script (e.g. a task: ptb); the "
-                        "others are read as they are (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="LABEL",
+        help="run only this study of the script (e.g. a task: ptb); the "
+        "others are read as they are (repeatable)",
+    )
     parser.add_argument("--storage", help="default: sqlite:///studies/runs/NAME-PRESET.sqlite3")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, help="default: studies/runs/NAME-PRESET/")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an objective option of every study, e.g. max_steps=20 "
-                        "(a quick end-to-end check; use another --storage)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help="stop starting trials after this long; run again to resume")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an objective option of every study, e.g. max_steps=20 "
+        "(a quick end-to-end check; use another --storage)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop starting trials after this long; run again to resume",
+    )
     args = parser.parse_args(argv)
     stem = f"{name}-{args.preset}"
     out = args.out if args.out is not None else RUNS / stem

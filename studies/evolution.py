@@ -33,8 +33,14 @@ PRESETS = {
     "cpu": {
         "tasks": ("arithmetic:small", "xml:small"),
         "n_trials": 75,
-        "objective": {"optimizer": "adam", "max_steps": 1000, "max_seconds": 45, "eval_every": 250, "valid_batches": 10,
-                      "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)}},
+        "objective": {
+            "optimizer": "adam",
+            "max_steps": 1000,
+            "max_seconds": 45,
+            "eval_every": 250,
+            "valid_batches": 10,
+            "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)},
+        },
     },
     "paper": {
         "tasks": ("arithmetic:paper", "xml:paper", "ptb"),
@@ -45,8 +51,13 @@ PRESETS = {
 
 
 def run(preset: dict, context: Context) -> None:
-    spec = SearchSpec(tasks=preset["tasks"], sampler="evolution", n_trials=preset["n_trials"],
-                      seed=0, objective=preset["objective"])
+    spec = SearchSpec(
+        tasks=preset["tasks"],
+        sampler="evolution",
+        n_trials=preset["n_trials"],
+        seed=0,
+        objective=preset["objective"],
+    )
     context.search("search", spec)
 
 

@@ -29,8 +29,14 @@ PRESETS = {
     "cpu": {
         "tasks": {"arithmetic": "arithmetic:small", "xml": "xml:small"},
         "draws": 20,
-        "objective": {"optimizer": "adam", "max_steps": 1500, "max_seconds": 60, "eval_every": 250, "valid_batches": 10,
-                      "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)}},
+        "objective": {
+            "optimizer": "adam",
+            "max_steps": 1500,
+            "max_seconds": 60,
+            "eval_every": 250,
+            "valid_batches": 10,
+            "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)},
+        },
     },
     "paper": {
         "tasks": {"arithmetic": "arithmetic:paper", "xml": "xml:paper"},
@@ -49,8 +55,9 @@ def _summary(label: str, study: optuna.Study) -> pd.DataFrame:
 
 def run(preset: dict, context: Context) -> None:
     studies = {
-        label: context.search(label, baselines(CELLS, preset["draws"], tasks=(task,),
-                                               objective=preset["objective"]))
+        label: context.search(
+            label, baselines(CELLS, preset["draws"], tasks=(task,), objective=preset["objective"])
+        )
         for label, task in preset["tasks"].items()
     }
     parts = [_summary(label, study) for label, study in studies.items()]

@@ -23,7 +23,13 @@ PRESETS = {
     "cpu": {
         "cells": ("tanh", "lstm", "lstm_b", "gru", "mut1", "mut3"),
         "draws": 4,
-        "objective": {"optimizer": "adam", "max_steps": 1000, "max_seconds": 60, "eval_every": 200, "valid_batches": 10},
+        "objective": {
+            "optimizer": "adam",
+            "max_steps": 1000,
+            "max_seconds": 60,
+            "eval_every": 200,
+            "valid_batches": 10,
+        },
     },
     "paper": {
         "cells": PAPER_CELLS,
@@ -34,8 +40,10 @@ PRESETS = {
 
 
 def run(preset: dict, context: Context) -> None:
-    study = context.search("jsb", baselines(preset["cells"], preset["draws"], tasks=("jsb",),
-                                            objective=preset["objective"]))
+    study = context.search(
+        "jsb",
+        baselines(preset["cells"], preset["draws"], tasks=("jsb",), objective=preset["objective"]),
+    )
     context.table("jsb", best_by_cell({"jsb_nll": study}))
 
 

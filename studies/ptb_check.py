@@ -38,14 +38,24 @@ def train_once(
     space = GatedSpace()
     study = optuna.create_study(direction="minimize")
     study.enqueue_trial(space.encode(zoo.get(cell)))
-    study.optimize(make_objective(task, space=space, hyperparameters=hyperparameters,
-                                  optimizer="adam", notes=False, **objective), n_trials=1)
+    study.optimize(
+        make_objective(
+            task,
+            space=space,
+            hyperparameters=hyperparameters,
+            optimizer="adam",
+            notes=False,
+            **objective,
+        ),
+        n_trials=1,
+    )
     return study.trials[0]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cells", default="gru,lstm")
     parser.add_argument("--learning-rates", default="0.003", help="comma-separated")
     parser.add_argument("--param-budget", type=int, default=1_000_000)
@@ -65,20 +75,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("cell    lr      params  width  steps  tok/s  wall_s  cpu_s  valid_ppl  /unigram  ended")
     for lr in (float(v) for v in args.learning_rates.split(",")):
         for cell in args.cells.split(","):
-            hp = Hyperparameters(init_scales=(args.init_scale,), learning_rates=(lr,),
-                                 max_grad_norms=(args.max_grad_norm,),
-                                 layer_counts=(args.layers,), param_budgets=(args.param_budget,))
+            hp = Hyperparameters(
+                init_scales=(args.init_scale,),
+                learning_rates=(lr,),
+                max_grad_norms=(args.max_grad_norm,),
+                layer_counts=(args.layers,),
+                param_budgets=(args.param_budget,),
+            )
             start, cpu = time.perf_counter(), time.process_time()
-            trial = train_once(task, cell, hp, batch_size=args.batch_size,
-                               max_steps=args.steps, max_seconds=args.seconds,
-                               eval_every=args.eval_every)
+            trial = train_once(
+                task,
+                cell,
+                hp,
+                batch_size=args.batch_size,
+                max_steps=args.steps,
+                max_seconds=args.seconds,
+                eval_every=args.eval_every,
+            )
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
             a = trial.user_attrs
             ppl = trial.value if trial.value is not None else math.nan
-            print(f"{cell:7} {lr:<7g} {a.get('param_count', 0):>7} {a.get('width', 0):>5} "
-                  f"{a.get('steps', 0):>6} {a.get('tokens_per_second', math.nan):>6.0f} "
-                  f"{seconds:>6.0f} {cpu:>6.0f}  {ppl:>9.1f}  {ppl / unigram:>8.3f}  "
-                  f"{a.get('ended_because', trial.state.name)}", flush=True)
+            print(
+                f"{cell:7} {lr:<7g} {a.get('param_count', 0):>7} {a.get('width', 0):>5} "
+                f"{a.get('steps', 0):>6} {a.get('tokens_per_second', math.nan):>6.0f} "
+                f"{seconds:>6.0f} {cpu:>6.0f}  {ppl:>9.1f}  {ppl / unigram:>8.3f}  "
+                f"{a.get('ended_because', trial.state.name)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

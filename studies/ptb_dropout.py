@@ -25,23 +25,37 @@ CELLS = ("lstm", "lstm_b", "gru", "mut1", "mut3")
 PRESETS = {
     "cpu": {
         "draws": 4,
-        "objective": {"optimizer": "adam", "max_steps": 2000, "max_seconds": 120, "eval_every": 400, "valid_batches": 10,
-                      "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES),
-                                          "param_budgets": [200_000, 1_000_000],
-                                          "dropouts": list(PAPER_DROPOUTS)}},
+        "objective": {
+            "optimizer": "adam",
+            "max_steps": 2000,
+            "max_seconds": 120,
+            "eval_every": 400,
+            "valid_batches": 10,
+            "hyperparameters": {
+                "learning_rates": list(ADAM_LEARNING_RATES),
+                "param_budgets": [200_000, 1_000_000],
+                "dropouts": list(PAPER_DROPOUTS),
+            },
+        },
     },
     "paper": {
         "draws": 20,
-        "objective": {"max_steps": 40000, "eval_every": 2000,
-                      "hyperparameters": {"param_budgets": [5_000_000, 10_000_000, 20_000_000],
-                                          "dropouts": list(PAPER_DROPOUTS)}},
+        "objective": {
+            "max_steps": 40000,
+            "eval_every": 2000,
+            "hyperparameters": {
+                "param_budgets": [5_000_000, 10_000_000, 20_000_000],
+                "dropouts": list(PAPER_DROPOUTS),
+            },
+        },
     },
 }
 
 
 def run(preset: dict, context: Context) -> None:
-    study = context.search("ptb", baselines(CELLS, preset["draws"], tasks=("ptb",),
-                                            objective=preset["objective"]))
+    study = context.search(
+        "ptb", baselines(CELLS, preset["draws"], tasks=("ptb",), objective=preset["objective"])
+    )
     context.table("ptb_dropout", best_by_cell({"ptb_perplexity": study}))
 
 

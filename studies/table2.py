@@ -29,33 +29,53 @@ from optuna_rnn.export import best_by_cell
 from optuna_rnn.findings import PAPER_BEST
 from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES
 
-PAPER = pd.DataFrame({"cell": list(PAPER_CELLS),
-                      **{f"paper_{task}": [best[c] for c in PAPER_CELLS]
-                         for task, best in PAPER_BEST.items()}})
+PAPER = pd.DataFrame(
+    {
+        "cell": list(PAPER_CELLS),
+        **{f"paper_{task}": [best[c] for c in PAPER_CELLS] for task, best in PAPER_BEST.items()},
+    }
+)
 #: PTB on a CPU (measured with studies/ptb_check.py, see docs/guides/reproduction.md):
 #: one layer at 1M parameters (width 49 for the LSTM: the 10k-word embedding and output
 #: layer hold most of it), 700 steps (about 90 CPU seconds), capped at 100 s.
 PTB_CPU = {
-    "max_steps": 700, "max_seconds": 100, "eval_every": 350, "valid_batches": 10,
-    "hyperparameters": {"learning_rates": [0.003, 0.005, 0.01], "param_budgets": [1_000_000],
-                        "layer_counts": [1], "init_scales": [0.3, 0.7, 1.0, 1.4],
-                        "max_grad_norms": [1.0, 2.5, 5.0, 10.0]},
+    "max_steps": 700,
+    "max_seconds": 100,
+    "eval_every": 350,
+    "valid_batches": 10,
+    "hyperparameters": {
+        "learning_rates": [0.003, 0.005, 0.01],
+        "param_budgets": [1_000_000],
+        "layer_counts": [1],
+        "init_scales": [0.3, 0.7, 1.0, 1.4],
+        "max_grad_norms": [1.0, 2.5, 5.0, 10.0],
+    },
 }
 PRESETS = {
     "cpu": {
         "tasks": {"arithmetic": "arithmetic:small", "xml": "xml:small", "ptb": "ptb"},
         "cells": PAPER_CELLS,
         "draws": 10,
-        "objective": {"optimizer": "adam", "max_steps": 1500, "max_seconds": 60, "eval_every": 250, "valid_batches": 10,
-                      "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)}},
+        "objective": {
+            "optimizer": "adam",
+            "max_steps": 1500,
+            "max_seconds": 60,
+            "eval_every": 250,
+            "valid_batches": 10,
+            "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)},
+        },
         "task_objective": {"ptb": PTB_CPU},
     },
     "paper": {
         "tasks": {"arithmetic": "arithmetic:paper", "xml": "xml:paper", "ptb": "ptb"},
         "cells": PAPER_CELLS,
         "draws": 20,
-        "objective": {"optimizer": "sgd", "max_steps": 20000, "eval_every": 1000,
-                      "hyperparameters": {"param_budgets": [1_000_000, 5_000_000, 20_000_000]}},
+        "objective": {
+            "optimizer": "sgd",
+            "max_steps": 20000,
+            "eval_every": 1000,
+            "hyperparameters": {"param_budgets": [1_000_000, 5_000_000, 20_000_000]},
+        },
     },
 }
 
@@ -65,8 +85,12 @@ def run(preset: dict, context: Context) -> None:
     studies = {
         label: context.search(
             label,
-            baselines(preset["cells"], preset["draws"], tasks=(task,),
-                      objective={**preset["objective"], **per_task.get(label, {})}),
+            baselines(
+                preset["cells"],
+                preset["draws"],
+                tasks=(task,),
+                objective={**preset["objective"], **per_task.get(label, {})},
+            ),
         )
         for label, task in preset["tasks"].items()
     }

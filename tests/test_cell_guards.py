@@ -21,7 +21,9 @@ def test_minus_zero_is_zero_in_every_form():
         assert Cell.from_dict(cell.to_dict()) == cell
         assert Cell.parse(str(cell)) == cell
     assert Cell.parse("h' = tanh(W[-0] x + U h)") == plain
-    assert Cell.parse("h' = tanh(linear(-0, x) + U h)") == Cell.parse("h' = tanh(linear(0, x) + U h)")
+    assert Cell.parse("h' = tanh(linear(-0, x) + U h)") == Cell.parse(
+        "h' = tanh(linear(0, x) + U h)"
+    )
 
 
 @pytest.mark.parametrize("number", ["1e308", "3.5e38", "-1e39"])
@@ -56,7 +58,9 @@ def test_from_dict_refuses_huge_ints_lists_and_names_before_work():
         parse(f"h' = tanh({long} x + U h)")
     assert Cell.parse(f"h' = tanh({long[:-1]} x + U h)")  # the limit itself is fine
     with pytest.raises(CellError, match="at most 3 states"):
-        Cell.from_dict({"version": 1, "nodes": [{"op": "x"}], "states": {f"s{i}": 0 for i in range(10_000)}})
+        Cell.from_dict(
+            {"version": 1, "nodes": [{"op": "x"}], "states": {f"s{i}": 0 for i in range(10_000)}}
+        )
 
 
 def test_a_cell_without_parameters_is_a_cell_that_cellrnn_refuses():
@@ -69,26 +73,69 @@ def test_a_cell_without_parameters_is_a_cell_that_cellrnn_refuses():
 
 # ----------------------------------------------------------------- property tests
 ALPHABET = "hxcWUbz'=+-*();\n #[]0123456789.eE_,sigmtanhrelulinear"
-words = st.sampled_from(["h'", "c'", "h", "c", "x", "W", "U", "V", "b", "b1", "tanh", "sigm", "relu",
-                         "linear", "id", "(", ")", "+", "-", "*", "=", "1", "[", "]", "-0", "1e308",
-                         "0.5", ",", ";", "\n", " "])
-leaves = st.sampled_from(["x", "h", "c", "1", "b", "b1[-0]", "b2[0.5]", "b3[1e38]", "b4[1e39]", "z"])
+words = st.sampled_from(
+    [
+        "h'",
+        "c'",
+        "h",
+        "c",
+        "x",
+        "W",
+        "U",
+        "V",
+        "b",
+        "b1",
+        "tanh",
+        "sigm",
+        "relu",
+        "linear",
+        "id",
+        "(",
+        ")",
+        "+",
+        "-",
+        "*",
+        "=",
+        "1",
+        "[",
+        "]",
+        "-0",
+        "1e308",
+        "0.5",
+        ",",
+        ";",
+        "\n",
+        " ",
+    ]
+)
+leaves = st.sampled_from(
+    ["x", "h", "c", "1", "b", "b1[-0]", "b2[0.5]", "b3[1e38]", "b4[1e39]", "z"]
+)
 weights = st.sampled_from(["W", "U", "V", "W[-0]", "U[1.5]", "float", "train", "V[-2]"])
 expressions = st.recursive(
     leaves,
     lambda e: st.one_of(
         st.tuples(weights, e).map(lambda t: f"{t[0]} ({t[1]})"),
-        st.tuples(st.sampled_from(["tanh", "sigm", "relu", "id"]), e).map(lambda t: f"{t[0]}({t[1]})"),
+        st.tuples(st.sampled_from(["tanh", "sigm", "relu", "id"]), e).map(
+            lambda t: f"{t[0]}({t[1]})"
+        ),
         st.tuples(e, st.sampled_from(["+", "-", "*"]), e).map(" ".join),
         e.map(lambda t: f"linear(-0, {t})"),
     ),
     max_leaves=12,
 )
 equations = st.tuples(expressions, st.none() | expressions, st.none() | expressions).map(
-    lambda t: "\n".join([f"h' = {t[0]}"] + ([f"c' = {t[1]}"] if t[1] else []) + ([f"z = {t[2]}"] if t[2] else []))
+    lambda t: "\n".join(
+        [f"h' = {t[0]}"] + ([f"c' = {t[1]}"] if t[1] else []) + ([f"z = {t[2]}"] if t[2] else [])
+    )
 )
-texts = st.one_of(st.text(max_size=80), st.text(alphabet=ALPHABET, max_size=80),
-                  st.lists(words, max_size=40).map(" ".join), equations, equations)
+texts = st.one_of(
+    st.text(max_size=80),
+    st.text(alphabet=ALPHABET, max_size=80),
+    st.lists(words, max_size=40).map(" ".join),
+    equations,
+    equations,
+)
 
 
 def _round_trips(cell: Cell) -> None:
@@ -106,16 +153,51 @@ def test_parse_gives_a_cell_or_a_cell_error(text):
     _round_trips(cell)
 
 
-ops = st.sampled_from(["x", "state", "one", "bias", "linear", "add", "sub", "mul", "tanh", "sigmoid",
-                       "relu", "identity", "bogus", 3, None])
-values = st.one_of(st.floats(allow_nan=True), st.integers(min_value=-(10**400), max_value=10**400),
-                   st.just(-0.0), st.text(max_size=5), st.none(), st.booleans())
-names = st.one_of(st.sampled_from(["h", "c", "W", "U", "b", "b1", "x", "tanh"]), st.text(max_size=6), st.integers())
+ops = st.sampled_from(
+    [
+        "x",
+        "state",
+        "one",
+        "bias",
+        "linear",
+        "add",
+        "sub",
+        "mul",
+        "tanh",
+        "sigmoid",
+        "relu",
+        "identity",
+        "bogus",
+        3,
+        None,
+    ]
+)
+values = st.one_of(
+    st.floats(allow_nan=True),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.just(-0.0),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+)
+names = st.one_of(
+    st.sampled_from(["h", "c", "W", "U", "b", "b1", "x", "tanh"]),
+    st.text(max_size=6),
+    st.integers(),
+)
 nodes = st.fixed_dictionaries(
     {"op": ops},
-    optional={"inputs": st.one_of(st.lists(st.integers(-1, 8), max_size=4), st.integers(), st.text(max_size=2)),
-              "name": names, "value": values, "label": names},
+    optional={
+        "inputs": st.one_of(
+            st.lists(st.integers(-1, 8), max_size=4), st.integers(), st.text(max_size=2)
+        ),
+        "name": names,
+        "value": values,
+        "label": names,
+    },
 )
+
+
 def _cell_dict(text: str) -> dict:
     try:
         return Cell.parse(text).to_dict()
@@ -126,9 +208,13 @@ def _cell_dict(text: str) -> dict:
 dicts = st.one_of(
     equations.map(_cell_dict),
     st.fixed_dictionaries(
-        {"version": st.sampled_from([1, 1.0, 2, "1", None]),
-         "nodes": st.lists(nodes, max_size=10),
-         "states": st.dictionaries(names, st.one_of(st.integers(-1, 10), st.text(max_size=2)), max_size=4)}
+        {
+            "version": st.sampled_from([1, 1.0, 2, "1", None]),
+            "nodes": st.lists(nodes, max_size=10),
+            "states": st.dictionaries(
+                names, st.one_of(st.integers(-1, 10), st.text(max_size=2)), max_size=4
+            ),
+        }
     ),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
     st.lists(st.integers(), max_size=3),

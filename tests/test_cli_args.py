@@ -57,7 +57,10 @@ def test_each_command_explains_itself(command: str, capsys: pytest.CaptureFixtur
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(
-    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the default storage lands here, if anywhere
@@ -74,9 +77,15 @@ def test_unknown_or_ambiguous_study(tmp_path: Path, capsys: pytest.CaptureFixtur
     for name in ("a", "b"):
         optuna.create_study(study_name=name, storage=url)
     for argv, message in [
-        (["leaderboard", "--storage", url], "--study-name is needed; " + url + " holds studies: a, b"),
+        (
+            ["leaderboard", "--storage", url],
+            "--study-name is needed; " + url + " holds studies: a, b",
+        ),
         (["leaderboard", "--storage", url, "--study-name", "c"], "no study 'c'"),
-        (["worker", "--storage", url, "--study-name", "a"], "was not created by `optuna-rnn search`"),
+        (
+            ["worker", "--storage", url, "--study-name", "a"],
+            "was not created by `optuna-rnn search`",
+        ),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
@@ -85,18 +94,28 @@ def test_unknown_or_ambiguous_study(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_spec_round_trips_through_json() -> None:
-    spec = SearchSpec(tasks=("arithmetic:small,eval_size=200", "xml"), sampler="tpe",
-                      seed=7, objective={"max_steps": 10})
+    spec = SearchSpec(
+        tasks=("arithmetic:small,eval_size=200", "xml"),
+        sampler="tpe",
+        seed=7,
+        objective={"max_steps": 10},
+    )
     assert SearchSpec.from_json(spec.to_json()) == spec
     assert spec.space == "gated" and SearchSpec().space == "graph"  # evolution mutates graphs
     assert parse_task("arithmetic:small,eval_size=200,negatives=false") == (
-        "arithmetic", "small", {"eval_size": 200, "negatives": False}
+        "arithmetic",
+        "small",
+        {"eval_size": 200, "negatives": False},
     )
 
 
 def test_console_script_module_runs() -> None:
-    done = subprocess.run([sys.executable, "-m", "optuna_rnn.cli", "show", "gru"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "optuna_rnn.cli", "show", "gru"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "h' = " in done.stdout
 
 
@@ -106,16 +125,23 @@ def test_spec_builds_the_library_objects() -> None:
     from optuna_rnn.multitask import MultitaskObjective
     from optuna_rnn.objective import CellObjective
 
-    single = SearchSpec(tasks=("arithmetic:tiny",), sampler="random",
-                        objective={"max_steps": 5, "hyperparameters": {"layer_counts": [1]}})
+    single = SearchSpec(
+        tasks=("arithmetic:tiny",),
+        sampler="random",
+        objective={"max_steps": 5, "hyperparameters": {"layer_counts": [1]}},
+    )
     objective = single.build_objective()
     assert isinstance(objective, CellObjective)
     assert objective.hyperparameters == Hyperparameters(layer_counts=[1])
     # A partial setting replaces only the lists it names: Adam keeps its learning rates.
-    adam = SearchSpec(tasks=("arithmetic:tiny",), sampler="random", objective={
-        "optimizer": "adam", "hyperparameters": {"param_budgets": [500_000]}})
+    adam = SearchSpec(
+        tasks=("arithmetic:tiny",),
+        sampler="random",
+        objective={"optimizer": "adam", "hyperparameters": {"param_budgets": [500_000]}},
+    )
     assert adam.build_objective().hyperparameters == Hyperparameters(
-        learning_rates=ADAM_LEARNING_RATES, param_budgets=[500_000])
+        learning_rates=ADAM_LEARNING_RATES, param_budgets=[500_000]
+    )
     several = SearchSpec(tasks=("xml:tiny", "arithmetic:tiny"), objective={"prefilter": False})
     assert isinstance(several.build_objective(), MultitaskObjective)
     assert several.direction() == "maximize"

@@ -23,8 +23,20 @@ TINY = [*tiny_cli_args(), "--no-progress"]
 def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A finished 4-trial random search on SQLite: (storage URL, study name)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('cli')}/runs.db"
-    argv = ["search", *TINY, "--sampler", "random", "--n-trials", "4", "--seed", "3",
-            "--storage", url, "--study-name", "tiny"]
+    argv = [
+        "search",
+        *TINY,
+        "--sampler",
+        "random",
+        "--n-trials",
+        "4",
+        "--seed",
+        "3",
+        "--storage",
+        url,
+        "--study-name",
+        "tiny",
+    ]
     assert main(argv) == 0
     return url, "tiny"
 
@@ -76,7 +88,19 @@ def test_leaderboard_formats(searched: tuple[str, str], capsys: pytest.CaptureFi
     assert {"fingerprint", "best_score", "equations"} <= set(rows.columns)
     best = rows["best_score"].dropna()
     assert list(best) == sorted(best, reverse=True)  # memorization: higher is better
-    main(["leaderboard", "--storage", url, "--study-name", name, "--format", "markdown", "--top", "2"])
+    main(
+        [
+            "leaderboard",
+            "--storage",
+            url,
+            "--study-name",
+            name,
+            "--format",
+            "markdown",
+            "--top",
+            "2",
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| fingerprint") and len(lines) == 4
 
@@ -94,7 +118,9 @@ def test_show_a_trials_cell_as_equations_and_svg(
     assert svg.read_text().lstrip().startswith(("<svg", "<?xml"))
 
 
-def test_show_a_zoo_cell_and_an_equations_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_a_zoo_cell_and_an_equations_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["show", "mut1"]) == 0
     assert Cell.parse(capsys.readouterr().out) == zoo.get("mut1")
     path = tmp_path / "cell.txt"
@@ -108,17 +134,35 @@ def test_export_writes_tables_and_plots(searched: tuple[str, str], tmp_path: Pat
     out = tmp_path / "export"
     assert main(["export", "--storage", url, "--study-name", name, "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
-    assert {"trials.csv", "leaderboard.csv", "leaderboard.md", "leaderboard.png", "history.png"} <= names
+    assert {
+        "trials.csv",
+        "leaderboard.csv",
+        "leaderboard.md",
+        "leaderboard.png",
+        "history.png",
+    } <= names
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == len(_study(url, name).trials)
     assert (out / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "leaderboard.md").read_text().startswith("| fingerprint")
 
 
-def test_baselines_give_each_cell_its_draws(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_baselines_give_each_cell_its_draws(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path}/b.db"
-    argv = ["baselines", *TINY, "--cells", "lstm,gru", "--draws", "2", "--seed", "0",
-            "--storage", url]
+    argv = [
+        "baselines",
+        *TINY,
+        "--cells",
+        "lstm,gru",
+        "--draws",
+        "2",
+        "--seed",
+        "0",
+        "--storage",
+        url,
+    ]
     assert main(argv) == 0
     study = _study(url, "baselines-" + TINY_TASK)
     assert len(study.trials) == 4
@@ -136,8 +180,22 @@ def test_a_two_objective_search_and_its_export(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path}/multi.db"
-    argv = ["search", *TINY, "--objectives", "score,params", "--sampler", "tpe",
-            "--n-trials", "4", "--seed", "0", "--storage", url, "--study-name", "multi"]
+    argv = [
+        "search",
+        *TINY,
+        "--objectives",
+        "score,params",
+        "--sampler",
+        "tpe",
+        "--n-trials",
+        "4",
+        "--seed",
+        "0",
+        "--storage",
+        url,
+        "--study-name",
+        "multi",
+    ]
     assert main(argv) == 0
     assert "Pareto front of score, param_count: trials [" in capsys.readouterr().out
     study = _study(url, "multi")

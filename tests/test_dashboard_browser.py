@@ -36,8 +36,14 @@ pytestmark = pytest.mark.skipif(
 )
 #: Chromium flags for a quiet, offline, throwaway headless run.
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 )
 SEARCH = ["search", *tiny_cli_args(), "--sampler", "random", "--n-trials", "3", "--no-progress"]
 
@@ -52,17 +58,32 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, o
     """The base URL of optuna-dashboard serving a finished quick-start search, and the study."""
     root = tmp_path_factory.mktemp("quickstart")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "optuna_rnn.cli", *SEARCH], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "optuna_rnn.cli", *SEARCH],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     (printed,) = re.findall(r"watch it with: (optuna-dashboard .*)", done.stdout)
     command = shlex.split(printed)
     assert command[1:] == ["sqlite:///optuna_rnn.db", "--artifact-dir", "optuna_rnn-artifacts"]
     port = free_port()
     server = subprocess.Popen(
-        [shutil.which("optuna-dashboard") or "optuna-dashboard", *command[1:],
-         "--host", "127.0.0.1", "--port", str(port), "--quiet"],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            shutil.which("optuna-dashboard") or "optuna-dashboard",
+            *command[1:],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--quiet",
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -75,8 +96,10 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, o
                 assert server.poll() is None and time.monotonic() < deadline, "no dashboard"
                 time.sleep(0.5)
         studies = optuna.get_all_study_names(f"sqlite:///{root / 'optuna_rnn.db'}")
-        yield base, optuna.load_study(study_name=studies[0],
-                                      storage=f"sqlite:///{root / 'optuna_rnn.db'}")
+        yield (
+            base,
+            optuna.load_study(study_name=studies[0], storage=f"sqlite:///{root / 'optuna_rnn.db'}"),
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -88,9 +111,17 @@ def _rendered_dom(url: str) -> str:
     for budget in (10_000, 20_000, 40_000):
         with tempfile.TemporaryDirectory() as profile:
             done = subprocess.run(
-                [BROWSER, *FLAGS, f"--user-data-dir={profile}",
-                 f"--virtual-time-budget={budget}", "--dump-dom", url],
-                capture_output=True, text=True, timeout=120,
+                [
+                    BROWSER,
+                    *FLAGS,
+                    f"--user-data-dir={profile}",
+                    f"--virtual-time-budget={budget}",
+                    "--dump-dom",
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
         dom = done.stdout
         if "cell diagram" in dom:

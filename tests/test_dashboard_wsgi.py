@@ -133,8 +133,9 @@ def test_the_note_kept_trial_by_trial_equals_a_full_rebuild(tmp_path: Path) -> N
         value = trial.suggest_float("x", 0.0, 1.0)
         if call % 3 == 1:  # another worker's trials end meanwhile
             for state, value_ in ((TrialState.PRUNED, None), (TrialState.COMPLETE, 0.5)):
-                study.add_trial(create_trial(state=state, value=value_,
-                                             user_attrs={keys.FINGERPRINT: "eee"}))
+                study.add_trial(
+                    create_trial(state=state, value=value_, user_attrs={keys.FINGERPRINT: "eee"})
+                )
         note.write(trial, [value])
         return value
 

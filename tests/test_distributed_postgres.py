@@ -28,7 +28,9 @@ from optuna.trial import TrialState
 from optuna_rnn.cli.run import WORKER_ATTR, live_trials
 from optuna_rnn.samplers._records import REEVALUATE, read_plan
 
-pytest.importorskip("psycopg", reason="psycopg 3 (pip install 'optuna-rnn[postgres]') is needed to reach PostgreSQL")
+pytest.importorskip(
+    "psycopg", reason="psycopg 3 (pip install 'optuna-rnn[postgres]') is needed to reach PostgreSQL"
+)
 
 TINY = tiny_cli_args(max_steps=60)
 N_TRIALS = 8
@@ -61,18 +63,38 @@ def postgres_url() -> Iterator[str]:
         os.chown(root, owner.pw_uid, owner.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
     data, port = root / "data", free_port()
-    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust",
-                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_user,
+            initdb,
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w",
-                    "-o", options, "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o", options, "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         # The README's form, postgresql://USER:PASSWORD@HOST/DB: no driver named, so
         # SQLAlchemy picks psycopg 3, the driver of the `postgres` extra.
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                       check=False, capture_output=True)
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -91,14 +113,28 @@ def _kill_a_worker_mid_trial(study: optuna.Study, commands: list[subprocess.Pope
 
 
 def _cli(*argv: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "optuna_rnn.cli", *argv, "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "optuna_rnn.cli", *argv, "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_four_workers_survive_a_killed_one(postgres_url: str) -> None:
     """`search --workers 2` creates the study, `worker --workers 2` joins it."""
-    where = ["--storage", postgres_url, "--study-name", "pg", "--workers", "2",
-             "--heartbeat-interval", "1", "--grace-period", str(GRACE_PERIOD)]
+    where = [
+        "--storage",
+        postgres_url,
+        "--study-name",
+        "pg",
+        "--workers",
+        "2",
+        "--heartbeat-interval",
+        "1",
+        "--grace-period",
+        str(GRACE_PERIOD),
+    ]
     search = _cli("search", *TINY, "--n-trials", str(N_TRIALS), "--seed", "0", *where)
     deadline = time.monotonic() + 60
     while "pg" not in optuna.get_all_study_names(postgres_url):
@@ -130,6 +166,8 @@ def test_four_workers_survive_a_killed_one(postgres_url: str) -> None:
     for trial in live:
         by_fingerprint[trial.user_attrs["fingerprint"]].append(trial)
     for group in by_fingerprint.values():
-        repeats = [t for t in group[1:] if (plan := read_plan(t)) is None or plan.action != REEVALUATE]
+        repeats = [
+            t for t in group[1:] if (plan := read_plan(t)) is None or plan.action != REEVALUATE
+        ]
         assert not repeats, [t.number for t in group]
     assert "best cell" in out

@@ -63,7 +63,9 @@ def _study(url: str) -> optuna.Study:
 
 @pytest.fixture(params=["sqlite", "journal"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/s.db" if request.param == "sqlite" else f"journal:{tmp_path}/s.log"
+    return (
+        f"sqlite:///{tmp_path}/s.db" if request.param == "sqlite" else f"journal:{tmp_path}/s.log"
+    )
 
 
 ASKED_OUTSIDE_OPTIMIZE = pytest.mark.filterwarnings("ignore:Heartbeat of storage")

@@ -48,8 +48,9 @@ def test_well_separated_cells_give_probability_one_and_zero() -> None:
 
 def test_identical_cells_hold_half_the_time_on_average() -> None:
     rng = np.random.default_rng(1)
-    probabilities = [_probability(_draws(*rng.standard_normal((2, 10))), seed=s)
-                     for s in range(200)]
+    probabilities = [
+        _probability(_draws(*rng.standard_normal((2, 10))), seed=s) for s in range(200)
+    ]
     assert np.mean(probabilities) == pytest.approx(0.5, abs=0.05)
 
 
@@ -94,16 +95,18 @@ def test_paired_resampling_follows_a_shared_draw_effect() -> None:
     draw = rng.standard_normal(10)
     a, b = draw + 0.05, draw
     paired = _probability(_draws(a, b))
-    unpaired = _probability({"t": Draws(pd.DataFrame({"a": a, "b": b}), maximize=True,
-                                        paired=False)})
+    unpaired = _probability(
+        {"t": Draws(pd.DataFrame({"a": a, "b": b}), maximize=True, paired=False)}
+    )
     assert paired == 1.0
     assert unpaired < 0.9
 
 
 def test_the_papers_table_satisfies_every_paper_ordering() -> None:
-    draws = {task: Draws(pd.DataFrame({c: [v] for c, v in best.items()}), maximize=True,
-                         paired=True)
-             for task, best in PAPER_BEST.items()}
+    draws = {
+        task: Draws(pd.DataFrame({c: [v] for c, v in best.items()}), maximize=True, paired=True)
+        for task, best in PAPER_BEST.items()
+    }
     table = ordering_probabilities(draws, resamples=10)
     assert len(table) == 2 * len(PAPER_ORDERINGS)
     assert table["holds"].all(), table[~table["holds"]]
@@ -114,10 +117,15 @@ def test_close_and_at_or_above_use_relative_tolerances() -> None:
     close = Ordering("close", "a", "close", "b", tolerance=0.05)
     ones = np.ones(3)
     assert close.holds(np.array([0.96, 1.04, 0.94]), ones, maximize=True).tolist() == [
-        True, True, False]
+        True,
+        True,
+        False,
+    ]
     at_or_above = Ordering("x", "a", "at_or_above", "b", tolerance=0.01)
     assert at_or_above.holds(np.array([0.995, 0.98]), ones[:2], maximize=True).tolist() == [
-        True, False]
+        True,
+        False,
+    ]
     # Perplexity 100 against 104: a is better by 4%.
     assert close.holds(np.array(100.0), np.array(104.0), maximize=False)
     above = Ordering("x", "a", "above", "b")
@@ -161,8 +169,14 @@ def _paired_study(storage: str, *, draw_attr: bool) -> optuna.Study:
     space = GatedSpace()
     for cell in ("lstm", "gru"):
         for k, lr in enumerate(Hyperparameters().learning_rates):
-            params = {**space.encode(zoo.get(cell)), "learning_rate": lr, "init_scale": 1.0,
-                      "max_grad_norm": 5.0, "num_layers": 1, "param_budget": 10_000}
+            params = {
+                **space.encode(zoo.get(cell)),
+                "learning_rate": lr,
+                "init_scale": 1.0,
+                "max_grad_norm": 5.0,
+                "num_layers": 1,
+                "param_budget": 10_000,
+            }
             study.enqueue_trial(params, user_attrs={"draw": k} if draw_attr else None)
     study.optimize(_objective, n_trials=14, catch=(RuntimeError,))
     return study
@@ -171,7 +185,9 @@ def _paired_study(storage: str, *, draw_attr: bool) -> optuna.Study:
 @pytest.mark.parametrize("draw_attr", [True, False])
 def test_a_paired_study_reads_back_as_its_draws(tmp_path: Path, draw_attr: bool) -> None:
     study = _paired_study(f"sqlite:///{tmp_path}/s.db", draw_attr=draw_attr)
-    draws = draws_of(optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path}/s.db"))
+    draws = draws_of(
+        optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path}/s.db")
+    )
     assert draws.paired and draws.maximize
     assert draws.scores.shape == (7, 2)
     for cell in ("lstm", "gru"):
@@ -203,12 +219,22 @@ def test_independent_random_draws_are_read_as_unpaired(tmp_path: Path) -> None:
 def test_the_plot_marks_draws_best_and_paper(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     rng = np.random.default_rng(6)
-    draws = {"arithmetic": Draws(pd.DataFrame({"lstm": rng.random(10), "gru": rng.random(10)}),
-                                 maximize=True, paired=True)}
+    draws = {
+        "arithmetic": Draws(
+            pd.DataFrame({"lstm": rng.random(10), "gru": rng.random(10)}),
+            maximize=True,
+            paired=True,
+        )
+    }
     draws["arithmetic"].scores.loc[3, "lstm"] = -np.inf
     summary = summarize(draws, resamples=100)
-    path = plot_draws(draws["arithmetic"], summary, tmp_path / "arithmetic.png",
-                      task="arithmetic", paper=PAPER_BEST["arithmetic"])
+    path = plot_draws(
+        draws["arithmetic"],
+        summary,
+        tmp_path / "arithmetic.png",
+        task="arithmetic",
+        paper=PAPER_BEST["arithmetic"],
+    )
     assert path.stat().st_size > 1000
 
 
@@ -216,8 +242,24 @@ def test_optuna_rnn_export_writes_the_findings(tmp_path: Path) -> None:
     from optuna_rnn.cli import main
 
     url = f"sqlite:///{tmp_path}/b.db"
-    assert main(["baselines", *tiny_cli_args(max_steps=20, eval_every=10), "--cells", "lstm,gru",
-                 "--draws", "2", "--no-progress", "--storage", url, "--study-name", "b"]) == 0
+    assert (
+        main(
+            [
+                "baselines",
+                *tiny_cli_args(max_steps=20, eval_every=10),
+                "--cells",
+                "lstm,gru",
+                "--draws",
+                "2",
+                "--no-progress",
+                "--storage",
+                url,
+                "--study-name",
+                "b",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "export"
     assert main(["export", "--storage", url, "--study-name", "b", "--out", str(out)]) == 0
     findings = pd.read_csv(out / "findings.csv")

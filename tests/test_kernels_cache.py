@@ -18,11 +18,14 @@ from optuna_rnn import zoo
 from optuna_rnn.kernels import build
 from optuna_rnn.kernels.fused import FusedCell
 
-pytestmark = pytest.mark.skipif(shutil.which(build.compiler_command(build.compiler())[0]) is None,
-                                reason="needs a C compiler")
+pytestmark = pytest.mark.skipif(
+    shutil.which(build.compiler_command(build.compiler())[0]) is None, reason="needs a C compiler"
+)
 
-BUILD = "from optuna_rnn import zoo; from optuna_rnn.kernels.fused import FusedCell\n" \
-        "assert FusedCell(zoo.get({name!r})).library('f32') is not None"
+BUILD = (
+    "from optuna_rnn import zoo; from optuna_rnn.kernels.fused import FusedCell\n"
+    "assert FusedCell(zoo.get({name!r})).library('f32') is not None"
+)
 # The issue's reproducer, checked against the reference backend.
 TRAIN = textwrap.dedent(
     """
@@ -45,7 +48,14 @@ TRAIN = textwrap.dedent(
 
 def _python(code: str, cache: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OPTUNA_RNN_KERNEL_CACHE=str(cache))
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _built(name: str, cache: Path) -> Path:
@@ -117,7 +127,9 @@ def fresh(monkeypatch):
 
 
 @pytest.mark.parametrize("where", ["a file", "inside a file"])
-def test_an_unusable_cache_directory_builds_privately_with_one_warning(where, tmp_path, monkeypatch, fresh):
+def test_an_unusable_cache_directory_builds_privately_with_one_warning(
+    where, tmp_path, monkeypatch, fresh
+):
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
     cache = blocker if where == "a file" else blocker / "kernels"

@@ -43,13 +43,17 @@ def test_fused_triton_on_cuda(name, config):
 
 @pytest.mark.parametrize("k, cell", list(enumerate(mutants(8, seed=99))))
 def test_fused_triton_mutants_on_cuda(k, cell):
-    assert_fused_matches_reference(cell, device="cuda", hidden=8, seed=k, **CONFIGS[k % len(CONFIGS)])
+    assert_fused_matches_reference(
+        cell, device="cuda", hidden=8, seed=k, **CONFIGS[k % len(CONFIGS)]
+    )
 
 
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("name", ["lstm", "gru_torch"])
 def test_native_cudnn_on_cuda(name, config):
-    assert_fused_matches_reference(zoo.get(name), device="cuda", hidden=8, backend="native", **config)
+    assert_fused_matches_reference(
+        zoo.get(name), device="cuda", hidden=8, backend="native", **config
+    )
 
 
 def test_auto_runs_every_cell_fused_on_cuda():
@@ -66,7 +70,9 @@ def test_cuda_graphs_replay_the_calls_as_the_reference_computes(cell):
     # Length 5: launched, then captured, then replayed; 7: launched once.
     assert_steps_match_reference("fused", cell, "cuda", [5, 5, 5, 7, 5])
     calls = fused_backend(cell).core._graphs
-    entries = [e for direction in (False, True) for e in calls[(direction, "cuda")]._entries.values()]
+    entries = [
+        e for direction in (False, True) for e in calls[(direction, "cuda")]._entries.values()
+    ]
     assert entries and all(e.graph is not None for e in entries)
 
 
@@ -99,7 +105,9 @@ def test_a_fused_layer_captured_in_the_callers_own_graph_trains_as_it_does_eager
         for model in (eager, graphed):
             model.zero_grad()
             out, state = model(x)
-            dx, *dw = torch.autograd.grad(out.square().sum() + state[0].sum(), [x, *model.parameters()])
+            dx, *dw = torch.autograd.grad(
+                out.square().sum() + state[0].sum(), [x, *model.parameters()]
+            )
             outs.append([out, dx, *dw])
         for a, b in zip(*outs):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -87,7 +87,9 @@ def assert_fused_matches_reference(
         else None
     )
     out_shape = (B, T, hidden) if batch_first else (T, B, hidden)
-    weights = [torch.randn(out_shape, **new)] + [torch.randn(num_layers, B, hidden, **new) for _ in cell.states]
+    weights = [torch.randn(out_shape, **new)] + [
+        torch.randn(num_layers, B, hidden, **new) for _ in cell.states
+    ]
     want = _run(ref, x, states, weights)
     if not all(w.isfinite().all() for w in want):
         pytest.skip("this mutant overflows in the reference itself")
@@ -112,8 +114,14 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{str(c['dtype'])[6:]}-L{c['num_layers']}"
-                         f"-{'bf' if c['batch_first'] else 'tf'}-{'init' if c['initial'] else 'zero'}")
+@pytest.mark.parametrize(
+    "config",
+    CONFIGS,
+    ids=lambda c: (
+        f"{str(c['dtype'])[6:]}-L{c['num_layers']}"
+        f"-{'bf' if c['batch_first'] else 'tf'}-{'init' if c['initial'] else 'zero'}"
+    ),
+)
 @pytest.mark.parametrize("name", zoo.names())
 def test_zoo_cell(name, config):
     assert_fused_matches_reference(zoo.get(name), **config)
@@ -125,14 +133,22 @@ def mutants(n: int, seed: int) -> list[optuna_rnn.Cell]:
     return [mutate(zoo.get(names[rng.integers(len(names))]), rng) for _ in range(n)]
 
 
-@pytest.mark.parametrize("k, cell", list(enumerate(mutants(40, seed=2015))), ids=lambda v: str(v) if isinstance(v, int) else "")
+@pytest.mark.parametrize(
+    "k, cell",
+    list(enumerate(mutants(40, seed=2015))),
+    ids=lambda v: str(v) if isinstance(v, int) else "",
+)
 def test_mutant(k, cell):
     config = CONFIGS[k % len(CONFIGS)]
     assert_fused_matches_reference(cell, seed=k, **config)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("k, cell", list(enumerate(mutants(210, seed=7))), ids=lambda v: str(v) if isinstance(v, int) else "")
+@pytest.mark.parametrize(
+    "k, cell",
+    list(enumerate(mutants(210, seed=7))),
+    ids=lambda v: str(v) if isinstance(v, int) else "",
+)
 def test_many_mutants_every_config(k, cell):
     """At least 200 mutants once the few that overflow in the reference are skipped."""
     for config in CONFIGS:
@@ -155,7 +171,14 @@ def test_batches_large_enough_to_split_across_threads(name, dtype, threads, torc
     and the blocks need not be equal (23 rows)."""
     torch_threads(threads)
     assert_fused_matches_reference(
-        zoo.get(name), dtype=dtype, num_layers=2, batch_first=False, initial=True, batch=23, hidden=96, input_size=96
+        zoo.get(name),
+        dtype=dtype,
+        num_layers=2,
+        batch_first=False,
+        initial=True,
+        batch=23,
+        hidden=96,
+        input_size=96,
     )
 
 
@@ -166,7 +189,11 @@ def test_kernels_share_torchs_openmp_runtime():
     out, _ = rnn(torch.randn(3, 24, 8))
     out.sum().backward()
     with open("/proc/self/maps") as f:
-        runtimes = {line.split()[-1] for line in f if "libgomp" in line or "libomp" in line or "libiomp" in line}
+        runtimes = {
+            line.split()[-1]
+            for line in f
+            if "libgomp" in line or "libomp" in line or "libiomp" in line
+        }
     assert len(runtimes) <= 1, runtimes
 
 
@@ -186,14 +213,18 @@ def _loops_in_c(monkeypatch) -> list[bool]:
 @pytest.mark.skipif(shutil.which(compiler()) is None, reason="no C compiler")
 def test_each_time_loop_is_one_c_call(monkeypatch):
     ran = _loops_in_c(monkeypatch)
-    assert_fused_matches_reference(zoo.get("gru"), dtype=torch.float64, num_layers=2, batch_first=True, initial=False)
+    assert_fused_matches_reference(
+        zoo.get("gru"), dtype=torch.float64, num_layers=2, batch_first=True, initial=False
+    )
     assert ran and all(ran)
 
 
 @pytest.fixture
 def torch_pointwise():
     """A backend running the fused plan's pointwise programs as torch ops."""
-    register_backend("fused-torch-test", lambda cell: FusedLayer(FusedCell(cell, pointwise="torch")))
+    register_backend(
+        "fused-torch-test", lambda cell: FusedLayer(FusedCell(cell, pointwise="torch"))
+    )
     yield "fused-torch-test"
     del BACKENDS["fused-torch-test"]
 
@@ -202,7 +233,12 @@ def torch_pointwise():
 def test_with_torch_pointwise_the_loop_runs_in_python(name, torch_pointwise, monkeypatch):
     ran = _loops_in_c(monkeypatch)
     assert_fused_matches_reference(
-        zoo.get(name), dtype=torch.float64, num_layers=2, batch_first=False, initial=True, backend=torch_pointwise
+        zoo.get(name),
+        dtype=torch.float64,
+        num_layers=2,
+        batch_first=False,
+        initial=True,
+        backend=torch_pointwise,
     )
     assert ran and not any(ran)
 
@@ -231,7 +267,11 @@ def test_a_loss_that_reads_only_some_outputs_gets_the_reference_gradients(uses):
     grads = []
     for rnn in (fused, ref):
         out, (h, c) = rnn(x, h0)
-        loss = {"output": out.square().sum(), "final states": (h * c).sum(), "one final state": c.sum()}[uses]
+        loss = {
+            "output": out.square().sum(),
+            "final states": (h * c).sum(),
+            "one final state": c.sum(),
+        }[uses]
         grads.append(torch.autograd.grad(loss, [x, *h0, *rnn.parameters()]))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
@@ -349,7 +389,13 @@ def test_concurrent_builds_in_two_processes_do_not_corrupt_the_cache(tmp_path):
     )
     env = dict(os.environ, OPTUNA_RNN_KERNEL_CACHE=str(tmp_path))
     procs = [
-        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     for p in procs:
@@ -357,7 +403,10 @@ def test_concurrent_builds_in_two_processes_do_not_corrupt_the_cache(tmp_path):
         assert p.returncode == 0 and out.strip() == "ok", err
     libs = list(tmp_path.glob("cell_*.so"))
     assert len(libs) == 1 and not list(tmp_path.glob(".build-*"))
-    os.environ["OPTUNA_RNN_KERNEL_CACHE"], old = str(tmp_path), os.environ["OPTUNA_RNN_KERNEL_CACHE"]
+    os.environ["OPTUNA_RNN_KERNEL_CACHE"], old = (
+        str(tmp_path),
+        os.environ["OPTUNA_RNN_KERNEL_CACHE"],
+    )
     try:
         assert load_library(FusedCell(zoo.get("ugrnn")).source("f32")) is not None
     finally:
@@ -365,18 +414,26 @@ def test_concurrent_builds_in_two_processes_do_not_corrupt_the_cache(tmp_path):
 
 
 @pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])
-def test_without_a_working_compiler_falls_back_to_torch_with_one_warning(compiler, monkeypatch, tmp_path):
+def test_without_a_working_compiler_falls_back_to_torch_with_one_warning(
+    compiler, monkeypatch, tmp_path
+):
     monkeypatch.setenv("CC", compiler)
     monkeypatch.setenv("OPTUNA_RNN_KERNEL_CACHE", str(tmp_path))
-    cell = optuna_rnn.Cell.parse("z = sigm(Wz x + Uz h + bz)\nh' = z * h + (1 - z) * tanh(Wx x + Uh (z * h))")
+    cell = optuna_rnn.Cell.parse(
+        "z = sigm(Wz x + Uz h + bz)\nh' = z * h + (1 - z) * tanh(Wx x + Uh (z * h))"
+    )
     with pytest.warns(RuntimeWarning, match="falling back|no C compiler") as record:
         libraries = [FusedCell(c).library("f64") for c in (cell, zoo.get("mgu"))]
     assert libraries == [None, None]
     assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
-    assert_fused_matches_reference(cell, dtype=torch.float64, num_layers=2, batch_first=False, initial=True)
+    assert_fused_matches_reference(
+        cell, dtype=torch.float64, num_layers=2, batch_first=False, initial=True
+    )
 
 
-@pytest.mark.parametrize("frozen", ["x maps", "x maps but the first", "one of each stack", "biases"])
+@pytest.mark.parametrize(
+    "frozen", ["x maps", "x maps but the first", "one of each stack", "biases"]
+)
 @pytest.mark.parametrize("name", ["lstm", "gru", "mut1"])
 def test_frozen_weights_get_no_gradient_and_the_others_match_the_reference(name, frozen):
     # The fused layer takes every map's weight apart and returns each map's gradient as a
@@ -399,7 +456,7 @@ def test_frozen_weights_get_no_gradient_and_the_others_match_the_reference(name,
         for key, p in model.named_parameters():
             p.requires_grad_(key.rsplit(".", 1)[-1] not in picked)
         out, _ = model(x)
-        dx, = torch.autograd.grad(out.square().sum(), [x], retain_graph=True)
+        (dx,) = torch.autograd.grad(out.square().sum(), [x], retain_graph=True)
         out.square().sum().backward()
         grads.append({"x": dx, **{key: p.grad for key, p in model.named_parameters()}})
     assert picked and all(grads[0][k] is None for k in grads[0] if k.rsplit(".", 1)[-1] in picked)

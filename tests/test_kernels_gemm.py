@@ -17,7 +17,14 @@ from optuna_rnn.kernels.build import compiler
 
 pytestmark = pytest.mark.skipif(shutil.which(compiler()) is None, reason="no C compiler")
 
-_ARGS = [ctypes.c_long] * 3 + [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
+_ARGS = [ctypes.c_long] * 3 + [
+    ctypes.c_void_p,
+    ctypes.c_long,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_long,
+    ctypes.c_long,
+]
 _DTYPES = {"f32": (torch.float32, 1e-5), "f64": (torch.float64, 1e-13)}
 
 
@@ -48,12 +55,18 @@ def test_matches_torch_on_strided_rows(dtype, m, n, k, pad, beta, transposed, se
     torch_dtype, tol = _DTYPES[dtype]
     g = torch.Generator().manual_seed(seed)
     a = torch.randn(m, k + pad[0], dtype=torch_dtype, generator=g)
-    b = torch.randn(n, k, dtype=torch_dtype, generator=g).t() if transposed else torch.randn(k, n, dtype=torch_dtype, generator=g)
+    b = (
+        torch.randn(n, k, dtype=torch_dtype, generator=g).t()
+        if transposed
+        else torch.randn(k, n, dtype=torch_dtype, generator=g)
+    )
     c = torch.randn(m, n + pad[1], dtype=torch_dtype, generator=g)
     want = a[:, :k] @ b + (c[:, :n] if beta else 0)
     untouched = c[:, n:].clone()
     panels = gemm.pack(b)
-    _product(dtype)(m, n, k, a.data_ptr(), a.stride(0), panels.data_ptr(), c.data_ptr(), c.stride(0), int(beta))
+    _product(dtype)(
+        m, n, k, a.data_ptr(), a.stride(0), panels.data_ptr(), c.data_ptr(), c.stride(0), int(beta)
+    )
     torch.testing.assert_close(c[:, :n], want, rtol=tol, atol=tol * max(k, 1))
     assert torch.equal(c[:, n:], untouched)  # columns past n (the next block) are left alone
 
@@ -69,7 +82,9 @@ def test_pack_lays_out_zero_padded_column_panels(dtype):
     assert not panels[-1, :, 37 % nr :].any()
 
 
-@pytest.mark.parametrize("m, n, k", [(10, 800, 200), (10, 200, 800), (16, 512, 128), (32, 128, 512)])
+@pytest.mark.parametrize(
+    "m, n, k", [(10, 800, 200), (10, 200, 800), (16, 512, 128), (32, 128, 512)]
+)
 def test_matches_torch_at_the_time_loops_shapes(m, n, k):
     g = torch.Generator().manual_seed(m * n + k)
     a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
@@ -105,7 +120,17 @@ def test_other_x86_targets_build_without_piecewise_vectors_and_match_torch(targe
     flags, needs, nr32 = _TARGETS[target]
     src, lib_path = tmp_path / "gemm.c", tmp_path / "gemm.so"
     src.write_text(gemm.source(dtype))
-    cmd = [compiler(), "-O3", *flags, "-Werror=vector-operation-performance", "-shared", "-fPIC", str(src), "-o", str(lib_path)]
+    cmd = [
+        compiler(),
+        "-O3",
+        *flags,
+        "-Werror=vector-operation-performance",
+        "-shared",
+        "-fPIC",
+        str(src),
+        "-o",
+        str(lib_path),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     if not needs <= _cpu_flags():
@@ -117,11 +142,18 @@ def test_other_x86_targets_build_without_piecewise_vectors_and_match_torch(targe
     nr = panel()
     assert nr == (nr32 if dtype == "f32" else nr32 // 2)
     pack = getattr(lib, f"ornn_pack_{dtype}")
-    pack.argtypes = [ctypes.c_long] * 2 + [ctypes.c_void_p] + [ctypes.c_long] * 2 + [ctypes.c_void_p]
-    product = ctypes.CFUNCTYPE(None, *_ARGS)(ctypes.cast(getattr(lib, f"ornn_gemm_{dtype}"), ctypes.c_void_p).value)
+    pack.argtypes = (
+        [ctypes.c_long] * 2 + [ctypes.c_void_p] + [ctypes.c_long] * 2 + [ctypes.c_void_p]
+    )
+    product = ctypes.CFUNCTYPE(None, *_ARGS)(
+        ctypes.cast(getattr(lib, f"ornn_gemm_{dtype}"), ctypes.c_void_p).value
+    )
     g = torch.Generator().manual_seed(7)
     for m, n, k in [(10, 200, 64), (16, 37, 50), (1, 8, 3), (7, nr + 1, 9)]:
-        a, b = torch.randn(m, k, dtype=torch_dtype, generator=g), torch.randn(n, k, dtype=torch_dtype, generator=g).t()
+        a, b = (
+            torch.randn(m, k, dtype=torch_dtype, generator=g),
+            torch.randn(n, k, dtype=torch_dtype, generator=g).t(),
+        )
         c = torch.randn(m, n, dtype=torch_dtype, generator=g)
         want = a @ b + c
         panels = torch.empty(-(-n // nr), k, nr, dtype=torch_dtype)

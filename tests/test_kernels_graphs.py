@@ -63,7 +63,9 @@ def graph_backend():
     cores: dict[str, FusedCell] = {}
 
     def make(cell):
-        return FusedLayer(cores.setdefault(str(cell), FusedCell(cell, pointwise="torch", graphs=True)))
+        return FusedLayer(
+            cores.setdefault(str(cell), FusedCell(cell, pointwise="torch", graphs=True))
+        )
 
     register_backend("graphs-test", make)
     yield "graphs-test", cores
@@ -85,7 +87,9 @@ def assert_steps_match_reference(backend: str, cell: Cell, device: str, lengths:
         for model, into in ((fast, got), (ref, want)):
             model.zero_grad()
             out, state = model(x)
-            dx, *dw = torch.autograd.grad(out.square().sum() + state[-1].sum(), [x, *model.parameters()])
+            dx, *dw = torch.autograd.grad(
+                out.square().sum() + state[-1].sum(), [x, *model.parameters()]
+            )
             into += [out, *state, dx, *dw]
         assert x._version == version  # the input was only read
         for a, b in zip(got, want):
@@ -114,7 +118,9 @@ def assert_threads_get_their_own_gradients(backend: str, device: str) -> None:
     ``study.optimize(n_jobs=4)``): each gets the gradients it gets alone."""
     torch.manual_seed(0)
     # Weights differ; one cell and one layout, so every thread goes through one twin.
-    models = [CellRNN(zoo.get("mut1"), 4, 8, backend=backend).to(device, torch.float64) for _ in range(4)]
+    models = [
+        CellRNN(zoo.get("mut1"), 4, 8, backend=backend).to(device, torch.float64) for _ in range(4)
+    ]
     xs = [[torch.randn(6, 3, 4, dtype=torch.float64, device=device)] for _ in range(4)]
     assert_each_thread_gets_its_own_gradients(models, xs, rounds=6)
 
@@ -147,7 +153,9 @@ def test_outputs_come_out_as_copies_and_options_pick_their_own_twin(empty_cache)
         out = _call(calls, 4, factor)
     statics = [e.static["x"].untyped_storage().data_ptr() for e in calls._entries.values()]
     assert len(statics) == 2
-    assert out["first"].untyped_storage().data_ptr() not in statics  # not a view of the twin's input
+    assert (
+        out["first"].untyped_storage().data_ptr() not in statics
+    )  # not a view of the twin's input
 
 
 def test_the_cache_keeps_the_most_recent_twins_of_all_calls(empty_cache):

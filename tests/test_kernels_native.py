@@ -37,7 +37,9 @@ def test_native_matches_the_reference(name, respell):
     ref = CellRNN(cell, 3, 5, num_layers=2, backend="reference").double()
     ref.load_state_dict(native.state_dict())
     x = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
-    states = tuple(torch.randn(2, 2, 5, dtype=torch.float64, requires_grad=True) for _ in cell.states)
+    states = tuple(
+        torch.randn(2, 2, 5, dtype=torch.float64, requires_grad=True) for _ in cell.states
+    )
     arg = states if len(states) > 1 else states[0]
     got, want = native(x, arg), ref(x, arg)
     torch.testing.assert_close(got, want)

@@ -51,7 +51,15 @@ def _layer_args(cell: Cell, keep: bool):
     states = [torch.randn(3, 6, dtype=torch.float64, requires_grad=keep) for _ in cell.states]
     maps = [params.weights[n] for n in core.map_names]
     biases = [params.biases[n] for n in core.biases]
-    return core, (core.key, x, states, maps, [p.detach().requires_grad_(keep) for p in pres], biases, keep)
+    return core, (
+        core.key,
+        x,
+        states,
+        maps,
+        [p.detach().requires_grad_(keep) for p in pres],
+        biases,
+        keep,
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=CELL_IDS)
@@ -61,16 +69,30 @@ def test_the_operators_pass_opcheck(cell):
     outputs = fused_forward(*args)
     n_saved, n_states = len(core.saved), len(cell.states)
     stacked = iter(outputs[n_saved + n_states :])
-    stacks = [next(stacked) if j in core.stacked else args[3][a] for j, (a, _) in enumerate(core.stack_spans)]
+    stacks = [
+        next(stacked) if j in core.stacked else args[3][a]
+        for j, (a, _) in enumerate(core.stack_spans)
+    ]
     T, B, H = 5, 3, 6
     dout = torch.randn(T, B, H, dtype=torch.float64)
     dfinals = [torch.randn(B, H, dtype=torch.float64)] + [None] * (n_states - 1)
     x, states, maps, pres, biases = args[1:6]
     needs = [True] * (1 + len(states) + len(maps) + len(pres) + len(biases))
     saved = [t.detach() for t in outputs[:n_saved]]
-    torch.library.opcheck(fused_backward, (core.key, x.detach(), saved, [s.detach() for s in stacks],
-                                           [p.detach() for p in pres], [b.detach() for b in biases],
-                                           dout, dfinals, needs))
+    torch.library.opcheck(
+        fused_backward,
+        (
+            core.key,
+            x.detach(),
+            saved,
+            [s.detach() for s in stacks],
+            [p.detach() for p in pres],
+            [b.detach() for b in biases],
+            dout,
+            dfinals,
+            needs,
+        ),
+    )
     with torch.no_grad():
         _, args = _layer_args(cell, keep=False)
         torch.library.opcheck(fused_forward, args)
@@ -87,7 +109,10 @@ def test_gradients_through_the_operators_pass_gradcheck(cell):
     def f(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x, rest = flat[0], flat[1:]
         states, maps = list(rest[:n_states]), list(rest[n_states : n_states + n_maps])
-        pres, biases = list(rest[n_states + n_maps : n_states + n_maps + n_pres]), list(rest[n_states + n_maps + n_pres :])
+        pres, biases = (
+            list(rest[n_states + n_maps : n_states + n_maps + n_pres]),
+            list(rest[n_states + n_maps + n_pres :]),
+        )
         outputs = fused_forward(key, x, states, maps, pres, biases, True)
         return (outputs[0], *outputs[len(FusedCell.of(key).saved) :][:n_states])
 
@@ -139,7 +164,9 @@ LOAD = textwrap.dedent(
 
 
 @pytest.mark.parametrize("backend", ["auto", "fused"])
-@pytest.mark.parametrize("cell", [zoo.get("lstm"), zoo.get("gru"), zoo.get("mut1")], ids=["lstm", "gru", "mut1"])
+@pytest.mark.parametrize(
+    "cell", [zoo.get("lstm"), zoo.get("gru"), zoo.get("mut1")], ids=["lstm", "gru", "mut1"]
+)
 def test_an_exported_program_runs_without_optuna_rnn(cell, backend, tmp_path):
     torch.manual_seed(0)
     rnn = CellRNN(cell, 4, 6, num_layers=2, backend=backend).eval()
@@ -153,8 +180,15 @@ def test_an_exported_program_runs_without_optuna_rnn(cell, backend, tmp_path):
     states = list(state) if isinstance(state, tuple) else [state]
     torch.save([x, *states], tmp_path / "inputs.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", LOAD, "rnn.pt2", "inputs.pt", "outputs.pt"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD, "rnn.pt2", "inputs.pt", "outputs.pt"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     with torch.no_grad():
         out, final = rnn(x, state)
@@ -168,8 +202,14 @@ def test_an_exported_program_runs_without_optuna_rnn(cell, backend, tmp_path):
 def test_a_key_rebuilds_its_cell_in_a_fresh_process():
     core = FusedCell(zoo.get("mut1"), pointwise="torch")
     script = "import sys; from optuna_rnn.kernels.fused import FusedCell; print(FusedCell.of(sys.stdin.read()).source('f32'))"
-    done = subprocess.run([sys.executable, "-c", script], input=core.key, capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=core.key,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == core.source("f32").strip()
     again = FusedCell.of(core.key)

@@ -42,17 +42,23 @@ def test_triton_kernels_match_the_reference(cell, triton_backend):
     ref = CellRNN(cell, 3, 5, backend="reference").double()
     ref.load_state_dict(fast.state_dict())
     x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
-    states = tuple(torch.randn(1, 2, 5, dtype=torch.float64, requires_grad=True) for _ in cell.states)
+    states = tuple(
+        torch.randn(1, 2, 5, dtype=torch.float64, requires_grad=True) for _ in cell.states
+    )
     arg = states if len(states) > 1 else states[0]
     got, want = fast(x, arg)[0], ref(x, arg)[0]
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     w = torch.randn_like(want)
     wrt = [x, *states, *ref.parameters()]
-    g_fast = torch.autograd.grad((got * w).sum(), [x, *states, *fast.parameters()], allow_unused=True)
+    g_fast = torch.autograd.grad(
+        (got * w).sum(), [x, *states, *fast.parameters()], allow_unused=True
+    )
     g_ref = torch.autograd.grad((want * w).sum(), wrt, allow_unused=True)
     for a, b, like in zip(g_fast, g_ref, wrt):
         zero = torch.zeros_like(like)  # an unread initial state has no gradient in autograd
-        torch.testing.assert_close(zero if a is None else a, zero if b is None else b, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(
+            zero if a is None else a, zero if b is None else b, rtol=1e-9, atol=1e-9
+        )
 
 
 def test_triton_source_has_no_user_names():
@@ -68,7 +74,10 @@ def test_triton_kernels_on_twin_buffers_match_the_reference(monkeypatch, tmp_pat
     monkeypatch.setenv("OPTUNA_RNN_KERNEL_CACHE", str(tmp_path))
     cores: dict[str, FusedCell] = {}
     register_backend(
-        "triton-twin-test", lambda c: FusedLayer(cores.setdefault(str(c), FusedCell(c, pointwise="triton", graphs=True)))
+        "triton-twin-test",
+        lambda c: FusedLayer(
+            cores.setdefault(str(c), FusedCell(c, pointwise="triton", graphs=True))
+        ),
     )
     try:
         assert_steps_match_reference("triton-twin-test", zoo.get("mut1"), "cpu", [4, 4, 4])

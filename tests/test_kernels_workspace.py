@@ -203,7 +203,9 @@ def test_a_call_with_nothing_to_differentiate_keeps_nothing_and_computes_the_sam
     torch.testing.assert_close(out, ref(x)[0].detach())
 
 
-def assert_each_thread_gets_its_own_gradients(models: list, inputs: list[list[torch.Tensor]], rounds: int) -> None:
+def assert_each_thread_gets_its_own_gradients(
+    models: list, inputs: list[list[torch.Tensor]], rounds: int
+) -> None:
     """Thread ``i`` trains ``models[i]`` on ``inputs[i]`` ``rounds`` times over, all threads at
     once: every step's gradients are those the same step gets alone."""
 
@@ -236,6 +238,11 @@ def test_threads_training_one_cell_at_once_each_get_their_own_gradients(batch, h
     # As trials do under ``study.optimize(n_jobs=...)``: every thread's model shares the one
     # compiled cell, its schedules (rebuilt as longer sequences come) and the scratch pool.
     torch.manual_seed(0)
-    models = [CellRNN(zoo.get("mut1"), 8, hidden, backend="fused").double() for _ in range(4)]  # weights differ
-    xs = [[torch.randn(3 + 4 * i + k, batch, 8, dtype=torch.float64) for k in range(3)] for i in range(4)]
+    models = [
+        CellRNN(zoo.get("mut1"), 8, hidden, backend="fused").double() for _ in range(4)
+    ]  # weights differ
+    xs = [
+        [torch.randn(3 + 4 * i + k, batch, 8, dtype=torch.float64) for k in range(3)]
+        for i in range(4)
+    ]
     assert_each_thread_gets_its_own_gradients(models, xs, rounds=5)

@@ -35,8 +35,10 @@ from optuna_rnn.train import build_model, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A task and objective small enough for a trial in a few seconds on 2 cores.
-TINY = [*tiny_cli_args(hyperparameters={"param_budgets": [3000], "layer_counts": [1, 2]}),
-        "--no-progress"]
+TINY = [
+    *tiny_cli_args(hyperparameters={"param_budgets": [3000], "layer_counts": [1, 2]}),
+    "--no-progress",
+]
 
 
 def _card(model: torch.nn.Module, **kw: object) -> ModelCard:
@@ -91,7 +93,10 @@ def searched_study(tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
     objective = orn.make_objective(
         TASK,
         hyperparameters=Hyperparameters(param_budgets=(1500,), layer_counts=(1, 2)),
-        max_steps=20, eval_every=10, batch_size=8, backend="reference",
+        max_steps=20,
+        eval_every=10,
+        batch_size=8,
+        backend="reference",
         artifact_store=root / "artifacts",
     )
     study.optimize(objective, n_trials=3)
@@ -156,8 +161,20 @@ def cli_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A finished CLI search with the default artifact folder: (directory, storage URL)."""
     root = tmp_path_factory.mktemp("cli-models")
     url = f"sqlite:///{root / 'runs.db'}"
-    argv = ["search", *TINY, "--sampler", "random", "--n-trials", "4", "--seed", "1",
-            "--storage", url, "--study-name", "tiny"]
+    argv = [
+        "search",
+        *TINY,
+        "--sampler",
+        "random",
+        "--n-trials",
+        "4",
+        "--seed",
+        "1",
+        "--storage",
+        url,
+        "--study-name",
+        "tiny",
+    ]
     assert main(argv) == 0
     return root, url
 
@@ -165,8 +182,14 @@ def cli_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def _fresh_python(code: str, cwd: Path) -> str:
     """Run ``code`` in a new interpreter that imports this checkout; returns its stdout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -214,8 +237,14 @@ def test_export_model_writes_a_folder_a_fresh_process_loads(
     out = tmp_path / "best"
     assert main(["export", "--model", str(out), "--storage", url]) == 0
     names = {p.name for p in out.iterdir()}
-    assert names == {"model.safetensors", "model.json", "cell.txt", "cell.json", "cell.svg",
-                     "README.md"}
+    assert names == {
+        "model.safetensors",
+        "model.json",
+        "cell.txt",
+        "cell.json",
+        "cell.svg",
+        "README.md",
+    }
     study = optuna.load_study(study_name="tiny", storage=url)
     best = orn.best_cell(study)
     assert Cell.parse((out / "cell.txt").read_text()) == best
@@ -284,8 +313,18 @@ def test_the_default_artifact_folder_sits_beside_the_storage_file(
 
 def test_artifacts_none_keeps_no_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'plain.db'}"
-    argv = ["search", *TINY, "--sampler", "random", "--n-trials", "2", "--storage", url,
-            "--artifacts", "none"]
+    argv = [
+        "search",
+        *TINY,
+        "--sampler",
+        "random",
+        "--n-trials",
+        "2",
+        "--storage",
+        url,
+        "--artifacts",
+        "none",
+    ]
     assert main(argv) == 0
     assert "pass --artifacts PATH" in capsys.readouterr().out
     assert not (tmp_path / "plain-artifacts").exists()

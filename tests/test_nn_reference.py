@@ -63,7 +63,9 @@ def test_matches_pytorch(name, torch_cls, copy, batch_first):
     out, state = rnn(x, arg)
     ref_out, ref_state = ref(x, arg)
     torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
-    for mine, theirs in zip(state if len(states) > 1 else (state,), ref_state if len(states) > 1 else (ref_state,)):
+    for mine, theirs in zip(
+        state if len(states) > 1 else (state,), ref_state if len(states) > 1 else (ref_state,)
+    ):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
     grads = torch.autograd.grad(out.square().sum(), [x, *states])
     ref_grads = torch.autograd.grad(ref_out.square().sum(), [x, *states])
@@ -76,7 +78,9 @@ def test_gradcheck_every_zoo_cell(name):
     rnn = CellRNN(zoo.get(name), 3, 4, num_layers=2).double()
     params = dict(rnn.named_parameters())
     x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
-    states = tuple(torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True) for _ in rnn.cell.states)
+    states = tuple(
+        torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True) for _ in rnn.cell.states
+    )
 
     def f(x, *flat):
         ps = dict(zip(params, flat[: len(params)]))
@@ -156,8 +160,14 @@ def test_unbatched_input_matches_batch_of_one():
         (lambda r: r(torch.randn(0, 2, 3)), "empty"),
         (lambda r: r(torch.randn(5, 2, 3), torch.zeros(1, 2, H)), "tuple of 2"),
         (lambda r: r(torch.randn(5, 2, 3), (torch.zeros(1, 2, H),)), "tuple of 2"),
-        (lambda r: r(torch.randn(5, 2, 3), (torch.zeros(1, 3, H), torch.zeros(1, 2, H))), "state 'h' has shape"),
-        (lambda r: r(torch.randn(5, 2, 3), (torch.zeros(1, 2, H), torch.zeros(2, 2, H))), "state 'c' has shape"),
+        (
+            lambda r: r(torch.randn(5, 2, 3), (torch.zeros(1, 3, H), torch.zeros(1, 2, H))),
+            "state 'h' has shape",
+        ),
+        (
+            lambda r: r(torch.randn(5, 2, 3), (torch.zeros(1, 2, H), torch.zeros(2, 2, H))),
+            "state 'c' has shape",
+        ),
     ],
 )
 def test_bad_shapes_raise_clear_errors(call, message):

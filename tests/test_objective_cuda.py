@@ -23,7 +23,9 @@ pytestmark = [
 
 def test_a_study_on_cuda_trains_its_cells_through_cuda_graphs(tmp_path):
     study = optuna.create_study(
-        storage=f"sqlite:///{tmp_path / 'rnn.db'}", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)
+        storage=f"sqlite:///{tmp_path / 'rnn.db'}",
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
     )
     hyperparameters = dataclasses.replace(SMALL, layer_counts=(1, 2))
     objective = make_objective(
@@ -36,6 +38,8 @@ def test_a_study_on_cuda_trains_its_cells_through_cuda_graphs(tmp_path):
     )
     study.optimize(objective, n_trials=4)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) >= 3 and all(t.state != TrialState.FAIL for t in study.trials)  # a diverging cell is pruned
+    assert len(complete) >= 3 and all(
+        t.state != TrialState.FAIL for t in study.trials
+    )  # a diverging cell is pruned
     assert all(0 <= t.value <= 1 and math.isfinite(t.value) for t in complete)
     assert any(owner._entries[key].graph is not None for (_, key), owner in graphs._kept.items())

@@ -80,7 +80,9 @@ def test_tokens_per_second_is_an_objective_and_aliases_resolve() -> None:
     assert objective.objectives == ("param_count", "tokens_per_second", "score")
     assert objective.directions == ["minimize", "maximize", "maximize"]
     study = optuna.create_study(directions=objective.directions)
-    seed_study(study, ["gru"], space=objective.space)  # a cell that trains (a random one may diverge)
+    seed_study(
+        study, ["gru"], space=objective.space
+    )  # a cell that trains (a random one may diverge)
     study.optimize(objective, n_trials=2)
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE

@@ -203,7 +203,9 @@ def test_index_groups_trials_and_leaves_the_asker_out() -> None:
     running.set_user_attr("fp", "c")
     asker = study.ask()
     asker.set_user_attr("fp", "d")
-    view = StudyIndex(_fingerprint, [MIN], trial_id=_trial_id).view(_study_trials(study), exclude=asker.number)
+    view = StudyIndex(_fingerprint, [MIN], trial_id=_trial_id).view(
+        _study_trials(study), exclude=asker.number
+    )
     assert set(view.architectures) == {"a"} and len(view.architectures["a"].trials) == 1
     assert {fp: len(ts) for fp, ts in view.finished.items()} == {"a": 2, "b": 1}
     assert set(view.unfinished) == {"c"}
@@ -230,5 +232,7 @@ def test_incremental_index_equals_a_fresh_one() -> None:
                 state=state,
             )
         incremental = index.view(_study_trials(study), exclude=-1)
-        fresh = StudyIndex(_fingerprint, [MIN], trial_id=_trial_id).view(_study_trials(study), exclude=-1)
+        fresh = StudyIndex(_fingerprint, [MIN], trial_id=_trial_id).view(
+            _study_trials(study), exclude=-1
+        )
         assert incremental == fresh, step

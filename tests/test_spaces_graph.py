@@ -113,8 +113,14 @@ def test_cells_outside_the_space_raise(equations: str, message: str) -> None:
         ),
         # Rule 2: an update naming a bias slot is x (n0, h', is never a bias).
         (
-            {"n0.op": "mul", "n0.in0": "x", "n0.in1": "c", "c.update": "n1", "n1.op": "bias",
-             "n1.init": 1.0},
+            {
+                "n0.op": "mul",
+                "n0.in0": "x",
+                "n0.in1": "c",
+                "c.update": "n1",
+                "n1.op": "bias",
+                "n1.init": 1.0,
+            },
             "h' = x * c; c' = x",
         ),
         # Rule 3: a cell that never reads x reads it in the lowest slot reading a state.
@@ -171,11 +177,23 @@ def test_a_point_whose_h_folds_into_a_slot_another_state_reads_is_a_cell_outside
     # n0 = 1 * n6 is n6 itself, and c' reads n6: the cell reads h', which no slot can
     # hold, so encode refuses it (found by the property test below, seed 674445430).
     params = {
-        "cell.n0.op": "mul", "cell.n0.in0": "1", "cell.n0.in1": "n6",
-        "cell.n6.op": "sub", "cell.n6.in0": "h", "cell.n6.in1": "c",
-        "cell.c.update": "n2", "cell.n2.op": "sub", "cell.n2.in0": "n12", "cell.n2.in1": "n6",
-        "cell.n12.op": "mul", "cell.n12.in0": "n13", "cell.n12.in1": "n14",
-        "cell.n13.op": "tanh", "cell.n13.in0": "n14", "cell.n14.op": "tanh", "cell.n14.in0": "x",
+        "cell.n0.op": "mul",
+        "cell.n0.in0": "1",
+        "cell.n0.in1": "n6",
+        "cell.n6.op": "sub",
+        "cell.n6.in0": "h",
+        "cell.n6.in1": "c",
+        "cell.c.update": "n2",
+        "cell.n2.op": "sub",
+        "cell.n2.in0": "n12",
+        "cell.n2.in1": "n6",
+        "cell.n12.op": "mul",
+        "cell.n12.in0": "n13",
+        "cell.n12.in1": "n14",
+        "cell.n13.op": "tanh",
+        "cell.n13.in0": "n14",
+        "cell.n14.op": "tanh",
+        "cell.n14.in0": "x",
     }
     space = GraphSpace(max_nodes=15)
     cell = space.decode(params)

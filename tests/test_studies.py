@@ -24,12 +24,16 @@ BASELINE_SCRIPTS = ("table2", "forget_bias", "gates")
 
 
 def _task_objectives(preset: dict) -> dict[str, dict]:
-    return {label: {**preset["objective"], **preset.get("task_objective", {}).get(label, {})}
-            for label in preset["tasks"]}
+    return {
+        label: {**preset["objective"], **preset.get("task_objective", {}).get(label, {})}
+        for label in preset["tasks"]
+    }
 
 
 @pytest.mark.parametrize("script", BASELINE_SCRIPTS)
-def test_cpu_baselines_hold_ten_draws_and_finish_in_two_hours(study_scripts: object, script: str) -> None:
+def test_cpu_baselines_hold_ten_draws_and_finish_in_two_hours(
+    study_scripts: object, script: str
+) -> None:
     preset = study_scripts(script).PRESETS["cpu"]
     assert preset["draws"] >= 10
     cells = preset.get("cells") or study_scripts(script).CELLS
@@ -52,7 +56,9 @@ def test_cpu_evolution_finishes_in_two_hours(study_scripts: object) -> None:
 
 
 @pytest.mark.parametrize("script", [*BASELINE_SCRIPTS, "evolution"])
-def test_paper_presets_train_with_the_papers_sgd_choice_lists(study_scripts: object, script: str) -> None:
+def test_paper_presets_train_with_the_papers_sgd_choice_lists(
+    study_scripts: object, script: str
+) -> None:
     preset = study_scripts(script).PRESETS["paper"]
     objective = preset["objective"]
     assert objective["optimizer"] == "sgd"
@@ -74,19 +80,34 @@ def test_the_ptb_cpu_preset_learns_with_one_layer_at_1m_parameters(study_scripts
 
 def _finished(storage: str, name: str) -> list[int]:
     study = optuna.load_study(study_name=name, storage=storage)
-    return [t.number for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                       TrialState.FAIL))]
+    return [
+        t.number
+        for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    ]
 
 
 def test_a_stopped_study_continues_rather_than_starting_again(
     study_scripts: object, tmp_path: Path
 ) -> None:
     common, forget_bias = study_scripts("_common"), study_scripts("forget_bias")
-    presets = {"tiny": {"tasks": {"arithmetic": TINY_TASK, "xml": TINY_TASK + ",seed=1"},
-                        "draws": 2, "objective": TINY_OBJECTIVE}}
+    presets = {
+        "tiny": {
+            "tasks": {"arithmetic": TINY_TASK, "xml": TINY_TASK + ",seed=1"},
+            "draws": 2,
+            "objective": TINY_OBJECTIVE,
+        }
+    }
     storage = f"sqlite:///{tmp_path}/fb.sqlite3"
-    argv = ["--preset", "tiny", "--storage", storage, "--out", str(tmp_path / "out"),
-            "--workers", "1"]
+    argv = [
+        "--preset",
+        "tiny",
+        "--storage",
+        storage,
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "1",
+    ]
     # Stopped after the first study: the second exists with its draws but none ran.
     common.main("fb", "", presets, forget_bias.run, [*argv, "--only", "arithmetic"])
     first = _finished(storage, "fb-tiny-arithmetic")

@@ -122,14 +122,16 @@ def _rebuild(trials: list, maximize: bool) -> list[tuple]:
         mine = [t for t in trials if t.user_attrs.get("fingerprint") == fp]
         done = [t for t in mine if t.state == TrialState.COMPLETE]
         best = max(done, key=lambda t: (t.value if maximize else -t.value, -t.number), default=None)
-        rows.append((
-            fp,
-            best.value if best else math.inf,
-            statistics.median(t.value for t in done) if done else math.inf,
-            len(mine),
-            [t.state for t in mine].count(TrialState.PRUNED),
-            best.number if best else -1,
-        ))
+        rows.append(
+            (
+                fp,
+                best.value if best else math.inf,
+                statistics.median(t.value for t in done) if done else math.inf,
+                len(mine),
+                [t.state for t in mine].count(TrialState.PRUNED),
+                best.number if best else -1,
+            )
+        )
     return sorted(rows, key=lambda r: (r[1] == math.inf, -r[1] if maximize else r[1]))
 
 
@@ -155,9 +157,11 @@ def test_an_incremental_board_equals_the_full_rebuild(
         expected = leaderboard(study, trials=shown)
         pd.testing.assert_frame_equal(board.frame(top), expected.head(top))
         columns = ["best_score", "median_score", "n_trials", "n_pruned", "best_trial"]
-        plain = expected[["fingerprint", *columns]].fillna({"best_score": math.inf,
-                "median_score": math.inf, "best_trial": -1})
+        plain = expected[["fingerprint", *columns]].fillna(
+            {"best_score": math.inf, "median_score": math.inf, "best_trial": -1}
+        )
         assert [tuple(r) for r in plain.itertuples(index=False)] == _rebuild(
-            shown, direction == "maximize")
+            shown, direction == "maximize"
+        )
     pd.testing.assert_frame_equal(board.frame(), leaderboard(study))
     assert len(board) == leaderboard(study).shape[0]

@@ -54,9 +54,16 @@ def test_a_cell_given_twice_is_refused_not_silently_dropped() -> None:
         ({"hyperparameters": {"learning_rate": 0.123}}, r"learning_rate=0.123 is not one of"),
         ({"hyperparameters": {"lr": 1.0}}, "unknown hyperparameters"),
         (
-            {"draws": 4, "choices": Hyperparameters(learning_rates=(0.1, 1.0), init_scales=(1.0,),
-                                                    max_grad_norms=(5.0,), layer_counts=(1,),
-                                                    param_budgets=(1000,))},
+            {
+                "draws": 4,
+                "choices": Hyperparameters(
+                    learning_rates=(0.1, 1.0),
+                    init_scales=(1.0,),
+                    max_grad_norms=(5.0,),
+                    layer_counts=(1,),
+                    param_budgets=(1000,),
+                ),
+            },
             "draws=4 exceeds the 2 distinct settings",
         ),
     ],
@@ -88,6 +95,8 @@ def test_the_space_comes_from_the_stored_search() -> None:
 def test_a_study_of_another_space_is_refused() -> None:
     study = optuna.create_study()
     seed_study(study, ["gru"])  # GatedSpace params
-    with pytest.raises(ValueError, match="trial 0 .* holds params of another space than GraphSpace"):
+    with pytest.raises(
+        ValueError, match="trial 0 .* holds params of another space than GraphSpace"
+    ):
         seed_study(study, ["lstm"], space=GraphSpace())
     assert len(study.get_trials()) == 1

@@ -49,7 +49,10 @@ def test_pickled_music_loads_plain_data(tmp_path: Path, protocol: int) -> None:
 def test_chords_as_sets_load_from_python_2_pickles_too(tmp_path: Path, protocol: int) -> None:
     # Protocols 0-2 name the set as Python 2 did, __builtin__.set (as the music sets do).
     path = tmp_path / "sets.pickle"
-    pieces = {split: [[set(chord) for chord in piece] for piece in rolls] for split, rolls in PIECES.items()}
+    pieces = {
+        split: [[set(chord) for chord in piece] for piece in rolls]
+        for split, rolls in PIECES.items()
+    }
     path.write_bytes(pickle.dumps(pieces, protocol=protocol))
     assert (b"__builtin__" in path.read_bytes()) == (protocol < 3)
     assert PickledMusic(path).rolls["train"][0][0].nonzero().flatten().tolist() == [39, 43, 46]

@@ -57,7 +57,11 @@ def test_eval_batches_repeat_at_each_batch_size(make) -> None:
     seven = list(task.eval_batches("valid", 7))
     assert _same(list(task.eval_batches("valid", 16)), sixteen)
     assert [b.inputs.shape[1] for b in seven[:-1]] == [7] * (len(seven) - 1)
-    assert sum(b.inputs.shape[1] for b in seven) == sum(b.inputs.shape[1] for b in sixteen) == task.eval_size
+    assert (
+        sum(b.inputs.shape[1] for b in seven)
+        == sum(b.inputs.shape[1] for b in sixteen)
+        == task.eval_size
+    )
     assert _same(list(make().eval_batches("valid", 7)), seven)
 
 
@@ -102,12 +106,20 @@ def test_eval_problems_belong_to_their_split() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.lists(st.tuples(st.integers(1, 30), st.booleans()), min_size=2, max_size=12), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(1, 30), st.booleans()), min_size=2, max_size=12),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_pad_batch_teacher_forces_every_sequence_and_pads_with_uncounted_zeros(sequences) -> None:
     batch = pad_batch([([i for i, _ in seq], [f for _, f in seq]) for seq in sequences])
     steps = max(len(seq) for seq in sequences) - 1
     assert batch.inputs.shape == batch.targets.shape == batch.mask.shape == (steps, len(sequences))
-    assert batch.inputs.dtype == batch.targets.dtype == torch.long and batch.mask.dtype == torch.bool
+    assert (
+        batch.inputs.dtype == batch.targets.dtype == torch.long and batch.mask.dtype == torch.bool
+    )
     for b, seq in enumerate(sequences):
         for t in range(steps):
             inside = t + 1 < len(seq)

@@ -100,7 +100,9 @@ def node_budget(max_nodes: int) -> int:
 
 def _check_name(name: object, what: str) -> str:
     if isinstance(name, str) and len(name) > MAX_NAME:
-        raise CellError(f"{what} name {name[:20]!r}... is {len(name)} characters, more than {MAX_NAME}")
+        raise CellError(
+            f"{what} name {name[:20]!r}... is {len(name)} characters, more than {MAX_NAME}"
+        )
     if not isinstance(name, str) or not _IDENT.match(name) or name in RESERVED:
         raise CellError(f"{what} name {name!r} is not a usable identifier")
     return name
@@ -246,8 +248,14 @@ def _finite(value: float, what: str) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError, OverflowError):
-        shown = repr(value) if not isinstance(value, int) else f"an integer of {value.bit_length()} bits"
-        raise CellError(f"{what} must be a number of at most {MAX_VALUE:.6g} in magnitude, got {shown}") from None
+        shown = (
+            repr(value)
+            if not isinstance(value, int)
+            else f"an integer of {value.bit_length()} bits"
+        )
+        raise CellError(
+            f"{what} must be a number of at most {MAX_VALUE:.6g} in magnitude, got {shown}"
+        ) from None
     if not math.isfinite(value):
         raise CellError(f"{what} must be finite, got {value!r}")
     if abs(value) > MAX_VALUE:
@@ -310,7 +318,9 @@ class Cell:
             raise CellError("a cell dict needs a 'nodes' list and a 'states' mapping")
         budget = node_budget(max_nodes)
         if len(raw_nodes) > budget:
-            raise CellError(f"a cell dict of at most {max_nodes} nodes lists at most {budget}, got {len(raw_nodes)}")
+            raise CellError(
+                f"a cell dict of at most {max_nodes} nodes lists at most {budget}, got {len(raw_nodes)}"
+            )
         if len(raw_states) > MAX_STATES:
             raise CellError(f"a cell has at most {MAX_STATES} states, got {len(raw_states)}")
         builder = GraphBuilder()
@@ -320,8 +330,12 @@ class Cell:
                 raise CellError(f"node {k} is not a mapping")
             op, name, value = raw.get("op"), raw.get("name"), raw.get("value", 0.0)
             inputs = raw.get("inputs", [])
-            if not isinstance(inputs, list) or len(inputs) > budget or not all(
-                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < k for i in inputs
+            if (
+                not isinstance(inputs, list)
+                or len(inputs) > budget
+                or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and 0 <= i < k for i in inputs
+                )
             ):
                 raise CellError(f"node {k} must read only nodes listed before it, got {inputs!r}")
             args = [ids[i] for i in inputs]

@@ -34,14 +34,19 @@ in an artifact folder (beside the SQLite file: optuna_rnn-artifacts). Watch a se
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="optuna-rnn", description=DESCRIPTION,
+        prog="optuna-rnn",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log every trial (Optuna's INFO messages)")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error instead of one line")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log every trial (Optuna's INFO messages)"
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error instead of one line",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     search.add_parsers(commands)
     results.add_parsers(commands)
@@ -83,4 +88,8 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
-    return text if isinstance(err, (UsageError, CellError, ValueError)) else f"{text} ({type(err).__name__})"
+    return (
+        text
+        if isinstance(err, (UsageError, CellError, ValueError))
+        else f"{text} ({type(err).__name__})"
+    )

@@ -99,12 +99,15 @@ name_list = _typed(_names, "comma-separated names")
 
 def add_storage_options(parser: argparse.ArgumentParser, *, study_required: bool = False) -> None:
     parser.add_argument(
-        "--storage", type=storage_url, default=DEFAULT_STORAGE,
+        "--storage",
+        type=storage_url,
+        default=DEFAULT_STORAGE,
         help="sqlite:///FILE, journal:FILE or postgresql://USER:PASSWORD@HOST/DB "
         f"(default: {DEFAULT_STORAGE})",
     )
     parser.add_argument(
-        "--study-name", required=study_required,
+        "--study-name",
+        required=study_required,
         help="the study; optional when the storage holds exactly one",
     )
 
@@ -113,47 +116,84 @@ def add_spec_options(parser: argparse.ArgumentParser, *, n_trials: int | None = 
     """Options of a :class:`SearchSpec`; ``--n-trials`` only with a default ``n_trials``."""
     defaults = SearchSpec()
     parser.add_argument(
-        "--set", dest="objective", metavar="KEY=VALUE", type=key_value, action="append",
-        default=[], help="an option of make_objective, VALUE as JSON, e.g. --set "
+        "--set",
+        dest="objective",
+        metavar="KEY=VALUE",
+        type=key_value,
+        action="append",
+        default=[],
+        help="an option of make_objective, VALUE as JSON, e.g. --set "
         "max_steps=500 --set max_seconds=30 --set artifact_store=artifacts (repeatable)",
     )
-    parser.add_argument("--space", choices=SPACES,
-                        help="gated: gate-wiring space; graph: open-ended node graphs "
-                        "(default: graph for the evolution sampler, else gated)")
-    parser.add_argument("--max-nodes", type=positive_int,
-                        help="node limit of the graph space (default: GraphSpace's)")
-    parser.add_argument("--pruner", choices=PRUNERS,
-                        help="stops poor trials early (default: median; none with several "
-                        "--objectives)")
-    parser.add_argument("--population-size", type=positive_int, default=defaults.population_size,
-                        help="architectures the evolution sampler keeps "
-                        f"(default: {defaults.population_size})")
-    parser.add_argument("--aging", action="store_true",
-                        help="evolution keeps the youngest architectures, not the best "
-                        "(regularised evolution)")
-    parser.add_argument("--tournament-size", type=positive_int,
-                        help="members drawn to pick each parent, the best wins (default: 1, "
-                        "or a quarter of the population with --aging)")
+    parser.add_argument(
+        "--space",
+        choices=SPACES,
+        help="gated: gate-wiring space; graph: open-ended node graphs "
+        "(default: graph for the evolution sampler, else gated)",
+    )
+    parser.add_argument(
+        "--max-nodes",
+        type=positive_int,
+        help="node limit of the graph space (default: GraphSpace's)",
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        help="stops poor trials early (default: median; none with several --objectives)",
+    )
+    parser.add_argument(
+        "--population-size",
+        type=positive_int,
+        default=defaults.population_size,
+        help=f"architectures the evolution sampler keeps (default: {defaults.population_size})",
+    )
+    parser.add_argument(
+        "--aging",
+        action="store_true",
+        help="evolution keeps the youngest architectures, not the best (regularised evolution)",
+    )
+    parser.add_argument(
+        "--tournament-size",
+        type=positive_int,
+        help="members drawn to pick each parent, the best wins (default: 1, "
+        "or a quarter of the population with --aging)",
+    )
     if n_trials is not None:
-        parser.add_argument("--n-trials", type=positive_int, default=n_trials,
-                            help="total trials of the study, over all workers; rerunning the "
-                            f"command resumes up to this count (default: {n_trials})")
+        parser.add_argument(
+            "--n-trials",
+            type=positive_int,
+            default=n_trials,
+            help="total trials of the study, over all workers; rerunning the "
+            f"command resumes up to this count (default: {n_trials})",
+        )
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=positive_int, default=1,
-                        help="local worker processes, one torch thread each unless "
-                        "--set torch_threads=N (default: 1)")
-    parser.add_argument("--timeout", type=positive_float,
-                        help="seconds after which workers start no new trial")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="local worker processes, one torch thread each unless "
+        "--set torch_threads=N (default: 1)",
+    )
+    parser.add_argument(
+        "--timeout", type=positive_float, help="seconds after which workers start no new trial"
+    )
     parser.add_argument("--seed", type=int, help="seeds the sampler (worker k: seed + k)")
-    parser.add_argument("--heartbeat-interval", type=positive_int,
-                        default=DEFAULT_HEARTBEAT_INTERVAL,
-                        help="seconds between a running trial's heartbeats (RDB storages; "
-                        f"default: {DEFAULT_HEARTBEAT_INTERVAL})")
-    parser.add_argument("--grace-period", type=positive_int, default=DEFAULT_GRACE_PERIOD,
-                        help="seconds without a heartbeat after which a trial is failed and "
-                        f"retried (default: {DEFAULT_GRACE_PERIOD})")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=positive_int,
+        default=DEFAULT_HEARTBEAT_INTERVAL,
+        help="seconds between a running trial's heartbeats (RDB storages; "
+        f"default: {DEFAULT_HEARTBEAT_INTERVAL})",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=positive_int,
+        default=DEFAULT_GRACE_PERIOD,
+        help="seconds without a heartbeat after which a trial is failed and "
+        f"retried (default: {DEFAULT_GRACE_PERIOD})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -22,7 +22,8 @@ SUFFIX = "-artifacts"
 
 def add_artifacts_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--artifacts", metavar="PATH",
+        "--artifacts",
+        metavar="PATH",
         help="folder of the trials' diagrams and trained models, shared by all workers "
         f"(default: beside a SQLite or journal file, NAME{SUFFIX}; 'none': keep none)",
     )

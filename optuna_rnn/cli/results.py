@@ -40,17 +40,24 @@ examples: optuna-rnn export --out results
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     board = commands.add_parser(
-        "leaderboard", help="best score per cell architecture",
+        "leaderboard",
+        help="best score per cell architecture",
         description="One row per cell architecture of a study, best first.",
     )
     add_storage_options(board)
     board.add_argument("--top", type=positive_int, default=20, help="rows (default: 20)")
-    board.add_argument("--format", choices=("text", "csv", "markdown"), default="text",
-                       help="text (default), csv (every column) or markdown")
+    board.add_argument(
+        "--format",
+        choices=("text", "csv", "markdown"),
+        default="text",
+        help="text (default), csv (every column) or markdown",
+    )
     board.set_defaults(run=_leaderboard)
 
     show = commands.add_parser(
-        "show", help="a cell as equations or SVG", description=SHOW_HELP,
+        "show",
+        help="a cell as equations or SVG",
+        description=SHOW_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("cell", nargs="?", help="a zoo name or a file of equations")
@@ -60,18 +67,26 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     show.set_defaults(run=_show)
 
     export = commands.add_parser(
-        "export", help="a study's tables and plots, or its trained model",
-        description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "export",
+        help="a study's tables and plots, or its trained model",
+        description=EXPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_storage_options(export)
     export.add_argument("--out", type=Path, help="directory for the tables and plots")
     export.add_argument("--no-plots", action="store_true", help="tables only")
-    export.add_argument("--model", type=Path, metavar="DIR",
-                        help="directory for the trained model of the best trial (or --trial)")
+    export.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="directory for the trained model of the best trial (or --trial)",
+    )
     export.add_argument("--trial", type=int, help="with --model: this trial number's model")
-    export.add_argument("--artifacts", metavar="PATH",
-                        help="with --model: the artifact folder, where it is not the one the "
-                        "study records")
+    export.add_argument(
+        "--artifacts",
+        metavar="PATH",
+        help="with --model: the artifact folder, where it is not the one the study records",
+    )
     export.set_defaults(run=_export)
 
 

@@ -37,7 +37,18 @@ __all__ = ["PAPER_CELLS", "add_parsers", "prepare_study", "run_search", "run_stu
 _logger = optuna.logging.get_logger(__name__)
 
 #: The cells of the paper's Table 2.
-PAPER_CELLS = ("tanh", "lstm", "lstm_f", "lstm_i", "lstm_o", "lstm_b", "gru", "mut1", "mut2", "mut3")
+PAPER_CELLS = (
+    "tanh",
+    "lstm",
+    "lstm_f",
+    "lstm_i",
+    "lstm_o",
+    "lstm_b",
+    "gru",
+    "mut1",
+    "mut2",
+    "mut3",
+)
 
 SEARCH_HELP = """\
 Search cell architectures on one or more tasks. Creates the study (or resumes it: the
@@ -66,25 +77,46 @@ example: optuna-rnn baselines --task arithmetic:small --cells lstm,lstm_b,gru --
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     search = commands.add_parser(
-        "search", help="search cell architectures", description=SEARCH_HELP,
+        "search",
+        help="search cell architectures",
+        description=SEARCH_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    search.add_argument("--task", action="append", type=task_name, metavar="TASK",
-                        help="NAME[:PRESET][,KEY=VALUE...]: memorization, arithmetic, xml, "
-                        "ptb or jsb, an optional preset and options of the task class, e.g. "
-                        "arithmetic:small or memorization,length=3 (repeatable; default: "
-                        "memorization)")
-    search.add_argument("--sampler", choices=SAMPLERS, default="evolution",
-                        help="evolution: the paper's search (default)")
-    search.add_argument("--objectives", type=name_list, default=("score",), metavar="NAMES",
-                        help="what to optimise, comma-separated: score, params (the "
-                        "parameter count), tokens_per_second; several make a "
-                        "multi-objective study of one task, unpruned (default: score)")
-    search.add_argument("--seed-cells", type=name_list, default=("lstm", "gru"),
-                        metavar="NAMES", help="zoo cells to start from, comma-separated, or "
-                        "'none' (default: lstm,gru)")
-    search.add_argument("--top", type=positive_int, default=10,
-                        help="leaderboard rows to print (default: 10)")
+    search.add_argument(
+        "--task",
+        action="append",
+        type=task_name,
+        metavar="TASK",
+        help="NAME[:PRESET][,KEY=VALUE...]: memorization, arithmetic, xml, "
+        "ptb or jsb, an optional preset and options of the task class, e.g. "
+        "arithmetic:small or memorization,length=3 (repeatable; default: "
+        "memorization)",
+    )
+    search.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="evolution",
+        help="evolution: the paper's search (default)",
+    )
+    search.add_argument(
+        "--objectives",
+        type=name_list,
+        default=("score",),
+        metavar="NAMES",
+        help="what to optimise, comma-separated: score, params (the "
+        "parameter count), tokens_per_second; several make a "
+        "multi-objective study of one task, unpruned (default: score)",
+    )
+    search.add_argument(
+        "--seed-cells",
+        type=name_list,
+        default=("lstm", "gru"),
+        metavar="NAMES",
+        help="zoo cells to start from, comma-separated, or 'none' (default: lstm,gru)",
+    )
+    search.add_argument(
+        "--top", type=positive_int, default=10, help="leaderboard rows to print (default: 10)"
+    )
     add_spec_options(search, n_trials=20)
     add_artifacts_option(search)
     add_storage_options(search)
@@ -92,7 +124,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     search.set_defaults(run=_search)
 
     worker = commands.add_parser(
-        "worker", help="join a study from this or another machine", description=WORKER_HELP,
+        "worker",
+        help="join a study from this or another machine",
+        description=WORKER_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_storage_options(worker)
@@ -100,18 +134,31 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     worker.set_defaults(run=_worker)
 
     baselines = commands.add_parser(
-        "baselines", help="train zoo cells with random hyperparameters",
-        description=BASELINES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "baselines",
+        help="train zoo cells with random hyperparameters",
+        description=BASELINES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    baselines.add_argument("--task", type=task_name, default="memorization", metavar="TASK",
-                           help="NAME[:PRESET][,KEY=VALUE...] as for search (default: "
-                           "memorization)")
-    baselines.add_argument("--cells", type=name_list, default=PAPER_CELLS, metavar="NAMES",
-                           help="zoo cells, comma-separated (default: the paper's ten)")
-    baselines.add_argument("--draws", type=positive_int, default=5,
-                           help="hyperparameter draws per cell (default: 5)")
-    baselines.add_argument("--top", type=positive_int, default=20,
-                           help="leaderboard rows to print (default: 20)")
+    baselines.add_argument(
+        "--task",
+        type=task_name,
+        default="memorization",
+        metavar="TASK",
+        help="NAME[:PRESET][,KEY=VALUE...] as for search (default: memorization)",
+    )
+    baselines.add_argument(
+        "--cells",
+        type=name_list,
+        default=PAPER_CELLS,
+        metavar="NAMES",
+        help="zoo cells, comma-separated (default: the paper's ten)",
+    )
+    baselines.add_argument(
+        "--draws", type=positive_int, default=5, help="hyperparameter draws per cell (default: 5)"
+    )
+    baselines.add_argument(
+        "--top", type=positive_int, default=20, help="leaderboard rows to print (default: 20)"
+    )
     add_spec_options(baselines)
     add_artifacts_option(baselines)
     add_storage_options(baselines)
@@ -119,7 +166,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     baselines.set_defaults(run=_baselines)
 
 
-def prepare_study(storage: optuna.storages.BaseStorage, name: str, spec: SearchSpec) -> optuna.Study:
+def prepare_study(
+    storage: optuna.storages.BaseStorage, name: str, spec: SearchSpec
+) -> optuna.Study:
     """Create the study with ``spec`` (and its seed trials), or resume it with a new count."""
     try:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -142,7 +191,9 @@ def prepare_study(storage: optuna.storages.BaseStorage, name: str, spec: SearchS
             "with `optuna-rnn worker` or pick another --study-name"
         )
     if stored.n_trials != spec.n_trials:
-        study.set_user_attr(SPEC_ATTR, dataclasses.replace(stored, n_trials=spec.n_trials).to_json())
+        study.set_user_attr(
+            SPEC_ATTR, dataclasses.replace(stored, n_trials=spec.n_trials).to_json()
+        )
     return study
 
 
@@ -178,8 +229,13 @@ def run_search(
     The library form of ``optuna-rnn search``, for scripts such as those in ``studies/``.
     """
     study = prepare_study(open_storage(storage), study_name, spec)
-    options = WorkerOptions(storage=storage, study_name=study_name, timeout=timeout,
-                            seed=spec.seed, verbosity=optuna.logging.get_verbosity())
+    options = WorkerOptions(
+        storage=storage,
+        study_name=study_name,
+        timeout=timeout,
+        seed=spec.seed,
+        verbosity=optuna.logging.get_verbosity(),
+    )
     run_study(study, options, workers=workers, progress=progress)
     return study
 
@@ -202,8 +258,9 @@ def _run_and_report(args: argparse.Namespace, study: optuna.Study) -> None:
 
     print(f"study {study.study_name!r} in {redact(args.storage)}")
     _print_dashboard(args.storage, study)
-    run_study(study, _options(args, study.study_name), workers=args.workers,
-              progress=not args.no_progress)
+    run_study(
+        study, _options(args, study.study_name), workers=args.workers, progress=not args.no_progress
+    )
     print(format_leaderboard(leaderboard(study), top=args.top))
     if len(study.directions) > 1:
         front = sorted(t.number for t in study.best_trials)
@@ -215,8 +272,9 @@ def _print_dashboard(url: str, study: optuna.Study) -> None:
     folder = SearchSpec.from_study(study).objective.get("artifact_store")
     print(f"watch it with: {dashboard_command(url, folder)}")
     if folder is None:
-        print("(trials keep no diagram or model: pass --artifacts PATH, a folder all "
-              "workers share)")
+        print(
+            "(trials keep no diagram or model: pass --artifacts PATH, a folder all workers share)"
+        )
 
 
 def _objective_options(args: argparse.Namespace) -> dict:
@@ -244,13 +302,18 @@ def _check_outcome(study: optuna.Study, *, timeout: float | None) -> None:
     finished = [t for t in live_trials(study.get_trials(deepcopy=False)) if t.state.is_finished()]
     if finished and all(t.state == TrialState.FAIL for t in finished):
         reason = finished[-1].system_attrs.get("fail_reason", "see the log above")
-        raise TrialsFailed(f"every one of the {len(finished)} finished trials failed; the last: {reason}")
+        raise TrialsFailed(
+            f"every one of the {len(finished)} finished trials failed; the last: {reason}"
+        )
 
 
 def _search(args: argparse.Namespace) -> None:
     spec = spec_from_args(
-        args, tasks=tuple(args.task or ("memorization",)), sampler=args.sampler,
-        seed_cells=args.seed_cells, objectives=args.objectives,
+        args,
+        tasks=tuple(args.task or ("memorization",)),
+        sampler=args.sampler,
+        seed_cells=args.seed_cells,
+        objectives=args.objectives,
         objective=_objective_options(args),
     )
     name = args.study_name or f"{'+'.join(spec.tasks)}-{spec.space}-{spec.sampler}"
@@ -260,8 +323,13 @@ def _search(args: argparse.Namespace) -> None:
 
 def _baselines(args: argparse.Namespace) -> None:
     spec = spec_from_args(
-        args, tasks=(args.task,), sampler="random", n_trials=len(args.cells) * args.draws,
-        seed_cells=args.cells, seed_draws=args.draws, objective=_objective_options(args),
+        args,
+        tasks=(args.task,),
+        sampler="random",
+        n_trials=len(args.cells) * args.draws,
+        seed_cells=args.cells,
+        seed_draws=args.draws,
+        objective=_objective_options(args),
     )
     name = args.study_name or f"baselines-{args.task}"
     spec.validate()
@@ -277,5 +345,6 @@ def _worker(args: argparse.Namespace) -> None:
         raise UsageError(str(err)) from None
     print(f"joining study {study.study_name!r} in {redact(args.storage)}")
     _print_dashboard(args.storage, study)
-    run_study(study, _options(args, study.study_name), workers=args.workers,
-              progress=not args.no_progress)
+    run_study(
+        study, _options(args, study.study_name), workers=args.workers, progress=not args.no_progress
+    )

@@ -133,7 +133,12 @@ def _tag_of(library: Path) -> Path:
 def _tag(key: str, library: Path) -> str:
     """What the tag of a good ``library`` for ``key`` says."""
     return json.dumps(
-        {"build": BUILD_TAG, "key": key, "size": library.stat().st_size, "blake2b": _digest(library)},
+        {
+            "build": BUILD_TAG,
+            "key": key,
+            "size": library.stat().st_size,
+            "blake2b": _digest(library),
+        },
         sort_keys=True,
     )
 
@@ -165,7 +170,9 @@ def _build(source: str, key: str, target: Path, command: list[str]) -> str | Non
             # Relative names, run in ``tmp``: no temporary path ends up in the library.
             cmd = [*command, *FLAGS, *defines, "kernel.c", "-o", target.name, *libs]
             try:
-                proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=120, check=False)
+                proc = subprocess.run(
+                    cmd, cwd=tmp, capture_output=True, text=True, timeout=120, check=False
+                )
             except (OSError, subprocess.TimeoutExpired) as err:
                 return f"{command[0]}: {err}"
             if proc.returncode == 0:
@@ -202,8 +209,11 @@ def load_library(source: str) -> ctypes.CDLL | None:
         command = compiler_command(cc)
         if not command or shutil.which(command[0]) is None:
             missing = repr(command[0]) if command else "no program named"
-            _warn_once(cc, f"no C compiler ($CC={cc!r}: {missing} not found): fused kernels run as plain "
-                       "torch ops, which is much slower; install gcc or set $CC")
+            _warn_once(
+                cc,
+                f"no C compiler ($CC={cc!r}: {missing} not found): fused kernels run as plain "
+                "torch ops, which is much slower; install gcc or set $CC",
+            )
             return None
         if os.path.exists(target):
             _logger.info(f"the cached kernel {target} does not match its tag; building it again")
@@ -212,21 +222,28 @@ def load_library(source: str) -> ctypes.CDLL | None:
         except OSError as err:  # the cache directory cannot be used: build privately
             try:
                 private = _private_dir()
-                _warn_once(f"cache:{target.parent}", f"the kernel cache {target.parent} cannot be used "
-                           f"({err}); building kernels in {private} for this process only; set "
-                           f"${CACHE_ENV} to a writable directory to keep them")
+                _warn_once(
+                    f"cache:{target.parent}",
+                    f"the kernel cache {target.parent} cannot be used "
+                    f"({err}); building kernels in {private} for this process only; set "
+                    f"${CACHE_ENV} to a writable directory to keep them",
+                )
                 target = private / name
                 error = _build(source, key, target, command)
             except OSError as err2:
                 error = f"no directory to build in: {err}; {err2}"
         if error is not None:
-            _warn_once(cc, f"building a fused kernel failed, falling back to plain torch ops: {error}")
+            _warn_once(
+                cc, f"building a fused kernel failed, falling back to plain torch ops: {error}"
+            )
             return None
         _logger.debug(f"built {target}")
     try:
         lib = ctypes.CDLL(str(target))
     except OSError as err:
-        _warn_once(cc, f"loading the fused kernel {target} failed, falling back to plain torch ops: {err}")
+        _warn_once(
+            cc, f"loading the fused kernel {target} failed, falling back to plain torch ops: {err}"
+        )
         return None
     _loaded[key] = lib
     return lib

@@ -57,7 +57,9 @@ def bind_torch(
     return lambda t: interpret(prog, [s.view(buffers, t, H) for s in slots])
 
 
-def offsets(slots: Sequence[Slot], buffers: Mapping[str, torch.Tensor], T: int, H: int) -> np.ndarray:
+def offsets(
+    slots: Sequence[Slot], buffers: Mapping[str, torch.Tensor], T: int, H: int
+) -> np.ndarray:
     """``(T, len(slots))`` element offsets of each argument's start at each step, from its
     buffer's first element (0 for vectors)."""
     steps = np.arange(T, dtype=np.int64)
@@ -80,4 +82,3 @@ def bind_triton(
     bases = [buffers[s.buffer] for s in slots]
     steps = offsets(slots, buffers, T, H)[:, : len(slots)].tolist()
     return lambda t: kernel[grid](*bases, *steps[t], B, H, BLOCK=BLOCK)
-

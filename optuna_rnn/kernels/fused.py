@@ -52,6 +52,7 @@ _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 POINTWISE = ("auto", "c", "triton", "torch")
 
+
 class FusedCell:
     """A cell compiled for the fused backend: plan, programs and their kernels.
 
@@ -80,11 +81,17 @@ class FusedCell:
         # Names of the x maps (XW's blocks, in order) and of each product's maps.
         self.x_names = tuple(plan.nodes[i].name for i in plan.x_linears)
         self.product_names = [tuple(plan.nodes[i].name for i in p.linears) for p in plan.products]
-        self.forward_programs = [forward_program(plan, k) if s else None for k, s in enumerate(plan.stages)]
-        self.backward_programs = [backward_program(plan, k) if s else None for k, s in enumerate(plan.stages)]
+        self.forward_programs = [
+            forward_program(plan, k) if s else None for k, s in enumerate(plan.stages)
+        ]
+        self.backward_programs = [
+            backward_program(plan, k) if s else None for k, s in enumerate(plan.stages)
+        ]
         programs = [p for p in self.forward_programs + self.backward_programs if p is not None]
         self.slots = {p.name: [slot(plan, loc) for loc in p.args] for p in programs}
-        self._widths = [(p, [None if s.vec else s.width for s in self.slots[p.name]]) for p in programs]
+        self._widths = [
+            (p, [None if s.vec else s.width for s in self.slots[p.name]]) for p in programs
+        ]
         self._libraries: dict[str, ctypes.CDLL | None] = {}
         read = {loc[1] for p in programs for loc in p.args if loc[0] == "val"}
         self.biases = tuple(n.name for i, n in enumerate(plan.nodes) if n.op == BIAS and i in read)
@@ -93,10 +100,18 @@ class FusedCell:
         self.bias_blocks = (len(blocks), [blocks.index(name) for name in self.biases])
         # Forward buffers the backward reads: its programs' values and the weight
         # gradients' sources. The others are freed when the forward ends.
-        backward_reads = [loc for p in self.backward_programs if p is not None for loc in p.args if loc[0] == "val"]
+        backward_reads = [
+            loc
+            for p in self.backward_programs
+            if p is not None
+            for loc in p.args
+            if loc[0] == "val"
+        ]
         backward_reads += [("val", prod.source) for prod in plan.products]
         self.kept = frozenset({names.state(0), *(slot(plan, loc).buffer for loc in backward_reads)})
-        self.sources = [slot(plan, ("val", prod.source)) for prod in plan.products]  # of the weight gradients
+        self.sources = [
+            slot(plan, ("val", prod.source)) for prod in plan.products
+        ]  # of the weight gradients
         # Every linear map's weight, the x maps first, then each product's; their spans.
         self.map_names = (*self.x_names, *(n for maps in self.product_names for n in maps))
         ends = [len(self.x_names)]
@@ -117,10 +132,14 @@ class FusedCell:
         made = {X_MAPS if name in folded else name for name in self.kept - given}
         self.saved = (names.state(0), *sorted(made - {names.state(0)}))
         # Each saved buffer's shape: (rows beyond T, column blocks of H).
-        rows = {names.state(i): (1, 1) for i in range(len(plan.states))} | {X_MAPS: (0, len(self.x_names))}
+        rows = {names.state(i): (1, 1) for i in range(len(plan.states))} | {
+            X_MAPS: (0, len(self.x_names))
+        }
         rows |= {names.product(p): (0, len(prod.linears)) for p, prod in enumerate(plan.products)}
         self._rows = {name: rows.get(name, (0, 1)) for name in self.saved}
-        spec = json.dumps({"cell": cell.to_dict(), "pointwise": pointwise, "graphs": graphs}, sort_keys=True)
+        spec = json.dumps(
+            {"cell": cell.to_dict(), "pointwise": pointwise, "graphs": graphs}, sort_keys=True
+        )
         self.key = f"{spec}#{next(_serial)}"
         _instances[self.key] = self
         self._runners: dict[str, Any] = {}
@@ -161,11 +180,17 @@ class FusedCell:
         """Step function of ``prog`` for the Python time loop: Triton kernels where they
         run, torch ops elsewhere (C runs only inside :meth:`run_loop`)."""
         slots = self.slots[prog.name]
-        if self._executor(buffers[names.state(0)].device, buffers[names.state(0)].dtype) == "triton" and self.triton_module() is not None:
+        if (
+            self._executor(buffers[names.state(0)].device, buffers[names.state(0)].dtype)
+            == "triton"
+            and self.triton_module() is not None
+        ):
             return executors.bind_triton(getattr(self._triton, prog.name), slots, buffers, T, B, H)
         return executors.bind_torch(prog, slots, buffers, H)
 
-    def run_loop(self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int) -> None:
+    def run_loop(
+        self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int
+    ) -> None:
         """Run one direction's whole time loop: one call into C where it runs, else in
         Python."""
         if not self._run_c(backward, buffers, T, B, H, buffers[names.state(0)].dtype):
@@ -174,13 +199,18 @@ class FusedCell:
     def call_graphs(self, backward: bool, ref: torch.Tensor) -> CallGraphs | None:
         """What runs one direction's calls on ``ref``'s device and dtype as graphs; ``None``
         where they run eagerly: ``graphs`` says no, or the time loop is one C call anyway."""
-        if not (ref.is_cuda if self.graphs is None else self.graphs) or self._c_product(ref) is not None:
+        if (
+            not (ref.is_cuda if self.graphs is None else self.graphs)
+            or self._c_product(ref) is not None
+        ):
             return None
         device = ref.device.type
         found = self._graphs.get((backward, device))
         if found is None:
             run = backward_call if backward else forward_call
-            found = self._graphs.setdefault((backward, device), CallGraphs(partial(run, self), capture=device == "cuda"))
+            found = self._graphs.setdefault(
+                (backward, device), CallGraphs(partial(run, self), capture=device == "cuda")
+            )
         return found
 
     def _c_product(self, ref: torch.Tensor) -> int | None:
@@ -192,7 +222,13 @@ class FusedCell:
         return gemm.address(key)
 
     def _run_c(
-        self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int, dtype: torch.dtype
+        self,
+        backward: bool,
+        buffers: dict[str, torch.Tensor],
+        T: int,
+        B: int,
+        H: int,
+        dtype: torch.dtype,
     ) -> bool:
         """Run one direction's whole time loop in C; ``False`` (nothing run) where that is
         not possible here: not C on the CPU, or no working compiler."""
@@ -208,8 +244,12 @@ class FusedCell:
         if found is None or found.T < T:
             programs = self.backward_programs if backward else self.forward_programs
             kernels = [
-                (ctypes.cast(getattr(lib, function_name(p, key)), ctypes.c_void_p).value, self.slots[p.name])
-                if p else None
+                (
+                    ctypes.cast(getattr(lib, function_name(p, key)), ctypes.c_void_p).value,
+                    self.slots[p.name],
+                )
+                if p
+                else None
                 for p in programs
             ]
             found = Schedule(self.plan, kernels, backward=backward, buffers=buffers, T=T, B=B, H=H)
@@ -219,12 +259,22 @@ class FusedCell:
         runner = self._runners.get(key)
         if runner is None:
             runner = self._runners[key] = getattr(lib, f"{RUNNER}_{key}")
-            runner.argtypes = [ctypes.c_long] * 5 + [ctypes.POINTER(Op), ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
-                               ctypes.c_long, ctypes.c_long, ctypes.POINTER(PackJob), ctypes.c_long, ctypes.c_void_p]
+            runner.argtypes = [ctypes.c_long] * 5 + [
+                ctypes.POINTER(Op),
+                ctypes.POINTER(ctypes.c_void_p),
+                ctypes.c_void_p,
+                ctypes.c_long,
+                ctypes.c_long,
+                ctypes.POINTER(PackJob),
+                ctypes.c_long,
+                ctypes.c_void_p,
+            ]
             runner.restype = None
         packed = scratch.take((max(found.packed_size, 1),), dtype)
         try:
-            found.run(runner, product, gemm.address(key, "pack"), {**buffers, PACKED: packed}, T, B, H)
+            found.run(
+                runner, product, gemm.address(key, "pack"), {**buffers, PACKED: packed}, T, B, H
+            )
         finally:
             scratch.give([packed])
         return True
@@ -235,7 +285,9 @@ class FusedCell:
         found = _instances.get(key)
         if found is None:
             spec = json.loads(key.rpartition("#")[0])
-            found = FusedCell(Cell.from_dict(spec["cell"]), pointwise=spec["pointwise"], graphs=spec["graphs"])
+            found = FusedCell(
+                Cell.from_dict(spec["cell"]), pointwise=spec["pointwise"], graphs=spec["graphs"]
+            )
             found.key, _instances[key] = key, found
         return found
 
@@ -246,9 +298,15 @@ class FusedCell:
         n = len(self.plan.states)
         if not keep:
             return [names.state(0), *(f"final{i}" for i in range(n))]
-        return [*self.saved, *(f"final{i}" for i in range(n)), *(f"stack{j}" for j in sorted(self.stacked))]
+        return [
+            *self.saved,
+            *(f"final{i}" for i in range(n)),
+            *(f"stack{j}" for j in sorted(self.stacked)),
+        ]
 
-    def output_shape(self, name: str, x: torch.Tensor, h: torch.Tensor, maps: Sequence[torch.Tensor]) -> tuple:
+    def output_shape(
+        self, name: str, x: torch.Tensor, h: torch.Tensor, maps: Sequence[torch.Tensor]
+    ) -> tuple:
         """The shape of forward output ``name`` for input ``x``, a state ``h`` and ``maps``."""
         T, (B, H) = x.shape[0], h.shape
         if name in self._rows:
@@ -276,7 +334,11 @@ class FusedCell:
         pre_at = 1 + n_states + n_maps
         out = ["dx"] if needs[0] and self.uses_x else []
         out += [f"dh{i}" for i in range(n_states) if needs[1 + i]]
-        out += [f"dstack{j}" for j, (a, b) in enumerate(self.stack_spans) if any(needs[1 + n_states + a : 1 + n_states + b])]
+        out += [
+            f"dstack{j}"
+            for j, (a, b) in enumerate(self.stack_spans)
+            if any(needs[1 + n_states + a : 1 + n_states + b])
+        ]
         out += [f"dP{j}" for j in range(len(self.plan.pre)) if needs[pre_at + j]]
         out += ["dbias"] * any(needs[pre_at + len(self.plan.pre) :])
         self._gradient_outputs[tuple(needs)] = out
@@ -297,7 +359,6 @@ class FusedCell:
         spans = [maps[a:b] for a, b in self.map_spans]
         wx = stack(spans[0]) if self.x_names else None
         return wx, [stack(span) for span in spans[1:]]
-
 
 
 # Every instance by its key, "{spec}#{serial}".

@@ -131,7 +131,10 @@ def source(dtype: str) -> str:
     """The C translation unit of ``ornn_gemm_{dtype}`` ("f32" or "f64")."""
     fmt = {"d": dtype, "real": _TYPES[dtype], "max_tile": MAX_TILE}
     tiles = [_TILE.format(r=r, nv=nv, **fmt) for nv in (1, 2) for r in range(1, MAX_TILE + 1)]
-    names = {nv: ", ".join(f"ornn_tile_{dtype}_{r}_{nv}" for r in range(1, MAX_TILE + 1)) for nv in (1, 2)}
+    names = {
+        nv: ", ".join(f"ornn_tile_{dtype}_{r}_{nv}" for r in range(1, MAX_TILE + 1))
+        for nv in (1, 2)
+    }
     driver = _DRIVER.format(half=names[1], full=names[2], **fmt)
     return "\n".join([_PRELUDE.format(**fmt), *tiles, driver])
 
@@ -144,7 +147,9 @@ def _library(dtype: str) -> ctypes.CDLL | None:
     lib = load_library(source(dtype))
     if lib is not None:
         fn = getattr(lib, f"ornn_pack_{dtype}")
-        fn.argtypes = [ctypes.c_long] * 2 + [ctypes.c_void_p] + [ctypes.c_long] * 2 + [ctypes.c_void_p]
+        fn.argtypes = (
+            [ctypes.c_long] * 2 + [ctypes.c_void_p] + [ctypes.c_long] * 2 + [ctypes.c_void_p]
+        )
         fn.restype = None
     return lib
 
@@ -154,7 +159,11 @@ def address(dtype: str, function: str = "gemm") -> int | None:
     """Address of ``ornn_gemm_{dtype}`` (or ``ornn_pack_{dtype}`` for ``function="pack"``),
     built on first use; ``None`` without a compiler."""
     lib = _library(dtype)
-    return None if lib is None else ctypes.cast(getattr(lib, f"ornn_{function}_{dtype}"), ctypes.c_void_p).value
+    return (
+        None
+        if lib is None
+        else ctypes.cast(getattr(lib, f"ornn_{function}_{dtype}"), ctypes.c_void_p).value
+    )
 
 
 @functools.cache
@@ -185,5 +194,7 @@ def pack(b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     elif out.shape != shape or out.dtype != b.dtype or not out.is_contiguous():
         raise ValueError(f"pack: out must be a contiguous {b.dtype} tensor of shape {shape}")
     k, n = b.shape
-    getattr(_library(dtype), f"ornn_pack_{dtype}")(k, n, b.data_ptr(), b.stride(0), b.stride(1), out.data_ptr())
+    getattr(_library(dtype), f"ornn_pack_{dtype}")(
+        k, n, b.data_ptr(), b.stride(0), b.stride(1), out.data_ptr()
+    )
     return out

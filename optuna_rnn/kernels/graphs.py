@@ -38,7 +38,10 @@ def _regions(buffers: Buffers) -> dict[int, tuple[int, int]]:
     out: dict[int, tuple[int, int]] = {}
     for t in buffers.values():
         lo, hi = out.get(t.untyped_storage().data_ptr(), (t.storage_offset(), 0))
-        out[t.untyped_storage().data_ptr()] = min(lo, t.storage_offset()), max(hi, t.storage_offset() + _span(t))
+        out[t.untyped_storage().data_ptr()] = (
+            min(lo, t.storage_offset()),
+            max(hi, t.storage_offset() + _span(t)),
+        )
     return out
 
 
@@ -47,15 +50,19 @@ def layout(buffers: Buffers) -> tuple:
     strides, and which buffers share memory, where each starts in it. Not where the memory
     is, so a layer's calls with fresh tensors of one shape share a layout. (Computed on
     every call: attribute reads only, each once.)"""
-    rows = [(name, t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride(), t.dtype)
-            for name, t in buffers.items()]
+    rows = [
+        (name, t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride(), t.dtype)
+        for name, t in buffers.items()
+    ]
     lows: dict[int, int] = {}
     for _, ptr, offset, *_ in rows:
         if lows.get(ptr, offset) >= offset:
             lows[ptr] = offset
     index = {ptr: i for i, ptr in enumerate(lows)}
     device = next(iter(buffers.values())).device
-    return device, tuple((name, index[ptr], offset - lows[ptr], *rest) for name, ptr, offset, *rest in rows)
+    return device, tuple(
+        (name, index[ptr], offset - lows[ptr], *rest) for name, ptr, offset, *rest in rows
+    )
 
 
 def twin_nbytes(buffers: Buffers) -> int:
@@ -79,7 +86,9 @@ def twin(buffers: Buffers) -> dict[str, torch.Tensor]:
     return out
 
 
-def _capture(fn: Callable[[Buffers], Buffers], static: Buffers) -> tuple[torch.cuda.CUDAGraph | None, Buffers]:
+def _capture(
+    fn: Callable[[Buffers], Buffers], static: Buffers
+) -> tuple[torch.cuda.CUDAGraph | None, Buffers]:
     """Run ``fn(static)`` once on a side stream (compiling kernels, setting up cuBLAS),
     then capture it without running it. Returns the graph and the outputs it writes;
     ``(None, {})``, after one warning, where capture fails: calls then run eagerly."""
@@ -94,7 +103,9 @@ def _capture(fn: Callable[[Buffers], Buffers], static: Buffers) -> tuple[torch.c
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             outputs = fn(static)
     except RuntimeError as e:
-        message = f"capturing a fused layer's call as a CUDA graph failed ({e}); it runs launch by launch"
+        message = (
+            f"capturing a fused layer's call as a CUDA graph failed ({e}); it runs launch by launch"
+        )
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         _logger.warning(message)
         return None, {}
@@ -157,7 +168,9 @@ class CallGraphs:
 
     def __call__(self, inputs: Buffers, options: Hashable = ()) -> Buffers:
         if self.capture and torch.cuda.is_current_stream_capturing():
-            return self.fn(inputs, options)  # the caller is capturing a graph of its own: be part of it
+            return self.fn(
+                inputs, options
+            )  # the caller is capturing a graph of its own: be part of it
         key = (options, layout(inputs))
         dropped: list[_Entry] = []  # twins made room for: freed after ``_lock`` is let go
         with _lock:
@@ -173,7 +186,9 @@ class CallGraphs:
                     return self._replay(entry, inputs, lambda static: self.fn(static, options))
         return self.fn(inputs, options)
 
-    def _replay(self, entry: _Entry, inputs: Buffers, fn: Callable[[Buffers], Buffers]) -> dict[str, torch.Tensor]:
+    def _replay(
+        self, entry: _Entry, inputs: Buffers, fn: Callable[[Buffers], Buffers]
+    ) -> dict[str, torch.Tensor]:
         """Copy ``inputs`` into the twin, replay (capturing first where there is no graph
         yet), copy the outputs out."""
         if entry.done is not None:
@@ -205,11 +220,18 @@ class CallGraphs:
                 self._seen.popitem(last=False)
             return None
         nbytes = twin_nbytes(inputs)
-        if self._recaptured > self.limit_count or self._failed or nbytes > self.limit_bytes or self.limit_count < 1:
+        if (
+            self._recaptured > self.limit_count
+            or self._failed
+            or nbytes > self.limit_bytes
+            or self.limit_count < 1
+        ):
             return None
         self._recaptured += self._seen[key]
         entry = _Entry(twin(inputs), nbytes)
-        while _kept and (len(_kept) >= self.limit_count or kept_nbytes() + entry.nbytes > self.limit_bytes):
+        while _kept and (
+            len(_kept) >= self.limit_count or kept_nbytes() + entry.nbytes > self.limit_bytes
+        ):
             (_, old_key), owner = _kept.popitem(last=False)
             dropped.append(owner._drop(old_key))
         self._entries[key] = entry

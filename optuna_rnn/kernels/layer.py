@@ -39,10 +39,13 @@ class FusedLayer:
         maps = [params.weights[n] for n in core.map_names]
         biases = [params.biases[n] for n in core.biases]
         pres = self._prologue(params, x, states[0].shape[-1])
-        keep = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *maps, *pres, *biases))
+        keep = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x, *states, *maps, *pres, *biases)
+        )
         if keep and not torch.compiler.is_compiling():
-            out, *finals = FusedFunction.apply(core.key, (len(states), len(maps), len(pres)), x, *states, *maps,
-                                               *pres, *biases)
+            out, *finals = FusedFunction.apply(
+                core.key, (len(states), len(maps), len(pres)), x, *states, *maps, *pres, *biases
+            )
             return out, tuple(finals)
         run = fused_forward if torch.compiler.is_compiling() else run_forward
         outputs = run(core.key, x, list(states), maps, pres, biases, keep)

@@ -75,7 +75,9 @@ def _linear_block(plan: Plan, node: int, is_grad: bool) -> Slot:
         return Slot(of(names.X_MAPS), block=plan.x_linears.index(node), width=len(plan.x_linears))
     for p, prod in enumerate(plan.products):
         if node in prod.linears:
-            return Slot(of(names.product(p)), block=prod.linears.index(node), width=len(prod.linears))
+            return Slot(
+                of(names.product(p)), block=prod.linears.index(node), width=len(prod.linears)
+            )
     raise AssertionError(f"linear node {node} is in no product")
 
 

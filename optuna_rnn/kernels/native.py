@@ -21,8 +21,18 @@ __all__ = ["native_backend", "native_kind"]
 # PyTorch's gate order, in the zoo cells' names: (input-hidden, hidden-hidden, bias_ih,
 # bias_hh) with None for a zero block.
 _LAYOUT = {
-    "lstm": (("Wxj", "Wxf", "Wxi", "Wxo"), ("Whj", "Whf", "Whi", "Who"), ("bj", "bf", "bi", "bo"), None),
-    "gru_torch": (("Wxr", "Wxz", "Wxn"), ("Whr", "Whz", "Whn"), ("br", "bz", "bxn"), (None, None, "bhn")),
+    "lstm": (
+        ("Wxj", "Wxf", "Wxi", "Wxo"),
+        ("Whj", "Whf", "Whi", "Who"),
+        ("bj", "bf", "bi", "bo"),
+        None,
+    ),
+    "gru_torch": (
+        ("Wxr", "Wxz", "Wxn"),
+        ("Whr", "Whz", "Whn"),
+        ("br", "bz", "bxn"),
+        (None, None, "bhn"),
+    ),
 }
 
 
@@ -40,11 +50,7 @@ def native_kind(cell: Cell) -> str | None:
 
 def _rename(zoo_cell: Cell, cell: Cell) -> dict[str, str]:
     """Zoo parameter name -> ``cell``'s name for the same canonical node."""
-    return {
-        z.name: n.name
-        for z, n in zip(zoo_cell.nodes, cell.nodes)
-        if z.op in (LINEAR, BIAS)
-    }
+    return {z.name: n.name for z, n in zip(zoo_cell.nodes, cell.nodes) if z.op in (LINEAR, BIAS)}
 
 
 def native_backend(cell: Cell) -> LayerRunner:
@@ -52,7 +58,9 @@ def native_backend(cell: Cell) -> LayerRunner:
     any other cell."""
     kind = native_kind(cell)
     if kind is None:
-        raise NotImplementedError("the native backend runs only cells equal to zoo lstm or gru_torch")
+        raise NotImplementedError(
+            "the native backend runs only cells equal to zoo lstm or gru_torch"
+        )
     names = _rename(_zoo_cells()[kind], cell)
     w_ih, w_hh, b_ih, b_hh = (
         None if group is None else tuple(None if n is None else names[n] for n in group)
@@ -85,4 +93,3 @@ def native_backend(cell: Cell) -> LayerRunner:
         return out, (h[0],)
 
     return run
-

@@ -31,7 +31,12 @@ __all__ = ["FusedFunction", "fused_backward", "fused_forward", "run_backward", "
 
 
 def run_forward(
-    cell: str, x: Tensor, states: list[Tensor], maps: list[Tensor], pres: list[Tensor], biases: list[Tensor],
+    cell: str,
+    x: Tensor,
+    states: list[Tensor],
+    maps: list[Tensor],
+    pres: list[Tensor],
+    biases: list[Tensor],
     keep: bool,
 ) -> list[Tensor]:
     """The forward pass of the cell named ``cell`` over ``x`` (``(T, B, I)``) from
@@ -49,16 +54,30 @@ fused_forward = torch.library.custom_op("optuna_rnn::fused_forward", run_forward
 
 
 @fused_forward.register_fake
-def _(cell: str, x: Tensor, states: list[Tensor], maps: list[Tensor], pres: list[Tensor], biases: list[Tensor],
-      keep: bool) -> list[Tensor]:
+def _(
+    cell: str,
+    x: Tensor,
+    states: list[Tensor],
+    maps: list[Tensor],
+    pres: list[Tensor],
+    biases: list[Tensor],
+    keep: bool,
+) -> list[Tensor]:
     core = FusedCell.of(cell)
     h = states[0]
     return [h.new_empty(core.output_shape(name, x, h, maps)) for name in core.forward_outputs(keep)]
 
 
 def run_backward(
-    cell: str, x: Tensor, saved: list[Tensor], stacks: list[Tensor], pres: list[Tensor], biases: list[Tensor],
-    dout: Tensor | None, dfinals: list[Tensor | None], needs: list[bool],
+    cell: str,
+    x: Tensor,
+    saved: list[Tensor],
+    stacks: list[Tensor],
+    pres: list[Tensor],
+    biases: list[Tensor],
+    dout: Tensor | None,
+    dfinals: list[Tensor | None],
+    needs: list[bool],
 ) -> list[Tensor]:
     """The backward pass of the cell named ``cell``: the gradients that
     :meth:`FusedCell.gradient_outputs <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`
@@ -75,12 +94,23 @@ def run_backward(
     return [grads[name] for name in core.gradient_outputs(needs)]
 
 
-fused_backward = torch.library.custom_op("optuna_rnn::fused_backward", run_backward, mutates_args=())
+fused_backward = torch.library.custom_op(
+    "optuna_rnn::fused_backward", run_backward, mutates_args=()
+)
 
 
 @fused_backward.register_fake
-def _(cell: str, x: Tensor, saved: list[Tensor], stacks: list[Tensor], pres: list[Tensor], biases: list[Tensor],
-      dout: Tensor | None, dfinals: list[Tensor | None], needs: list[bool]) -> list[Tensor]:
+def _(
+    cell: str,
+    x: Tensor,
+    saved: list[Tensor],
+    stacks: list[Tensor],
+    pres: list[Tensor],
+    biases: list[Tensor],
+    dout: Tensor | None,
+    dfinals: list[Tensor | None],
+    needs: list[bool],
+) -> list[Tensor]:
     core = FusedCell.of(cell)
     h = saved[0]
     B, H = h.shape[1:]
@@ -105,7 +135,9 @@ def _setup_context(ctx: Any, inputs: tuple, output: Sequence[Tensor]) -> None:
     core = FusedCell.of(cell)
     n_saved, n_states = len(core.saved), len(states)
     stacked = iter(output[n_saved + n_states :])
-    stacks = [next(stacked) if j in core.stacked else maps[a] for j, (a, _) in enumerate(core.stack_spans)]
+    stacks = [
+        next(stacked) if j in core.stacked else maps[a] for j, (a, _) in enumerate(core.stack_spans)
+    ]
     ctx.cell, ctx.counts = cell, (n_saved, len(stacks), len(pres), len(biases))
     ctx.needs = [t.requires_grad for t in (x, *states, *maps, *pres, *biases)]
     ctx.needs_states = ctx.needs[1 : 1 + n_states]
@@ -120,19 +152,27 @@ def _backward(ctx: Any, grads: list[Tensor | None]) -> tuple:
 
 
 def _gradients(
-    ctx: Any, dout: Tensor | None, dfinals: Sequence[Tensor | None], dinitial: Tensor | None,
+    ctx: Any,
+    dout: Tensor | None,
+    dfinals: Sequence[Tensor | None],
+    dinitial: Tensor | None,
     run: Callable[..., list[Tensor]],
 ) -> tuple:
     """The gradients of ``fused_forward``'s inputs (lists for list inputs) from those of
     the output, the final states and (``dinitial``) row 0 of state 0's buffer, the
     backward pass run by ``run`` (the operator, or its implementation)."""
     if not ctx.keep:
-        raise RuntimeError("optuna_rnn::fused_forward called with keep=False kept nothing to differentiate")
+        raise RuntimeError(
+            "optuna_rnn::fused_forward called with keep=False kept nothing to differentiate"
+        )
     core = FusedCell.of(ctx.cell)
     x, *rest = ctx.saved_tensors
     n_saved, n_stacks, n_pres, _ = ctx.counts
     saved, stacks = rest[:n_saved], rest[n_saved : n_saved + n_stacks]
-    pres, biases = rest[n_saved + n_stacks : n_saved + n_stacks + n_pres], rest[n_saved + n_stacks + n_pres :]
+    pres, biases = (
+        rest[n_saved + n_stacks : n_saved + n_stacks + n_pres],
+        rest[n_saved + n_stacks + n_pres :],
+    )
     n_states, needs = len(core.plan.states), ctx.needs
     result = run(ctx.cell, x, saved, stacks, pres, biases, dout, list(dfinals), needs)
     got = dict(zip(core.gradient_outputs(needs), result))
@@ -172,7 +212,9 @@ class FusedFunction(torch.autograd.Function):
     of the graph, never while a backward may still run."""
 
     @staticmethod
-    def forward(ctx: Any, cell: str, counts: tuple[int, int, int], *tensors: Tensor) -> tuple[Tensor, ...]:
+    def forward(
+        ctx: Any, cell: str, counts: tuple[int, int, int], *tensors: Tensor
+    ) -> tuple[Tensor, ...]:
         inputs = (cell, *_unflatten(counts, tensors), True)
         outputs = run_forward(*inputs)
         _setup_context(ctx, inputs, outputs)
@@ -184,7 +226,9 @@ class FusedFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, dout: Tensor | None, *dfinals: Tensor | None) -> tuple:
-        _, dx, dstates, dmaps, dpres, dbiases, _ = _gradients(ctx, dout, dfinals, None, run_backward)
+        _, dx, dstates, dmaps, dpres, dbiases, _ = _gradients(
+            ctx, dout, dfinals, None, run_backward
+        )
         return None, None, dx, *dstates, *dmaps, *dpres, *dbiases
 
 
@@ -193,4 +237,10 @@ def _unflatten(counts: tuple[int, int, int], tensors: Sequence[Tensor]) -> tuple
     n_states, n_maps, n_pres = counts
     x, rest = tensors[0], list(tensors[1:])
     states, maps = rest[:n_states], rest[n_states : n_states + n_maps]
-    return x, states, maps, rest[n_states + n_maps : n_states + n_maps + n_pres], rest[n_states + n_maps + n_pres :]
+    return (
+        x,
+        states,
+        maps,
+        rest[n_states + n_maps : n_states + n_maps + n_pres],
+        rest[n_states + n_maps + n_pres :],
+    )

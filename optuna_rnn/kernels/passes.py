@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Stacks", "backward", "backward_call", "forward", "forward_call", "gradients", "stack"]
 
-Stacks = tuple[torch.Tensor | None, list[torch.Tensor]]  # FusedCell.stacks: (x maps, each product's)
+Stacks = tuple[
+    torch.Tensor | None, list[torch.Tensor]
+]  # FusedCell.stacks: (x maps, each product's)
 
 
 def stack(mats: list[torch.Tensor]) -> torch.Tensor:
@@ -43,7 +45,9 @@ def stack(mats: list[torch.Tensor]) -> torch.Tensor:
     return mats[0].contiguous() if len(mats) == 1 else torch.cat(mats)
 
 
-def _scratch(ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor] | None) -> torch.Tensor:
+def _scratch(
+    ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor] | None
+) -> torch.Tensor:
     """An uninitialised buffer that only this call reads: from the workspace on the CPU
     where ``taken`` records it to go back, a plain allocation elsewhere."""
     if taken is None or not ref.is_cpu:
@@ -54,7 +58,10 @@ def _scratch(ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor
 
 
 def _given(
-    core: FusedCell, weights: Sequence[torch.Tensor], pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
+    core: FusedCell,
+    weights: Sequence[torch.Tensor],
+    pres: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """The forward loop's buffers that are the call's inputs: the ``pre`` leaves'
     values, the biases, each product's weight transposed."""
@@ -67,8 +74,14 @@ def _given(
 
 
 def forward(
-    core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], maps: Sequence[torch.Tensor],
-    pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], *, keep: bool,
+    core: FusedCell,
+    x: torch.Tensor,
+    states: Sequence[torch.Tensor],
+    maps: Sequence[torch.Tensor],
+    pres: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    *,
+    keep: bool,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The forward pass for ``x`` (contiguous), through graphs where they run: the
     outputs that :meth:`FusedCell.forward_outputs
@@ -80,27 +93,43 @@ def forward(
         result = _run_forward(core, x, states, core.stacks(maps), pres, biases, keep, taken)
     else:
         inputs = {X: x}
-        for prefix, tensors in (("h", [s.contiguous() for s in states]), ("m", maps), ("pre", pres), ("bias", biases)):
+        for prefix, tensors in (
+            ("h", [s.contiguous() for s in states]),
+            ("m", maps),
+            ("pre", pres),
+            ("bias", biases),
+        ):
             for k, t in enumerate(tensors):
                 inputs[f"{prefix}{k}"] = t
         result, taken = graphs(inputs, keep), []
     return [result[name] for name in core.forward_outputs(keep)], taken
 
 
-def forward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], keep: bool) -> dict[str, torch.Tensor]:
+def forward_call(
+    core: FusedCell, inputs: Mapping[str, torch.Tensor], keep: bool
+) -> dict[str, torch.Tensor]:
     """:func:`_run_forward` for a graph's ``inputs``, named as :func:`forward` names them."""
+
     def group(prefix: str, n: int) -> list[torch.Tensor]:
         return [inputs[f"{prefix}{k}"] for k in range(n)]
 
     plan = core.plan
     stacks = core.stacks(group("m", len(core.map_names)))
     pres, biases = group("pre", len(plan.pre)), group("bias", len(core.biases))
-    return _run_forward(core, inputs[X], group("h", len(plan.states)), stacks, pres, biases, keep, None)
+    return _run_forward(
+        core, inputs[X], group("h", len(plan.states)), stacks, pres, biases, keep, None
+    )
 
 
 def _run_forward(
-    core: FusedCell, x: torch.Tensor, states: Sequence[torch.Tensor], stacks: Stacks,
-    pres: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], keep: bool, taken: list[torch.Tensor] | None,
+    core: FusedCell,
+    x: torch.Tensor,
+    states: Sequence[torch.Tensor],
+    stacks: Stacks,
+    pres: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    keep: bool,
+    taken: list[torch.Tensor] | None,
 ) -> dict[str, torch.Tensor]:
     """The forward's outputs by name: state 0's buffer (rows ``1..T`` are the layer's
     output), each state after the last step as ``final{i}`` (copies), and with ``keep``
@@ -122,8 +151,12 @@ def _run_forward(
 
 
 def _forward(
-    core: FusedCell, x: torch.Tensor, wx: torch.Tensor | None, states: Sequence[torch.Tensor],
-    given: dict[str, torch.Tensor], taken: list[torch.Tensor] | None,
+    core: FusedCell,
+    x: torch.Tensor,
+    wx: torch.Tensor | None,
+    states: Sequence[torch.Tensor],
+    given: dict[str, torch.Tensor],
+    taken: list[torch.Tensor] | None,
 ) -> dict[str, torch.Tensor]:
     """The forward pass: the x maps for all steps as one product, then the time loop.
     Returns the buffers (see :mod:`optuna_rnn.kernels.buffers`)."""
@@ -138,13 +171,17 @@ def _forward(
     if plan.reads_x:
         buffers[X] = x
     for i, s in enumerate(states):  # state 0's rows 1..T are the output; the others are this call's
-        state = buffers[names.state(i)] = ref.new_empty(T + 1, B, H) if i == 0 else _scratch(ref, (T + 1, B, H), taken)
+        state = buffers[names.state(i)] = (
+            ref.new_empty(T + 1, B, H) if i == 0 else _scratch(ref, (T + 1, B, H), taken)
+        )
         state[0].copy_(s)
     for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
         width = len(prod.linears) * H
         # A folded product accumulates into its XW blocks.
         buffers[names.product(p)] = (
-            _scratch(ref, (T, B, width), taken) if block is None else buffers[X_MAPS].narrow(2, block * H, width)
+            _scratch(ref, (T, B, width), taken)
+            if block is None
+            else buffers[X_MAPS].narrow(2, block * H, width)
         )
     for n in plan.exports:
         if n not in plan.updates.values():
@@ -154,8 +191,13 @@ def _forward(
 
 
 def backward(
-    core: FusedCell, x: torch.Tensor, kept: dict[str, torch.Tensor], stacks: Sequence[torch.Tensor],
-    dout: torch.Tensor | None, dfinals: Sequence[torch.Tensor | None], needs: Sequence[bool],
+    core: FusedCell,
+    x: torch.Tensor,
+    kept: dict[str, torch.Tensor],
+    stacks: Sequence[torch.Tensor],
+    dout: torch.Tensor | None,
+    dfinals: Sequence[torch.Tensor | None],
+    needs: Sequence[bool],
 ) -> dict[str, torch.Tensor]:
     """The backward pass, through graphs where they run: the gradients that
     :meth:`FusedCell.gradient_outputs <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`
@@ -165,7 +207,9 @@ def backward(
     graphs = core.call_graphs(True, x)
     if graphs is None:
         taken: list[torch.Tensor] = []
-        grads = gradients(core, dict(kept), x, core.unlist_stacks(stacks), dout, dfinals, needs, taken)
+        grads = gradients(
+            core, dict(kept), x, core.unlist_stacks(stacks), dout, dfinals, needs, taken
+        )
         scratch.give(taken)
         return grads
     inputs = {**kept, X: x}
@@ -178,7 +222,9 @@ def backward(
     return graphs(inputs, tuple(needs))
 
 
-def backward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], needs: tuple[bool, ...]) -> dict[str, torch.Tensor]:
+def backward_call(
+    core: FusedCell, inputs: Mapping[str, torch.Tensor], needs: tuple[bool, ...]
+) -> dict[str, torch.Tensor]:
     """:func:`gradients` for a graph's ``inputs``, named as :func:`backward` names them."""
     kept = {name: b for name, b in inputs.items() if name in core.kept or name in core.saved}
     stacks = core.unlist_stacks([inputs[f"stack{j}"] for j in range(len(core.stack_spans))])
@@ -187,8 +233,13 @@ def backward_call(core: FusedCell, inputs: Mapping[str, torch.Tensor], needs: tu
 
 
 def gradients(
-    core: FusedCell, buffers: dict[str, torch.Tensor], x: torch.Tensor, stacks: Stacks,
-    dout: torch.Tensor | None, dfinals: Sequence[torch.Tensor | None], needs: Sequence[bool],
+    core: FusedCell,
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    stacks: Stacks,
+    dout: torch.Tensor | None,
+    dfinals: Sequence[torch.Tensor | None],
+    needs: Sequence[bool],
     taken: list[torch.Tensor] | None,
 ) -> dict[str, torch.Tensor]:
     """The backward, given ``buffers`` (what the forward kept; the backward's own are added
@@ -203,14 +254,21 @@ def gradients(
     T, B, H = x.shape[0], *ref.shape[1:]
     for p, block in enumerate(plan.xw_blocks):
         if names.product(p) in core.kept and block is not None:  # a view of the x maps'
-            buffers[names.product(p)] = buffers[X_MAPS].narrow(2, block * H, len(plan.products[p].linears) * H)
+            buffers[names.product(p)] = buffers[X_MAPS].narrow(
+                2, block * H, len(plan.products[p].linears) * H
+            )
     if dout is None:
         buffers[OUT_GRAD] = ref.new_zeros(T, B, H)
     else:  # as from out.sum(), an expanded gradient
-        buffers[OUT_GRAD] = dout if dout.is_contiguous() else _scratch(ref, (T, B, H), taken).copy_(dout)
+        buffers[OUT_GRAD] = (
+            dout if dout.is_contiguous() else _scratch(ref, (T, B, H), taken).copy_(dout)
+        )
+
     # Gradient buffers that some kernel accumulates into start at zero; the others are
     # stored whole by one kernel per step. dx is returned, the others only read here.
-    def grads_of(nodes: tuple[int, ...], shape: tuple[int, ...], returned: bool = False) -> torch.Tensor:
+    def grads_of(
+        nodes: tuple[int, ...], shape: tuple[int, ...], returned: bool = False
+    ) -> torch.Tensor:
         g = ref.new_empty(shape) if returned else _scratch(ref, shape, taken)
         return g if all(n in plan.stored_grads for n in nodes) else g.zero_()
 
@@ -223,7 +281,8 @@ def gradients(
     for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
         width = len(prod.linears) * H
         buffers[grad(names.product(p))] = (
-            grads_of(prod.linears, (T, B, width)) if block is None
+            grads_of(prod.linears, (T, B, width))
+            if block is None
             else buffers[X_MAPS_GRAD].narrow(2, block * H, width)
         )
     for n in plan.grad_exports:
@@ -241,7 +300,11 @@ def gradients(
         dx = buffers.get(X_GRAD)
         if wx is not None:
             dxw = buffers[X_MAPS_GRAD].view(T * B, -1)
-            dx = (dxw @ wx).view(x.shape) if dx is None else dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
+            dx = (
+                (dxw @ wx).view(x.shape)
+                if dx is None
+                else dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
+            )
         grads["dx"] = dx
     for j, (dy, source) in enumerate(core.stack_sources):
         if f"dstack{j}" in wanted:  # the stack's product over all steps: d(x or source) W^T

@@ -71,17 +71,17 @@ class Plan:
     nodes: tuple[PlanNode, ...]
     states: tuple[str, ...]
     updates: dict[str, int]
-    x_linears: tuple[int, ...]            # round-0 maps, in XW's column-block order
-    products: tuple[Product, ...]          # per-step products, by round then source
-    stages: tuple[tuple[int, ...], ...]    # pointwise nodes of each stage, topological
-    exports: tuple[int, ...]               # pointwise nodes stored: updates, grad_exports, nonlinearities
-    grad_exports: tuple[int, ...]          # ... read in-step outside their stage
-    reads_x: bool                          # a pointwise node reads raw x
-    x_index: int                           # the node x
-    prologue: tuple[int, ...]              # cell nodes computed before the loop, in order
-    pre: dict[int, int]                    # pre leaf -> the cell node whose values it holds
+    x_linears: tuple[int, ...]  # round-0 maps, in XW's column-block order
+    products: tuple[Product, ...]  # per-step products, by round then source
+    stages: tuple[tuple[int, ...], ...]  # pointwise nodes of each stage, topological
+    exports: tuple[int, ...]  # pointwise nodes stored: updates, grad_exports, nonlinearities
+    grad_exports: tuple[int, ...]  # ... read in-step outside their stage
+    reads_x: bool  # a pointwise node reads raw x
+    x_index: int  # the node x
+    prologue: tuple[int, ...]  # cell nodes computed before the loop, in order
+    pre: dict[int, int]  # pre leaf -> the cell node whose values it holds
 
-    stored_grads: frozenset[int]           # gradients one stage writes whole (no zeroing)
+    stored_grads: frozenset[int]  # gradients one stage writes whole (no zeroing)
     # Per product, the XW block it is folded into, or None. When each of its maps is
     # summed with a map of x and nothing else reads either (LSTM: all four gates), the
     # product accumulates into XW's blocks in the forward (one buffer, one read per gate
@@ -92,7 +92,9 @@ class Plan:
     def folded(self, node: int) -> bool:
         """Whether ``node`` is a map of a product folded into XW: its value is in its XW
         partner's memory (sums skip it) and so is its gradient (no kernel stores it)."""
-        return any(a is not None and node in p.linears for p, a in zip(self.products, self.xw_blocks))
+        return any(
+            a is not None and node in p.linears for p, a in zip(self.products, self.xw_blocks)
+        )
 
     def stage_inputs(self, k: int) -> tuple[int, ...]:
         """Nodes outside stage ``k`` that its nodes read, in node order."""
@@ -107,7 +109,9 @@ def products_by_round(plan: Plan) -> list[list[int]]:
     return out
 
 
-def _inputs(nodes: list[PlanNode] | tuple[PlanNode, ...], stage: tuple[int, ...]) -> tuple[int, ...]:
+def _inputs(
+    nodes: list[PlanNode] | tuple[PlanNode, ...], stage: tuple[int, ...]
+) -> tuple[int, ...]:
     inside = set(stage)
     return tuple(sorted({i for n in stage for i in nodes[n].inputs} - inside))
 
@@ -122,17 +126,27 @@ def _hoisted(cell: Cell) -> tuple[tuple[int, ...], tuple[int, ...]]:
         const.append(n.op not in (STATE, X) and all(const[i] for i in n.inputs))
         heavy.append(const[-1] and (n.op == LINEAR or any(heavy[i] for i in n.inputs)))
     frontier = tuple(
-        i for i, n in enumerate(cell.nodes)
-        if heavy[i] and (i in cell.updates.values() or any(i in m.inputs and not heavy[j] for j, m in enumerate(cell.nodes)))
+        i
+        for i, n in enumerate(cell.nodes)
+        if heavy[i]
+        and (
+            i in cell.updates.values()
+            or any(i in m.inputs and not heavy[j] for j, m in enumerate(cell.nodes))
+        )
     )
     return tuple(sorted(reach(cell.nodes, frontier))), frontier
 
 
-def _graph(cell: Cell, frontier: tuple[int, ...]) -> tuple[list[PlanNode], dict[str, int], dict[int, int]]:
+def _graph(
+    cell: Cell, frontier: tuple[int, ...]
+) -> tuple[list[PlanNode], dict[str, int], dict[int, int]]:
     """The cell's nodes, ``frontier`` nodes as ``pre`` leaves, plus copies for updates that
     no kernel writes; the pre leaves' cell nodes. (Maps of a bias or of one, which no
     kernel writes either, are all in the prologue.)"""
-    nodes = [PlanNode(PRE, ()) if i in frontier else PlanNode(n.op, n.inputs, n.name) for i, n in enumerate(cell.nodes)]
+    nodes = [
+        PlanNode(PRE, ()) if i in frontier else PlanNode(n.op, n.inputs, n.name)
+        for i, n in enumerate(cell.nodes)
+    ]
     updates = cell.updates
     copies: dict[int, int] = {}
     for s, u in updates.items():
@@ -167,7 +181,10 @@ def _toposort(
     for u in updates.values():
         visit(u)
     remap = {old: new for new, old in enumerate(order)}
-    out = [PlanNode(nodes[i].op, tuple(remap[j] for j in nodes[i].inputs), nodes[i].name) for i in order]
+    out = [
+        PlanNode(nodes[i].op, tuple(remap[j] for j in nodes[i].inputs), nodes[i].name)
+        for i in order
+    ]
     return out, {s: remap[u] for s, u in updates.items()}, remap
 
 
@@ -192,12 +209,11 @@ def make_plan(cell: Cell) -> Plan:
             readers[j].append(i)
     stage: dict[int, int] = {}
     for i in reversed(pointwise):
-        stage[i] = min(
-            [last]
-            + [stage[r] if r in stage else rounds[r] - 1 for r in readers[i]]
-        )
+        stage[i] = min([last] + [stage[r] if r in stage else rounds[r] - 1 for r in readers[i]])
     grad_exports = tuple(
-        i for i in pointwise if any(nodes[r].op == LINEAR or stage[r] != stage[i] for r in readers[i])
+        i
+        for i in pointwise
+        if any(nodes[r].op == LINEAR or stage[r] != stage[i] for r in readers[i])
     )
     products: dict[tuple[int, int], list[int]] = {}
     for i, n in enumerate(nodes):
@@ -210,9 +226,13 @@ def make_plan(cell: Cell) -> Plan:
     stored = frozenset(
         n
         for n in set(readers_of)
-        if nodes[n].op in (X, LINEAR) and readers_of.count(n) == 1 and all(s != n for _, s in products)
+        if nodes[n].op in (X, LINEAR)
+        and readers_of.count(n) == 1
+        and all(s != n for _, s in products)
     )
-    x_linears, xw_blocks = _x_blocks(nodes, readers, xi, [ls for _, ls in sorted(products.items())], stored)
+    x_linears, xw_blocks = _x_blocks(
+        nodes, readers, xi, [ls for _, ls in sorted(products.items())], stored
+    )
     return Plan(
         nodes=tuple(nodes),
         states=cell.states,
@@ -236,7 +256,11 @@ def make_plan(cell: Cell) -> Plan:
 
 
 def _x_blocks(
-    nodes: list[PlanNode], readers: list[list[int]], xi: int, products: list[list[int]], stored: frozenset[int]
+    nodes: list[PlanNode],
+    readers: list[list[int]],
+    xi: int,
+    products: list[list[int]],
+    stored: frozenset[int],
 ) -> tuple[tuple[int, ...], tuple[int | None, ...]]:
     """XW's block order, and the block each product folds into (see ``Plan.xw_blocks``)."""
     x_maps = [i for i, n in enumerate(nodes) if n.op == LINEAR and n.inputs[0] == xi]
@@ -251,7 +275,11 @@ def _x_blocks(
     blocks: list[int | None] = []
     for linears in products:
         partners = [partner(i) for i in linears]
-        fresh = None not in partners and len(set(partners)) == len(partners) and not set(partners) & set(order)
+        fresh = (
+            None not in partners
+            and len(set(partners)) == len(partners)
+            and not set(partners) & set(order)
+        )
         blocks.append(len(order) if fresh else None)
         order += partners if fresh else []
     return tuple(order + [i for i in x_maps if i not in order]), tuple(blocks)

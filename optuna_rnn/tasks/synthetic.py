@@ -56,7 +56,9 @@ def pad_batch(sequences: Sequence[tuple[list[int], list[bool]]]) -> Batch:
 
     def field(rows: list[list[Any]], pad: object, dtype: type) -> torch.Tensor:
         # numpy reads nested lists about three times faster than torch.tensor does
-        return torch.from_numpy(np.array([row + [pad] * (steps - len(row)) for row in rows], dtype=dtype).T.copy())
+        return torch.from_numpy(
+            np.array([row + [pad] * (steps - len(row)) for row in rows], dtype=dtype).T.copy()
+        )
 
     return Batch(
         field([ids[:-1] for ids, _ in sequences], 0, np.int64),
@@ -167,6 +169,7 @@ class SyntheticTask(Task):
         if key not in self._eval_batches:
             sequences = self._eval_sets[split]
             self._eval_batches[key] = [
-                pad_batch(sequences[start : start + batch_size]) for start in range(0, len(sequences), batch_size)
+                pad_batch(sequences[start : start + batch_size])
+                for start in range(0, len(sequences), batch_size)
             ]
         yield from self._eval_batches[key]
