@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from _helpers import TASK, tiny_cli_args
+from _helpers import SMALL, TASK, tiny_cli_args
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from safetensors import safe_open
@@ -29,7 +30,6 @@ from optuna_rnn.models import (
     read_model_card,
     save_model_file,
 )
-from optuna_rnn.objective import Hyperparameters
 from optuna_rnn.tasks import Batch
 from optuna_rnn.train import build_model, validate
 
@@ -88,11 +88,16 @@ def test_a_safetensors_file_without_a_card_is_refused(tmp_path: Path) -> None:
 def searched_study(tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
     """A library study on SQLite, with a pruned trial among its complete ones."""
     root = tmp_path_factory.mktemp("models")
-    study = optuna.create_study(storage=f"sqlite:///{root / 's.db'}", direction="maximize")
-    orn.seed_study(study, ["gru", "lstm", "mut1"])
+    study = optuna.create_study(
+        storage=f"sqlite:///{root / 's.db'}",
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    # The three trials must complete: a modest learning rate (random draws may diverge).
+    orn.seed_study(study, ["gru", "lstm", "mut1"], hyperparameters={"learning_rate": 1.0})
     objective = orn.make_objective(
         TASK,
-        hyperparameters=Hyperparameters(param_budgets=(1500,), layer_counts=(1, 2)),
+        hyperparameters=dataclasses.replace(SMALL, layer_counts=(1, 2), learning_rates=(1.0, 5.0)),
         max_steps=20,
         eval_every=10,
         batch_size=8,
