@@ -28,10 +28,21 @@ from optuna_rnn.cli.search import prepare_study, run_search
 from optuna_rnn.cli.spec import SearchSpec, parse_assignment
 from optuna_rnn.export import export_study, write_table
 from optuna_rnn.findings import export_findings
+from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES
 from optuna_rnn.storage import open_storage
 
 #: Where the studies' storages and results are kept (committed with the repository).
 RUNS = Path(__file__).resolve().parent / "runs"
+#: The cpu presets' training of one draw on a synthetic task (table2, forget_bias, gates):
+#: Adam for at most 1,500 steps or 60 s, validating on 10 batches every 250 steps.
+CPU_OBJECTIVE = {
+    "optimizer": "adam",
+    "max_steps": 1500,
+    "max_seconds": 60,
+    "eval_every": 250,
+    "valid_batches": 10,
+    "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)},
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,24 +17,16 @@ Run: python studies/gates.py --preset cpu   (storage and results in studies/runs
 
 from __future__ import annotations
 
-from _common import Context, baselines, main
+from _common import CPU_OBJECTIVE, Context, baselines, main
 
 from optuna_rnn.export import best_by_cell
-from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES
 
 CELLS = ("lstm", "lstm_f", "lstm_i", "lstm_o")
 PRESETS = {
     "cpu": {
         "tasks": {"arithmetic": "arithmetic:small", "xml": "xml:small"},
         "draws": 20,
-        "objective": {
-            "optimizer": "adam",
-            "max_steps": 1500,
-            "max_seconds": 60,
-            "eval_every": 250,
-            "valid_batches": 10,
-            "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)},
-        },
+        "objective": CPU_OBJECTIVE,
     },
     "paper": {
         "tasks": {"arithmetic": "arithmetic:paper", "xml": "xml:paper"},

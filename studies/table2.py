@@ -22,12 +22,11 @@ Run: python studies/table2.py --preset cpu   (storage and results in studies/run
 from __future__ import annotations
 
 import pandas as pd
-from _common import Context, baselines, main
+from _common import CPU_OBJECTIVE, Context, baselines, main
 
 from optuna_rnn.cli.search import PAPER_CELLS
 from optuna_rnn.export import best_by_cell
 from optuna_rnn.findings import PAPER_BEST
-from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES
 
 PAPER = pd.DataFrame(
     {
@@ -56,14 +55,7 @@ PRESETS = {
         "tasks": {"arithmetic": "arithmetic:small", "xml": "xml:small", "ptb": "ptb"},
         "cells": PAPER_CELLS,
         "draws": 10,
-        "objective": {
-            "optimizer": "adam",
-            "max_steps": 1500,
-            "max_seconds": 60,
-            "eval_every": 250,
-            "valid_batches": 10,
-            "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)},
-        },
+        "objective": CPU_OBJECTIVE,
         "task_objective": {"ptb": PTB_CPU},
     },
     "paper": {
