@@ -43,6 +43,20 @@ CPU_OBJECTIVE = {
     "valid_batches": 10,
     "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)},
 }
+#: The presets of the studies that compare a few cells on arithmetic and XML, 20 paired
+#: draws each (forget_bias, gates).
+SYNTHETIC_PRESETS = {
+    "cpu": {
+        "tasks": {"arithmetic": "arithmetic:small", "xml": "xml:small"},
+        "draws": 20,
+        "objective": CPU_OBJECTIVE,
+    },
+    "paper": {
+        "tasks": {"arithmetic": "arithmetic:paper", "xml": "xml:paper"},
+        "draws": 20,
+        "objective": {"optimizer": "sgd", "max_steps": 20000, "eval_every": 1000},
+    },
+}
 
 
 @dataclasses.dataclass(frozen=True)

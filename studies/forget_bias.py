@@ -19,23 +19,12 @@ from __future__ import annotations
 
 import optuna
 import pandas as pd
-from _common import CPU_OBJECTIVE, Context, baselines, main
+from _common import SYNTHETIC_PRESETS, Context, baselines, main
 
 from optuna_rnn import leaderboard
 
 CELLS = ("lstm", "lstm_b", "gru")
-PRESETS = {
-    "cpu": {
-        "tasks": {"arithmetic": "arithmetic:small", "xml": "xml:small"},
-        "draws": 20,
-        "objective": CPU_OBJECTIVE,
-    },
-    "paper": {
-        "tasks": {"arithmetic": "arithmetic:paper", "xml": "xml:paper"},
-        "draws": 20,
-        "objective": {"optimizer": "sgd", "max_steps": 20000, "eval_every": 1000},
-    },
-}
+PRESETS = SYNTHETIC_PRESETS
 
 
 def _summary(label: str, study: optuna.Study) -> pd.DataFrame:

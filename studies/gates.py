@@ -17,23 +17,12 @@ Run: python studies/gates.py --preset cpu   (storage and results in studies/runs
 
 from __future__ import annotations
 
-from _common import CPU_OBJECTIVE, Context, baselines, main
+from _common import SYNTHETIC_PRESETS, Context, baselines, main
 
 from optuna_rnn.export import best_by_cell
 
 CELLS = ("lstm", "lstm_f", "lstm_i", "lstm_o")
-PRESETS = {
-    "cpu": {
-        "tasks": {"arithmetic": "arithmetic:small", "xml": "xml:small"},
-        "draws": 20,
-        "objective": CPU_OBJECTIVE,
-    },
-    "paper": {
-        "tasks": {"arithmetic": "arithmetic:paper", "xml": "xml:paper"},
-        "draws": 20,
-        "objective": {"optimizer": "sgd", "max_steps": 20000, "eval_every": 1000},
-    },
-}
+PRESETS = SYNTHETIC_PRESETS
 
 
 def run(preset: dict, context: Context) -> None:
