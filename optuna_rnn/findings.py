@@ -49,6 +49,7 @@ __all__ = [
     "ordering_probabilities",
     "plot_draws",
     "pruning_effect",
+    "reference_ratios",
     "summarize",
     "task_label",
 ]
@@ -211,7 +212,10 @@ def _hyperparameter_key(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def draws_of(
-    study: optuna.Study, *, trials: Sequence[optuna.trial.FrozenTrial] | None = None
+    study: optuna.Study,
+    *,
+    trials: Sequence[optuna.trial.FrozenTrial] | None = None,
+    score: str | None = None,
 ) -> Draws:
     """The draws x cells score table of a study (or of ``trials``, in its direction).
 
@@ -219,7 +223,8 @@ def draws_of(
     one, else by identical hyperparameters (the k-th trial of a cell with a setting meets
     the k-th of every other cell with it). Without a shared row, cells are unpaired.
     Trials superseded by their retry, and surplus trials, are left out
-    (:func:`optuna_rnn.cli.run.live_trials`).
+    (:func:`optuna_rnn.cli.run.live_trials`). ``score``: a user attr to read instead of
+    the first objective's value, e.g. ``keys.TEST_SCORE`` for the held-out split.
     """
     from optuna_rnn.cli.run import live_trials
 
@@ -242,9 +247,11 @@ def draws_of(
             occurrence = seen.get((label, setting), 0)
             seen[label, setting] = occurrence + 1
             key = (setting, occurrence)
-        value = trial.values[0] if trial.state == TrialState.COMPLETE and trial.values else None
-        score = float(value) if value is not None and np.isfinite(value) else worst
-        columns.setdefault(label, {})[key] = score
+        value = None
+        if trial.state == TrialState.COMPLETE:
+            value = trial.values[0] if score is None else trial.user_attrs.get(score)
+        scored = float(value) if value is not None and np.isfinite(value) else worst
+        columns.setdefault(label, {})[key] = scored
     scores = pd.DataFrame(columns)
     owners = scores.notna().sum(axis=1)
     paired = len(columns) < 2 or bool((owners >= 2).all())
@@ -373,6 +380,78 @@ def ordering_probabilities(
             "probability",
         ],
     )
+
+
+def reference_ratios(
+    draws: Mapping[str, Draws],
+    reference: str,
+    *,
+    level: float = 0.9,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Each cell's median score as a ratio to ``reference``'s, per task and over tasks.
+
+    The ratio is oriented as the paper's (above 1: better than the reference; perplexity
+    turned round) and comes with a percentile bootstrap interval at ``level``, draws
+    resampled per cell (or per row when paired). Rows with task ``"min"`` hold the worst
+    ratio over the tasks, the paper's score, for the cells every task has: its interval
+    takes the minimum within each resample. A failed draw counts as the worst score, so
+    the median tolerates a minority of them. Columns: ``task, cell, n_draws, median,
+    ratio, ratio_low, ratio_high``.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie between 0 and 1, got {level!r}")
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, object]] = []
+    per_task: dict[str, tuple[pd.Series, pd.DataFrame]] = {}
+    for task, d in draws.items():
+        cells = list(d.scores.columns)
+        if reference not in cells:
+            raise ValueError(f"task {task!r} has no draws of the reference {reference!r}")
+        sign = 1.0 if d.maximize else -1.0
+        _, observed = _stats(d.oriented())
+        _, boot = _stats(d.resample(resamples, rng))
+        r = cells.index(reference)
+        ratio = _ratio(sign * observed, sign * observed[r], maximize=d.maximize)
+        boot_ratio = _ratio(sign * boot, sign * boot[:, [r]], maximize=d.maximize)
+        per_task[task] = (pd.Series(ratio, index=cells), pd.DataFrame(boot_ratio, columns=cells))
+        low, high = _interval(boot_ratio, level)
+        for j, cell in enumerate(cells):
+            rows.append(
+                {
+                    "task": task,
+                    "cell": cell,
+                    "n_draws": int(d.scores[cell].notna().sum()),
+                    "median": sign * observed[j],
+                    "ratio": ratio[j],
+                    "ratio_low": low[j],
+                    "ratio_high": high[j],
+                }
+            )
+    if len(per_task) > 1:
+        shared = [
+            c
+            for c in next(iter(per_task.values()))[0].index
+            if all(c in ratios.index for ratios, _ in per_task.values())
+        ]
+        worst = pd.concat([ratios[shared] for ratios, _ in per_task.values()], axis=1).min(axis=1)
+        boot_worst = np.minimum.reduce([boot[shared].to_numpy() for _, boot in per_task.values()])
+        low, high = _interval(boot_worst, level)
+        for j, cell in enumerate(shared):
+            rows.append(
+                {
+                    "task": "min",
+                    "cell": cell,
+                    "n_draws": min(int(d.scores[cell].notna().sum()) for d in draws.values()),
+                    "median": np.nan,
+                    "ratio": worst[cell],
+                    "ratio_low": low[j],
+                    "ratio_high": high[j],
+                }
+            )
+    columns = ["task", "cell", "n_draws", "median", "ratio", "ratio_low", "ratio_high"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def task_label(study: optuna.Study) -> str:

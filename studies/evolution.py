@@ -1,38 +1,57 @@
-"""The paper's evolutionary search with the min-over-tasks score.
+"""The paper's evolutionary search with the min-over-tasks score, and its best cells retrained.
 
-CellEvolutionSampler over GraphSpace, started from LSTM and GRU; each cell must pass the
-memorisation pre-filter (95%), then is scored on every task, and its score is the minimum
-over tasks of its score there relative to the GRU's best in the same study
-(make_multitask_objective, which also cuts cells below 90% of the GRU on the first task).
-The leaderboard shows which architectures beat the GRU everywhere (score above 1).
+CellEvolutionSampler over GraphSpace, started from LSTM and GRU (three hyperparameter
+draws each, so that the reference is the GRU's best of three, not one draw's luck); each
+cell must pass the memorisation pre-filter (95%), then is scored on every task, and its
+score is the minimum over tasks of its score there relative to the GRU's best in the same
+study (make_multitask_objective, which also cuts cells below 90% of the GRU on the first
+task). The leaderboard shows which architectures beat the GRU everywhere (score above 1).
 
 The median pruner stays on here: it ranks mutants against the search so far, and a
 pruned mutant is a cell the search declines to spend on, as the paper's 90% cut is. The
 baseline studies (table2, forget_bias, gates) run unpruned, because their best of N must
 not depend on which draws a pruner stopped.
 
+Once the search has run all its trials, its five best cells by validation score (and the
+GRU) are retrained, each with the hyperparameters of its best trial, on every task with
+fresh seeds (one study per task, ``retrain-<task>``), and scored on the held-out test
+split, which the search never saw: ``retrain.md`` gives each cell's median test score as
+a ratio to the GRU's, per task and the worst over tasks, with bootstrap 90% intervals;
+``cells.md`` and ``cell-<rank>.svg`` give the cells' equations and diagrams.
+
 Presets:
-  cpu    arithmetic:small and xml:small with Adam, 75 trials of at most 3 x 45 s of
-         training (pre-filter and two tasks) plus 50 s of final validations, tests and the
-         new cell's kernel build: bound 75 x 185 s / 2 workers = 116 min on a 2-core
-         machine (pruned cells take less).
+  cpu    arithmetic:small and xml:small with Adam, population 20, 75 trials of at most
+         3 x 45 s of training (pre-filter and two tasks) plus 50 s of final validations,
+         tests and the new cell's kernel build: bound 75 x 185 s / 2 workers = 116 min on
+         a 2-core machine (a trial of 1,000 steps a stage takes about 20-60 s, pruned
+         cells less). The retraining, 6 cells x 5 seeds x 2 tasks of at most 45 + 15 s,
+         adds at most 30 min.
   paper  the paper's protocol: SGD over its choice lists, its task presets and PTB, 2,000
-         trials, 20,000 steps per task.
+         trials, 20,000 steps per task, population 100.
 
 Run: python studies/evolution.py --preset cpu   (storage and results in studies/runs/)
 """
 
 from __future__ import annotations
 
+import optuna
 from _common import Context, main
 
-from optuna_rnn.cli.spec import SearchSpec
+from optuna_rnn import keys
+from optuna_rnn.cell import Cell
+from optuna_rnn.cell.render import render_svg
+from optuna_rnn.cli.search import prepare_study
+from optuna_rnn.cli.spec import SearchSpec, parse_task
+from optuna_rnn.findings import draws_of, reference_ratios
 from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES
+from optuna_rnn.storage import open_storage
 
 PRESETS = {
     "cpu": {
         "tasks": ("arithmetic:small", "xml:small"),
         "n_trials": 75,
+        "population_size": 20,
+        "seed_draws": 3,
         "objective": {
             "optimizer": "adam",
             "max_steps": 1000,
@@ -41,13 +60,93 @@ PRESETS = {
             "valid_batches": 10,
             "hyperparameters": {"learning_rates": list(ADAM_LEARNING_RATES)},
         },
+        "retrain": {"cells": 5, "seeds": 5},
     },
     "paper": {
         "tasks": ("arithmetic:paper", "xml:paper", "ptb"),
         "n_trials": 2000,
+        "population_size": 100,
+        "seed_draws": 1,
         "objective": {"optimizer": "sgd", "max_steps": 20000, "eval_every": 1000},
+        "retrain": {"cells": 5, "seeds": 5},
     },
 }
+#: The retraining's objective seed: trial n trains with seed RETRAIN_SEED + n, apart from
+#: every seed the search used (its trial numbers).
+RETRAIN_SEED = 1_000_000
+
+
+def best_trials(
+    study: optuna.Study, count: int, *, leave_out: tuple[str, ...] = ()
+) -> list[optuna.trial.FrozenTrial]:
+    """The best COMPLETE trial of each of the ``count`` best-scoring distinct cells, the
+    zoo cells in ``leave_out`` (the seeds the search started from) left out."""
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best: dict[str, optuna.trial.FrozenTrial] = {}
+    for trial in sorted(done, key=lambda t: (-t.value, t.number)):
+        if trial.user_attrs.get(keys.ZOO_NAME) not in leave_out:
+            best.setdefault(trial.user_attrs[keys.FINGERPRINT], trial)
+    return list(best.values())[:count]
+
+
+def _reference_trial(study: optuna.Study, reference: str) -> optuna.trial.FrozenTrial:
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    ours = [t for t in done if t.user_attrs.get(keys.ZOO_NAME) == reference]
+    if not ours:
+        raise SystemExit(f"the search has no complete {reference} trial to retrain against")
+    return max(ours, key=lambda t: (t.value, -t.number))
+
+
+def _label(trial: optuna.trial.FrozenTrial) -> str:
+    """How findings name a trial's cell (its zoo name, else its fingerprint's start)."""
+    return trial.user_attrs.get(keys.ZOO_NAME) or trial.user_attrs[keys.FINGERPRINT][:10]
+
+
+def retrain(preset: dict, context: Context, search: optuna.Study, spec: SearchSpec) -> None:
+    """Retrain the search's best cells and the GRU with fresh seeds; score the test splits."""
+    seeded = (*spec.seed_cells, spec.reference)
+    chosen = best_trials(search, preset["retrain"]["cells"], leave_out=seeded)
+    chosen.append(_reference_trial(search, spec.reference))
+    seeds = preset["retrain"]["seeds"]
+    studies = {}
+    for task in spec.tasks:
+        label = f"retrain-{parse_task(task)[0]}"
+        task_spec = SearchSpec(
+            tasks=(task,),
+            space=spec.space or "graph",
+            max_nodes=spec.max_nodes,
+            sampler="random",
+            pruner="none",
+            n_trials=len(chosen) * seeds,
+            seed_cells=(),
+            objective={**spec.objective, "seed": RETRAIN_SEED},
+        )
+        study = prepare_study(open_storage(context.storage), f"{context.name}-{label}", task_spec)
+        if not study.trials:
+            for trial in chosen:
+                for _ in range(seeds):
+                    study.enqueue_trial(trial.params, user_attrs={"retrain_of": trial.number})
+        studies[parse_task(task)[0]] = context.search(label, task_spec)
+    draws = {task: draws_of(study, score=keys.TEST_SCORE) for task, study in studies.items()}
+    ratios = reference_ratios(draws, spec.reference)
+    ranks = {_label(t): f"{rank}" for rank, t in enumerate(chosen, start=1)}
+    ratios.insert(1, "rank", ratios["cell"].map(ranks))
+    context.table("retrain", ratios)
+    lines = []
+    for rank, trial in enumerate(chosen, start=1):
+        cell = Cell.parse(trial.user_attrs[keys.EQUATIONS])
+        (context.out / f"cell-{rank}.svg").write_text(render_svg(cell))
+        lines += [
+            f"## {rank}. {_label(trial)} (search trial {trial.number}, score {trial.value:.4f})",
+            "",
+            "```",
+            trial.user_attrs[keys.EQUATIONS],
+            "```",
+            "",
+            f"Hyperparameters: {trial.user_attrs.get(keys.HYPERPARAMETERS)}",
+            "",
+        ]
+    (context.out / "cells.md").write_text("\n".join(lines))
 
 
 def run(preset: dict, context: Context) -> None:
@@ -55,10 +154,17 @@ def run(preset: dict, context: Context) -> None:
         tasks=preset["tasks"],
         sampler="evolution",
         n_trials=preset["n_trials"],
+        population_size=preset["population_size"],
+        seed_draws=preset["seed_draws"],
         seed=0,
         objective=preset["objective"],
     )
-    context.search("search", spec)
+    search = context.search("search", spec)
+    finished = [t for t in search.trials if t.state.is_finished()]
+    if len(finished) < spec.n_trials:
+        print(f"the search has {len(finished)} of {spec.n_trials} trials: retraining waits")
+        return
+    retrain(preset, context, search, spec)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from optuna_rnn.findings import (
     findings_tables,
     ordering_probabilities,
     plot_draws,
+    reference_ratios,
     summarize,
 )
 from optuna_rnn.objective import Hyperparameters
@@ -144,6 +145,49 @@ def test_bad_orderings_are_refused() -> None:
         summarize(_draws(np.ones(3), np.ones(3)), level=90)
 
 
+def _ratios(draws: dict[str, Draws], **kwargs: object) -> pd.DataFrame:
+    return reference_ratios(draws, "b", resamples=400, **kwargs).set_index(["task", "cell"])
+
+
+def test_reference_ratios_are_ratios_of_medians_in_the_papers_orientation() -> None:
+    a, b = np.array([0.6, 0.8, 0.9, 0.7, 0.8]), np.array([0.4, 0.4, 0.5, 0.4, 0.3])
+    table = _ratios(_draws(a, b))
+    assert table.loc[("t", "a"), "ratio"] == pytest.approx(0.8 / 0.4)
+    assert table.loc[("t", "b"), "ratio"] == pytest.approx(1.0)
+    assert table.loc[("t", "a"), "ratio_low"] > 1  # a is better in every resample
+    # Perplexity: the reference's median over the cell's, so a lower one is above 1.
+    table = _ratios(_draws(np.full(5, 100.0), np.full(5, 150.0), maximize=False))
+    assert table.loc[("t", "a"), "ratio"] == pytest.approx(1.5)
+
+
+def test_the_min_row_is_the_worst_task_within_each_resample() -> None:
+    rng = np.random.default_rng(5)
+    good = Draws(
+        pd.DataFrame({"a": 0.9 + 0.01 * rng.random(6), "b": np.full(6, 0.6)}),
+        maximize=True,
+        paired=False,
+    )
+    bad = Draws(
+        pd.DataFrame({"a": np.full(6, 300.0), "b": np.full(6, 200.0)}),
+        maximize=False,
+        paired=False,
+    )
+    table = reference_ratios({"x": good, "y": bad}, "b", resamples=400).set_index(["task", "cell"])
+    assert table.loc[("min", "a"), "ratio"] == pytest.approx(200 / 300)
+    assert table.loc[("min", "a"), "ratio_high"] == pytest.approx(200 / 300)
+    assert table.loc[("min", "b"), "ratio"] == pytest.approx(1.0)
+
+
+def test_a_failed_minority_leaves_the_median_ratio_finite() -> None:
+    a = np.array([0.8, 0.8, -np.inf, 0.8, 0.8])
+    assert _ratios(_draws(a, np.full(5, 0.4))).loc[("t", "a"), "ratio"] == pytest.approx(2.0)
+
+
+def test_reference_ratios_need_the_reference() -> None:
+    with pytest.raises(ValueError, match="reference 'b'"):
+        reference_ratios({"t": Draws(pd.DataFrame({"a": [1.0]}), True, False)}, "b")
+
+
 # ---------------------------------------------------------------- real studies
 
 
@@ -160,7 +204,9 @@ def _objective(trial: optuna.Trial) -> float:
     if hp["learning_rate"] == 5.0:
         raise RuntimeError("diverged")  # a FAIL trial: the worst score
     draw = Hyperparameters().learning_rates.index(hp["learning_rate"])
-    return _score(zoo.name_of(cell), draw)
+    score = _score(zoo.name_of(cell), draw)
+    trial.set_user_attr("test_score", score - 0.1)
+    return score
 
 
 def _paired_study(storage: str, *, draw_attr: bool) -> optuna.Study:
@@ -203,6 +249,13 @@ def test_a_paired_study_reads_back_as_its_draws(tmp_path: Path, draw_attr: bool)
     assert summary.loc["gru", "n_failed"] == 1 and summary.loc["gru", "n_draws"] == 7
     gru_lstm = tables["orderings"].set_index("ordering").loc["GRU above LSTM"]
     assert gru_lstm["holds"] and gru_lstm["probability"] == 1.0
+
+
+def test_draws_can_read_a_user_attr_such_as_the_test_score(tmp_path: Path) -> None:
+    study = _paired_study(f"sqlite:///{tmp_path}/s.db", draw_attr=True)
+    valid, test = draws_of(study), draws_of(study, score="test_score")
+    finite = np.isfinite(valid.scores.to_numpy())
+    assert test.scores.to_numpy()[finite] == pytest.approx(valid.scores.to_numpy()[finite] - 0.1)
 
 
 def test_independent_random_draws_are_read_as_unpaired(tmp_path: Path) -> None:

@@ -133,3 +133,46 @@ def test_the_default_storage_and_results_are_not_git_ignored(study_scripts: obje
     for path in (common.RUNS / "table2-cpu.sqlite3", common.RUNS / "table2-cpu" / "findings.csv"):
         ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=root, check=False)
         assert ignored.returncode == 1, f"{path} is git-ignored"
+
+
+def test_the_evolution_study_retrains_its_best_cells_on_the_test_splits(
+    study_scripts: object, tmp_path: Path
+) -> None:
+    common, evolution = study_scripts("_common"), study_scripts("evolution")
+    objective = {**TINY_OBJECTIVE, "prefilter": False, "seed": 3}
+    presets = {
+        "tiny": {
+            "tasks": ("arithmetic:tiny,eval_size=40", "xml:tiny,eval_size=40"),
+            "n_trials": 8,
+            "population_size": 3,
+            "seed_draws": 1,
+            "objective": objective,
+            "retrain": {"cells": 2, "seeds": 2},
+        }
+    }
+    storage, out = f"sqlite:///{tmp_path}/evo.sqlite3", tmp_path / "out"
+    argv = ["--preset", "tiny", "--storage", storage, "--out", str(out), "--workers", "1"]
+    common.main("evo", "", presets, evolution.run, argv)
+    search = optuna.load_study(study_name="evo-tiny-search", storage=storage)
+    chosen = evolution.best_trials(search, 2, leave_out=("lstm", "gru"))
+    ratios = pd.read_csv(out / "retrain.csv")
+    assert set(ratios["task"]) == {"arithmetic", "xml", "min"}
+    assert set(ratios["rank"].dropna().astype(int)) == set(range(1, len(chosen) + 2))
+    gru = ratios[ratios["cell"] == "gru"]
+    assert (gru["ratio"] == 1.0).all()  # the reference's ratio to itself
+    for task in ("arithmetic", "xml"):
+        retrained = optuna.load_study(study_name=f"evo-tiny-retrain-{task}", storage=storage)
+        trials = retrained.get_trials(states=(TrialState.COMPLETE,))
+        assert len(trials) == 2 * (len(chosen) + 1)
+        # Each retrained trial is a search trial's cell and hyperparameters, with a fresh seed
+        # and a test score.
+        for trial in trials:
+            source = search.trials[trial.user_attrs["retrain_of"]]
+            assert trial.params == source.params
+            assert "test_score" in trial.user_attrs
+    assert (out / "cell-1.svg").read_text().startswith("<svg")
+    assert "search trial" in (out / "cells.md").read_text()
+    # Run again: nothing trains twice.
+    common.main("evo", "", presets, evolution.run, argv)
+    again = optuna.load_study(study_name="evo-tiny-retrain-xml", storage=storage)
+    assert len(again.trials) == 2 * (len(chosen) + 1)
