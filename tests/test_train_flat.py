@@ -95,3 +95,22 @@ def test_training_leaves_each_parameter_its_own_storage_even_when_it_diverges() 
     with pytest.raises(Diverged):
         train(model, task, TrainConfig(learning_rate=1e9, max_grad_norm=1e9, max_steps=200))
     assert _separate(model) and list(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_the_torch_optim_fallback_takes_the_same_steps(kind: str) -> None:
+    nets = _net(), _net()
+    with (
+        FlatOptimizer(list(nets[0].parameters()), kind, 0.1) as flat,
+        TorchOptimizer(list(nets[1].parameters()), kind, 0.1) as fallback,
+    ):
+        for k in range(6):
+            for net, optimizer in zip(nets, (flat, fallback), strict=True):
+                if k == 3:
+                    optimizer.lr /= 4
+                optimizer.zero_grad()
+                _loss(net, k).backward()
+                optimizer.step(0.5)
+    assert fallback.lr == pytest.approx(0.025)
+    for p, q in zip(*(net.parameters() for net in nets), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
