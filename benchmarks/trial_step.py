@@ -22,7 +22,7 @@ product measured in this run, and, for a ``--max-seconds`` trial validating ever
 ``--eval-every`` steps, the share of its time spent drawing batches and validating.
 
     python benchmarks/trial_step.py [--tasks memorization,arithmetic,xml,ptb] [--cell lstm]
-        [--base main] [--rounds 5] [--threads 1] [--max-seconds 60] [--eval-every 250]
+        [--backend auto] [--base main] [--rounds 5] [--threads 1] [--max-seconds 60] [--eval-every 250]
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ def run_task(
         input_kind=task.input_kind,
     )
     torch.manual_seed(0)
-    new_model = build_model(cell, task, hidden_size=H)
-    base_model = base.train.build_model(base_cell, base_task, hidden_size=H)
+    new_model = build_model(cell, task, hidden_size=H, backend=args.backend)
+    base_model = base.train.build_model(base_cell, base_task, hidden_size=H, backend=args.backend)
     base_model.load_state_dict(new_model.state_dict())
     plain = PlainModel(args.cell, task.input_size, H, task.output_size)
     batch = next(task.train_batches(20, seed=0))
@@ -270,7 +270,7 @@ def run_task(
     med = {c: k.median for c, k in clocks.items()}
     print(
         f"\n## {name}: {args.cell}, budget {setup.budget}, width {H}, batch {B} x {T} ({scored} scored), "
-        f"{setup.optimizer}; {setup.steps} steps a round, {args.rounds} rounds"
+        f"{setup.optimizer}, backend {args.backend}; {setup.steps} steps a round, {args.rounds} rounds"
     )
     print(
         f"step FLOPs {flops / 1e6:.1f} M -> floor {floor * 1e3:.2f} ms at {rate / 1e9:.1f} GFLOP/s"
@@ -313,6 +313,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="memorization,arithmetic,xml,ptb")
     parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    parser.add_argument(
+        "--backend", default="auto", help="the new and base models' backend (auto, fused, ...)"
+    )
     parser.add_argument(
         "--base", default="main", help="the git revision (or folder) of the baseline trainer"
     )

@@ -232,3 +232,27 @@ def test_a_target_probability_that_underflows_keeps_its_finite_loss(words: Strea
     reference = words.loss(logits, batch)
     assert torch.isfinite(value) and value.item() > 0.1
     assert value.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 10_000])
+@pytest.mark.parametrize("frozen", ["none", "decoder", "below"])
+def test_the_fused_loss_in_blocks_of_any_size_gives_the_eager_gradients(
+    words: StreamTask, chunk: int, frozen: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loss_module, "CHUNK_ROWS", chunk)
+    batch = next(words.train_batches(20, seed=1))
+    fused, eager = _model(zoo.get("lstm"), words), _model(zoo.get("lstm"), words)
+    for model in (fused, eager):
+        parts = {"decoder": [model.decoder], "below": [model.encoder, model.rnn]}
+        for part in parts.get(frozen, []):
+            part.requires_grad_(False)
+    value, _ = training_loss(fused, words, batch, None, LogitBuffer())
+    logits, _ = eager(batch, None)
+    reference = words.loss(logits, batch)
+    (3.0 * value).backward()
+    (3.0 * reference).backward()
+    assert _relative(value.detach(), reference.detach()) <= 1e-5
+    for (pname, p), q in zip(fused.named_parameters(), eager.parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), pname
+        if q.grad is not None:
+            assert _relative(p.grad, q.grad) <= 1e-5, pname

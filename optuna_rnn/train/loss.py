@@ -4,9 +4,10 @@ The eager path (``task.loss(model(batch))``) decodes every position, writes the 
 log-softmax of them and, backward, a gradient of each, all ``T * B x V`` tensors freshly
 allocated every step. Over Penn Treebank's 10,000 words these are 28 MB each: their
 page faults and passes cost more than the recurrent cell. :func:`linear_cross_entropy`
-decodes only the scored positions, into one buffer kept across steps, and turns it into
-the softmax and then the logits' gradient in place. It is the same function as the eager
-path (same sums, float rounding aside), so training follows the same curve.
+decodes only the scored positions, a block of rows at a time into one buffer kept across
+steps, and turns each block into the softmax and then the logits' gradient in place while
+it is in cache. It is the same function as the eager path (same sums, float rounding
+aside), so training follows the same curve.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ __all__ = [
 
 
 class LogitBuffer:
-    """One ``N x V`` float buffer, lent to a step's loss and returned by its backward."""
+    """One ``rows x V`` float buffer, lent to a loss and returned when it is done with it."""
 
     def __init__(self) -> None:
         self._free: torch.Tensor | None = None
@@ -50,16 +51,23 @@ class LogitBuffer:
             self._free = base
 
 
+#: Rows decoded at a time: a block's logits (``rows x V`` floats, 2.5 MB over 10,000
+#: classes) stay in cache from their product through the softmax to both gradient
+#: products, instead of four passes over all ``N x V`` logits in memory.
+CHUNK_ROWS = 64
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
-    """``mean_n CE(hidden[n] @ weight.T + bias, targets[n])`` with one logit buffer.
+    """``mean_n CE(hidden[n] @ weight.T + bias, targets[n])``, a block of rows at a time.
 
     The bias rides along as a last input column of ones, so one product gives the
-    logits and, backward, one product gives both the weight's and the bias's gradients.
-    The softmax runs in place (its kernel reduces and rewrites a row while it is in
-    cache) and is, less one at the targets, the logits' gradient; the scale
-    ``grad / rows`` goes on the small products' results instead. A row whose target's
-    probability underflows gets its loss from its own log-sum-exp, so no finite loss
-    reads as infinite.
+    logits and one product gives both the weight's and the bias's gradients. Each block's
+    logits go through the softmax in place (its kernel reduces and rewrites a row while
+    it is in cache), and, less one at the targets, are the logits' gradient: while the
+    block is still in cache, the forward takes it into the input's gradient and adds it
+    to the weights' (as for an upstream gradient of ``rows``; the backward scales both by
+    ``grad / rows``). A row whose target's probability underflows gets its loss from its
+    own log-sum-exp, so no finite loss reads as infinite.
     """
 
     @staticmethod
@@ -70,42 +78,58 @@ class _LinearCrossEntropy(torch.autograd.Function):
         bias: torch.Tensor,
         targets: torch.Tensor,
         buffer: LogitBuffer,
+        grad_enabled: bool,
     ) -> torch.Tensor:
-        rows = hidden.shape[0]
+        rows, classes = hidden.shape[0], weight.shape[0]
         inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
         weights = torch.cat([weight, bias[:, None]], dim=1)
-        probs = buffer.take(rows, weight.shape[0], hidden)
-        torch.mm(inputs, weights.t(), out=probs)
-        picked = probs.gather(1, targets[:, None]).squeeze(1)
-        torch._softmax(probs, 1, False, out=probs)
-        losses = probs.gather(1, targets[:, None]).squeeze(1).log_().neg_()
+        wants_hidden = grad_enabled and ctx.needs_input_grad[0]
+        wants_weights = grad_enabled and any(ctx.needs_input_grad[1:3])
+        hidden_grad = hidden.new_empty(hidden.shape) if wants_hidden else None
+        # Transposed, (H + 1) x V: MKL adds a block's product into it faster than into V x (H + 1).
+        weights_grad = weights.new_zeros(weights.shape[::-1]) if wants_weights else None
+        block = buffer.take(min(rows, CHUNK_ROWS), classes, hidden)
+        losses = hidden.new_empty(rows)
+        picked = hidden.new_empty(rows)
+        minus_one = hidden.new_full((block.shape[0], 1), -1.0)
+        for start in range(0, rows, block.shape[0]):
+            stop = min(start + block.shape[0], rows)
+            probs, labels = block[: stop - start], targets[start:stop, None]
+            torch.mm(inputs[start:stop], weights.t(), out=probs)
+            torch.gather(probs, 1, labels, out=picked[start:stop, None])
+            torch._softmax(probs, 1, False, out=probs)
+            torch.gather(probs, 1, labels, out=losses[start:stop, None])
+            if hidden_grad is None and weights_grad is None:
+                continue
+            probs.scatter_add_(1, labels, minus_one[: stop - start])
+            if hidden_grad is not None:
+                torch.mm(probs, weight, out=hidden_grad[start:stop])
+            if weights_grad is not None:
+                weights_grad.addmm_(inputs[start:stop].t(), probs)
+        buffer.give(block)
+        losses.log_().neg_()
         lost = ~torch.isfinite(losses)
         if bool(lost.any()):
             index = lost.nonzero().squeeze(1)
             logits = inputs.index_select(0, index) @ weights.t()
             losses[index] = torch.logsumexp(logits, dim=1) - picked[index]
-        loss = losses.sum() / rows
-        if any(ctx.needs_input_grad[:3]):
-            ctx.save_for_backward(inputs, weight, targets)
-            ctx.probs, ctx.buffer = probs, buffer
-        else:
-            buffer.give(probs)
-        return loss
+        ctx.grads, ctx.rows = (hidden_grad, weights_grad), rows
+        return losses.sum() / rows
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(  # type: ignore[override]
         ctx: Any, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        inputs, weight, targets = ctx.saved_tensors
-        delta, buffer = ctx.probs, ctx.buffer
-        ctx.probs = None
-        # d loss / d logits = (softmax - onehot) * grad / rows; the scale comes last.
-        delta.scatter_add_(1, targets[:, None], delta.new_full((targets.shape[0], 1), -1.0))
-        scale = grad / inputs.shape[0]
-        hidden_grad = (delta @ weight).mul_(scale) if ctx.needs_input_grad[0] else None
-        both = (delta.t() @ inputs).mul_(scale)
-        buffer.give(delta)
-        return hidden_grad, both[:, :-1], both[:, -1], None, None
+        hidden_grad, weights_grad = ctx.grads
+        ctx.grads = None
+        scale = grad / ctx.rows
+        if hidden_grad is not None:
+            hidden_grad.mul_(scale)
+        if weights_grad is None:
+            return hidden_grad, None, None, None, None, None
+        weights_grad.mul_(scale)
+        return hidden_grad, weights_grad[:-1].t(), weights_grad[-1], None, None, None
 
 
 def linear_cross_entropy(
@@ -130,7 +154,9 @@ def linear_cross_entropy(
             return flat.sum() * 0.0
         flat, labels = flat.index_select(0, index), labels.index_select(0, index)
     bias = decoder.bias if decoder.bias is not None else flat.new_zeros(decoder.out_features)
-    return _LinearCrossEntropy.apply(flat, decoder.weight, bias, labels, buffer)
+    return _LinearCrossEntropy.apply(
+        flat, decoder.weight, bias, labels, buffer, torch.is_grad_enabled()
+    )
 
 
 #: The smallest output layer decoded by :func:`linear_cross_entropy`. Below it the eager

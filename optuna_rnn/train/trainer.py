@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from optuna_rnn.tasks import Batch, Metrics, Task
+from optuna_rnn.train.flat import make_optimizer
 from optuna_rnn.train.loss import LogitBuffer, training_loss, uses_fused_loss
 
 __all__ = ["Diverged", "TrainConfig", "TrainResult", "train", "validate"]
@@ -129,15 +130,6 @@ def _detach(state: Any) -> Any:
     return state
 
 
-def _optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """One fused update per step on CPU and CUDA, else one multi-tensor (``foreach``)
-    update: not a loop of small ops per tensor (Adam's step is three times faster)."""
-    device = parameters[0].device.type if parameters else "cpu"
-    fast = {"fused": True} if device in ("cpu", "cuda") else {"foreach": True}
-    kind = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
-    return kind(parameters, lr=config.learning_rate, **fast)
-
-
 class _DivergenceWatch:
     """Raises :class:`Diverged` for a loss that is not finite or climbs far above its best.
 
@@ -245,8 +237,6 @@ def train(
 
     Batches are moved to the model's device, so a model on a GPU trains as it is.
     """
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(parameters, config)
     better = (lambda a, b: a > b) if task.higher_is_better else (lambda a, b: a < b)
     best_loss = math.inf
     best: tuple[int, dict[str, float], dict[str, torch.Tensor]] | None = None
@@ -262,48 +252,50 @@ def train(
     batches = task.train_batches(config.batch_size, seed=config.seed)
     device = _device_of(model)
     step = 0
-    while step < config.max_steps:
-        batch = _to(next(batches), device)
-        step += 1
-        tick = time.perf_counter()
-        carried = _detach(state) if batch.carry_state else None
-        loss, next_state = training_loss(model, task, batch, carried, logits)
-        value = loss.item()
-        watch.train(step, value)
-        losses.append(value)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(parameters, config.max_grad_norm, foreach=True)
-        optimizer.step()
-        state = next_state
-        tokens += batch.inputs.shape[0] * batch.inputs.shape[1]
-        train_seconds += time.perf_counter() - tick
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    with make_optimizer(parameters, config.optimizer, config.learning_rate) as optimizer:
+        while step < config.max_steps:
+            batch = _to(next(batches), device)
+            step += 1
+            tick = time.perf_counter()
+            carried = _detach(state) if batch.carry_state else None
+            loss, next_state = training_loss(model, task, batch, carried, logits)
+            value = loss.item()
+            watch.train(step, value)
+            losses.append(value)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step(config.max_grad_norm)
+            state = next_state
+            tokens += batch.inputs.shape[0] * batch.inputs.shape[1]
+            train_seconds += time.perf_counter() - tick
 
-        out_of_time = (
-            config.max_seconds is not None and time.perf_counter() - start >= config.max_seconds
-        )
-        last = step == config.max_steps or out_of_time
-        if step % config.eval_every and not last:
-            continue
-        valid = validate(model, task, "valid", config.batch_size, max_batches=config.valid_batches)
-        watch.valid(step, valid)
-        history.append((step, valid["loss"], valid["score"]))
-        if best is None or better(valid["score"], best[1]["score"]):
-            best = (step, valid, copy.deepcopy(model.state_dict()))
-        if valid["loss"] < best_loss:
-            best_loss = valid["loss"]
-        else:
-            decays += 1
-            for group in optimizer.param_groups:
-                group["lr"] /= config.lr_decay
-        if on_evaluate is not None:
-            on_evaluate(step, valid)
-        if out_of_time:
-            ended_because = "time_limit"
-            break
-        if config.max_decays is not None and decays >= config.max_decays:
-            ended_because = "converged"
-            break
+            out_of_time = (
+                config.max_seconds is not None and time.perf_counter() - start >= config.max_seconds
+            )
+            last = step == config.max_steps or out_of_time
+            if step % config.eval_every and not last:
+                continue
+            valid = validate(
+                model, task, "valid", config.batch_size, max_batches=config.valid_batches
+            )
+            watch.valid(step, valid)
+            history.append((step, valid["loss"], valid["score"]))
+            if best is None or better(valid["score"], best[1]["score"]):
+                best = (step, valid, copy.deepcopy(model.state_dict()))
+            if valid["loss"] < best_loss:
+                best_loss = valid["loss"]
+            else:
+                decays += 1
+                optimizer.lr /= config.lr_decay
+            if on_evaluate is not None:
+                on_evaluate(step, valid)
+            if out_of_time:
+                ended_because = "time_limit"
+                break
+            if config.max_decays is not None and decays >= config.max_decays:
+                ended_because = "converged"
+                break
     assert best is not None
     best_step, best_valid, best_weights = best
     model.load_state_dict(best_weights)
