@@ -48,11 +48,11 @@ def test_cpu_baselines_hold_ten_draws_and_finish_in_two_hours(
         assert max(rates) <= 0.01
 
 
-def test_cpu_evolution_finishes_in_two_hours(study_scripts: object) -> None:
+def test_cpu_evolution_searches_for_at_most_three_hours(study_scripts: object) -> None:
     preset = study_scripts("evolution").PRESETS["cpu"]
     stages = 1 + len(preset["tasks"])  # the memorisation pre-filter, then each task
     bound = preset["n_trials"] * (stages * preset["objective"]["max_seconds"] + 50) / 2
-    assert bound <= CPU_LIMIT_SECONDS
+    assert bound <= 3 * 3600
 
 
 @pytest.mark.parametrize("script", [*BASELINE_SCRIPTS, "evolution"])
@@ -146,6 +146,7 @@ def test_the_evolution_study_retrains_its_best_cells_on_the_test_splits(
             "n_trials": 8,
             "population_size": 3,
             "seed_draws": 1,
+            "pruner": "none",
             "objective": objective,
             "retrain": {"cells": 2, "seeds": 2},
         }
