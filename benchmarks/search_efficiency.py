@@ -95,7 +95,9 @@ def run(task: str, pair: str, seed: int, trials: int) -> tuple[list[float], int]
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
     space, make = PAIRS[pair]
-    study = optuna.create_study(direction="maximize", sampler=make(seed))
+    study = optuna.create_study(
+        direction="maximize", sampler=make(seed), pruner=optuna.pruners.NopPruner()
+    )
     study.optimize(make_objective(TASKS[task](), space=space, **SETTINGS), n_trials=trials)
     values = [t.value if t.value is not None else -float("inf") for t in study.trials]
     failed = sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)

@@ -285,16 +285,26 @@ def test_multi_objective_study() -> None:
     _assert_no_repeats_but_reevaluations(study)
 
 
-def test_without_seeds_the_first_cell_is_random_then_evolves() -> None:
+def test_without_seeds_the_first_cells_are_distinct_random_cells_then_evolve() -> None:
     study = optuna.create_study(
-        sampler=CellEvolutionSampler(space=SPACE, seed=1), direction="maximize"
+        sampler=CellEvolutionSampler(space=SPACE, n_startup_trials=4, seed=1),
+        direction="maximize",
     )
     study.optimize(objective, n_trials=15)
-    first_complete = next(t for t in study.trials if t.state == TrialState.COMPLETE)
-    assert read_plan(first_complete) is None  # drawn by the hyperparameter sampler
-    assert fingerprint_of(first_complete) == SPACE.decode(first_complete.params).fingerprint
-    later = [read_plan(t) for t in study.trials[first_complete.number + 1 :]]
-    assert later and all(p is not None and p.action in ("mutate", "reevaluate") for p in later)
+    plans = [read_plan(t) for t in study.trials]
+    assert [p.action for p in plans[:4]] == ["random"] * 4
+    assert len({p.fingerprint for p in plans[:4]}) == 4
+    for t, p in zip(study.trials, plans):
+        assert fingerprint_of(t) == SPACE.decode(t.params).fingerprint == p.fingerprint
+    assert all(p.action in ("mutate", "reevaluate") for p in plans[4:])
+
+
+def test_a_seeded_study_evolves_from_the_first_trial_after_the_seeds() -> None:
+    study = _study(n_startup_trials=10)
+    study.optimize(objective, n_trials=8)
+    actions = [a for a, _, _ in _actions(study)]
+    assert actions[:2] == ["enqueued"] * 2
+    assert set(actions[2:]) <= {"mutate", "reevaluate"}
 
 
 def test_importing_the_sampler_does_not_import_torch() -> None:
@@ -312,6 +322,7 @@ def test_importing_the_sampler_does_not_import_torch() -> None:
         ({"population_size": 0}, "population_size"),
         ({"reevaluate_prob": 1.5}, "reevaluate_prob"),
         ({"max_attempts": 0}, "max_attempts"),
+        ({"n_startup_trials": -1}, "n_startup_trials"),
         ({"tournament_size": 0}, "tournament size"),
         ({"population_size": 5, "population": ElitePopulation(5)}, "not both"),
         ({"tournament_size": 2, "selection": TournamentSelection(2)}, "not both"),
@@ -346,7 +357,9 @@ def test_an_unseeded_study_of_the_open_space_never_fails() -> None:
 def test_a_small_space_widens_instead_of_falling_back_to_random_cells(caplog) -> None:
     space = GraphSpace(max_nodes=4)
     study = optuna.create_study(
-        sampler=CellEvolutionSampler(space=space, population_size=3, reevaluate_prob=0.0, seed=0)
+        sampler=CellEvolutionSampler(
+            space=space, population_size=3, reevaluate_prob=0.0, n_startup_trials=1, seed=0
+        )
     )
     with caplog.at_level(logging.WARNING):
         study.optimize(lambda t: abs(space.suggest(t).num_inner_nodes - 3), n_trials=60)

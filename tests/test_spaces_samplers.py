@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import optuna
 import pytest
 
@@ -113,3 +114,15 @@ def test_spaces_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("space", [GraphSpace(max_nodes=24), GatedSpace()], ids=["graph", "gated"])
+def test_sample_draws_points_from_the_generator_alone(space: CellSpace) -> None:
+    draws = [space.sample(np.random.default_rng(k)) for k in range(200)]
+    for cell, params in draws:
+        assert cell.learnable and space.decode(params) == cell
+        study = optuna.create_study()
+        study.enqueue_trial(params)  # a sampler can hand the params to Optuna as they are
+        assert space.suggest(study.ask()) == cell
+    assert space.sample(np.random.default_rng(7))[1] == draws[7][1]
+    assert len({cell.fingerprint for cell, _ in draws}) > 100

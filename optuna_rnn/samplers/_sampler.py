@@ -35,6 +35,7 @@ from optuna_rnn.samplers._records import (
     FINGERPRINT_KEY,
     MUTATE,
     PLAN_KEY,
+    RANDOM,
     REEVALUATE,
     ArchitectureChoice,
     drawn_params,
@@ -71,9 +72,10 @@ class CellEvolutionSampler(BaseSampler):
     study's direction; multi-objective studies rank by Pareto front.
 
     Evolution starts from enqueued trials (:func:`optuna_rnn.seed_study` with ``lstm`` and
-    ``gru``, as the paper did): until one finishes, they are the parents. A study with no
-    architecture at all starts from random cells drawn by ``hyperparameter_sampler`` (every
-    point of the space is a valid cell). When mutants keep landing on known fingerprints,
+    ``gru``, as the paper did): until one finishes, they are the parents. A study that
+    starts empty starts, as regularised evolution does (Real et al., 2019), from a
+    population of distinct random cells of the space: its first ``n_startup_trials``
+    trials each train one (and so does any trial that finds no parent yet). When mutants keep landing on known fingerprints,
     the search widens: later attempts apply more mutations per child, then draw parents
     from every architecture of the study, not just the population. A trial whose params
     hold no cell of the space (another space, a foreign trial) is left out of evolution,
@@ -111,6 +113,9 @@ class CellEvolutionSampler(BaseSampler):
             not give its ratio.
         hyperparameter_sampler: samples every parameter outside ``space``;
             :class:`~optuna.samplers.RandomSampler` by default, as in the paper.
+        n_startup_trials: how many trials of a study that starts empty train random cells
+            before evolution starts (with too few, evolution mutates whichever cells came
+            first; with too many, it is random search for longer).
         max_attempts: proposals tried per trial, widening as they fail, before its
             architecture is left to ``hyperparameter_sampler`` (a warning says so).
         seed: seed for the sampler's draws and the default ``hyperparameter_sampler``.
@@ -129,6 +134,7 @@ class CellEvolutionSampler(BaseSampler):
         tournament_size: int | None = None,
         reevaluate_prob: float = 0.2,
         hyperparameter_sampler: BaseSampler | None = None,
+        n_startup_trials: int = 5,
         max_attempts: int = 20,
         seed: int | None = None,
     ) -> None:
@@ -142,6 +148,8 @@ class CellEvolutionSampler(BaseSampler):
             raise ValueError(f"reevaluate_prob must lie in [0, 1], got {reevaluate_prob}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if n_startup_trials < 0:
+            raise ValueError(f"n_startup_trials must be at least 0, got {n_startup_trials}")
         warnings.warn(
             "CellEvolutionSampler is experimental: its options and the records it keeps in "
             "trial system attrs may change.",
@@ -168,6 +176,7 @@ class CellEvolutionSampler(BaseSampler):
         self._mutation = MutationProposal(mutation, encode=space.encode)
         self._reevaluation = reevaluation or Reevaluation()
         self._reevaluate_prob = reevaluate_prob
+        self._n_startup_trials = n_startup_trials
         self._max_attempts = max_attempts
         self._hyperparameter_sampler = hyperparameter_sampler or RandomSampler(seed=seed)
         self._seed = secrets.randbits(63) if seed is None else seed
@@ -314,18 +323,21 @@ class CellEvolutionSampler(BaseSampler):
             m for m in self._population.select(view.standings) if self._cell(study, m.best)
         ]
         parents = [m.best for m in population] or self._seeds(study, trial.number)
-        if not parents:
-            return None  # nothing to evolve yet: hyperparameter_sampler draws a random cell
+        # No parent yet, or an unseeded study's start: a new random cell.
+        starting = not parents or self._starting(study, trial.number)
         everyone: list[FrozenTrial] | None = None
         for attempt in range(self._max_attempts):
             # Widen as proposals fail: more mutations per child, then every architecture
             # of the study as a parent.
             steps = 1 + 3 * attempt // self._max_attempts
-            if 2 * attempt >= self._max_attempts and population:
+            if 2 * attempt >= self._max_attempts and population and not starting:
                 if everyone is None:
                     everyone = self._everyone(study, view)
                 parents = everyone
-            plan = self._propose(study, trial, rng, view, population, parents, steps)
+            if starting:
+                plan = self._random(rng, view)
+            else:
+                plan = self._propose(study, trial, rng, view, population, parents, steps)
             if plan is None:
                 continue
             write_plan(storage, trial_id, plan)
@@ -383,6 +395,25 @@ class CellEvolutionSampler(BaseSampler):
             if seeded and self._cell(study, t) is not None:
                 out.append(t)
         return out
+
+    def _starting(self, study: Study, number: int) -> bool:
+        """Whether trial ``number`` belongs to the study's random start: it is among the
+        first ``n_startup_trials`` and every trial before it trained a random cell of the
+        sampler (a seed, or any trial added by hand, starts evolution at once)."""
+        if number >= self._n_startup_trials:
+            return False
+        return all(
+            (t.system_attrs.get(PLAN_KEY) or {}).get("action") == RANDOM
+            for t in storage_of(study).get_all_trials(study_id_of(study), deepcopy=False)
+            if t.number != number
+        )
+
+    def _random(self, rng: np.random.Generator, view: View) -> ArchitectureChoice | None:
+        """A random cell of the space that the study has not seen, or ``None``."""
+        cell, params = self.space.sample(rng)
+        if cell.fingerprint in view:
+            return None
+        return ArchitectureChoice(RANDOM, cell.fingerprint, params=params)
 
     def _propose(
         self,
