@@ -66,7 +66,7 @@ class CellEvolutionSampler(BaseSampler):
     The sampler owns the architecture parameters of each trial (those of ``space``) and
     hands every other parameter to ``hyperparameter_sampler``. Before each trial it either
     re-evaluates a population member with a hyperparameter draw not yet tried for it
-    (probability ``reevaluate_prob``), or mutates a member chosen by tournament with
+    (probability ``reevaluate_prob``), or mutates one, each chosen by tournament, with
     :func:`optuna_rnn.mutate`, skipping fingerprints already in the study (RUNNING and
     WAITING trials included). An architecture's quality is its best COMPLETE trial in the
     study's direction; multi-objective studies rank by Pareto front.
@@ -96,8 +96,9 @@ class CellEvolutionSampler(BaseSampler):
             are the ones this sampler owns. Defaults to ``GraphSpace()``.
         population: which architectures breed, e.g. :class:`ElitePopulation` (default,
             the paper's) or :class:`AgingPopulation`.
-        selection: picks a parent from the population, best first: any callable
-            ``(ranked, rng) -> member``; :class:`TournamentSelection` by default.
+        selection: picks the member to mutate or re-evaluate from the population, best
+            first: any callable ``(ranked, rng) -> member``; :class:`TournamentSelection`
+            by default.
         mutation: any callable ``(cell, rng) -> cell``, to restrict the operators or bring
             your own; by default :func:`optuna_rnn.mutate` with the space's node limit.
             Returning a :class:`~optuna_rnn.cell.mutate.Mutation` records its steps.
@@ -426,9 +427,10 @@ class CellEvolutionSampler(BaseSampler):
         steps: int = 1,
     ) -> ArchitectureChoice | None:
         """Re-evaluate a member (probability ``reevaluate_prob``) or mutate a parent
-        ``steps`` times; ``None`` when neither finds anything new."""
+        ``steps`` times; ``None`` when neither finds anything new. Both pick by
+        ``selection`` (with the paper's tournament of 1, uniformly)."""
         if population and rng.random() < self._reevaluate_prob:
-            member = population[int(rng.integers(len(population)))]
+            member = self._selection(population, rng)
             plan = self._reevaluate(study, trial, member, view)
             if plan is not None:
                 return plan
