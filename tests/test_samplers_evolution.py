@@ -416,3 +416,18 @@ def test_strategies_are_constructor_arguments() -> None:
     study.optimize(objective, n_trials=15)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     _assert_no_repeats_but_reevaluations(study)
+
+
+def test_reevaluation_picks_its_member_by_the_selection() -> None:
+    def best(ranked, rng):
+        return ranked[0]
+
+    study = _study(selection=best, reevaluate_prob=1.0)
+    study.optimize(objective, n_trials=10)
+    plans = [read_plan(t) for t in study.trials]
+    reevaluated = [i for i, p in enumerate(plans) if p.action == "reevaluate"]
+    assert reevaluated
+    for i in reevaluated:
+        done = [t for t in study.trials[:i] if t.state == TrialState.COMPLETE]
+        top = max(done, key=lambda t: (t.value, -t.number))
+        assert plans[i].parent == fingerprint_of(top)
