@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.storages import JournalStorage
@@ -23,6 +24,7 @@ from optuna_rnn.samplers import (
     AgingPopulation,
     CellEvolutionSampler,
     ElitePopulation,
+    PointMutation,
     Reevaluation,
     TournamentSelection,
 )
@@ -431,3 +433,25 @@ def test_reevaluation_picks_its_member_by_the_selection() -> None:
         done = [t for t in study.trials[:i] if t.state == TrialState.COMPLETE]
         top = max(done, key=lambda t: (t.value, -t.number))
         assert plans[i].parent == fingerprint_of(top)
+
+
+def test_point_mutation_makes_neighbours_in_the_space() -> None:
+    mutation = PointMutation(SPACE)
+    rng = np.random.default_rng(0)
+    changed = 0
+    for k in range(50):
+        parent, params = SPACE.sample(np.random.default_rng(k))
+        # Every kept decision is kept: the whole point comes back, whatever the draws.
+        assert SPACE.sample(rng, kept=params) == (parent, params)
+        child = mutation(parent, rng)
+        assert SPACE.decode(SPACE.encode(child)) == child
+        changed += child.fingerprint != parent.fingerprint
+    assert changed > 35
+
+
+def test_point_mutation_as_the_samplers_mutation() -> None:
+    study = _study(mutation=PointMutation(SPACE), reevaluate_prob=0.0)
+    study.optimize(objective, n_trials=15)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert {read_plan(t).action for t in study.trials[len(SEEDS) :]} == {"mutate"}
+    _assert_no_repeats_but_reevaluations(study)

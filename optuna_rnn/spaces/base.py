@@ -112,13 +112,19 @@ class _ParamsChooser(Chooser):
 
 
 class _DrawChooser(Chooser):
-    """Draws each decision uniformly from its choices, as RandomSampler would."""
+    """Keeps the decisions ``kept`` holds (where still among the choices) and draws each
+    other one uniformly from its choices, as RandomSampler would."""
 
-    def __init__(self, rng: np.random.Generator, prefix: str) -> None:
+    def __init__(
+        self, rng: np.random.Generator, prefix: str, kept: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(prefix)
         self._rng = rng
+        self._kept = kept or {}
 
     def _choose(self, name: str, choices: tuple[CategoricalChoiceType, ...]) -> Any:
+        if name in self._kept and self._kept[name] in choices:
+            return self._kept[name]
         return choices[int(self._rng.integers(len(choices)))]
 
 
@@ -161,10 +167,13 @@ class CellSpace(abc.ABC):
         """
         return self._program(_TrialChooser(trial, self._prefix))
 
-    def sample(self, rng: np.random.Generator) -> tuple[Cell, dict[str, Any]]:
+    def sample(
+        self, rng: np.random.Generator, *, kept: Mapping[str, Any] | None = None
+    ) -> tuple[Cell, dict[str, Any]]:
         """A random point and its params: each decision drawn uniformly from its choices
-        (what RandomSampler's :meth:`suggest` draws), from ``rng`` alone."""
-        chooser = _DrawChooser(rng, self._prefix)
+        (what RandomSampler's :meth:`suggest` draws), from ``rng`` alone. ``kept``: params
+        to keep wherever the program asks for them (a neighbour of that point)."""
+        chooser = _DrawChooser(rng, self._prefix, kept)
         cell = self._program(chooser)
         return cell, dict(chooser.params)
 
