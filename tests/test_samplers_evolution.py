@@ -47,9 +47,10 @@ def objective(trial: optuna.Trial) -> float:
 
 def _study(storage=None, **kwargs) -> optuna.Study:
     kwargs.setdefault("seed", 0)
+    kwargs.setdefault("population_size", 10)
     study = optuna.create_study(
         storage=storage,
-        sampler=CellEvolutionSampler(space=SPACE, population_size=10, **kwargs),
+        sampler=CellEvolutionSampler(space=SPACE, **kwargs),
         direction="maximize",
         study_name="evo",
         load_if_exists=True,
@@ -107,7 +108,7 @@ def test_evolution_climbs_from_the_seeds() -> None:
 
 
 def test_reevaluation_exhausts_the_hyperparameters_then_mutates() -> None:
-    study = _study(reevaluate_prob=1.0)
+    study = _study(reevaluate_prob=1.0, population_size=2)  # full: the two seeds
     study.optimize(objective, n_trials=12)
     _assert_no_repeats_but_reevaluations(study)
     tries = collections.Counter(fingerprint_of(t) for t in study.trials)
@@ -130,7 +131,7 @@ def test_the_cached_sql_storage_gives_the_same_proposals() -> None:
     its claims in one query of its own: it must see what the public reads show."""
     runs = []
     for storage in (None, "sqlite:///:memory:"):
-        study = _study(storage, seed=3, reevaluate_prob=0.3)
+        study = _study(storage, seed=3, reevaluate_prob=0.3, population_size=4)
         study.optimize(objective, n_trials=12)
         runs.append(_actions(study))
     assert runs[0] == runs[1]
@@ -424,7 +425,7 @@ def test_reevaluation_picks_its_member_by_the_selection() -> None:
     def best(ranked, rng):
         return ranked[0]
 
-    study = _study(selection=best, reevaluate_prob=1.0)
+    study = _study(selection=best, reevaluate_prob=1.0, population_size=2)
     study.optimize(objective, n_trials=10)
     plans = [read_plan(t) for t in study.trials]
     reevaluated = [i for i, p in enumerate(plans) if p.action == "reevaluate"]
@@ -455,3 +456,12 @@ def test_point_mutation_as_the_samplers_mutation() -> None:
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert {read_plan(t).action for t in study.trials[len(SEEDS) :]} == {"mutate"}
     _assert_no_repeats_but_reevaluations(study)
+
+
+def test_no_reevaluation_until_the_population_is_full() -> None:
+    study = _study(reevaluate_prob=1.0, population_size=6)
+    study.optimize(objective, n_trials=14)
+    actions = [a for a, _, _ in _actions(study)]
+    # Two seeds, four mutants fill the population of six; then re-evaluations.
+    assert actions[:6] == ["enqueued"] * 2 + ["mutate"] * 4
+    assert "reevaluate" in actions[6:]

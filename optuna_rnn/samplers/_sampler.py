@@ -110,8 +110,9 @@ class CellEvolutionSampler(BaseSampler):
         tournament_size: members drawn to pick each parent (the best of them wins).
             Defaults to 1 (the paper's uniform choice), or a quarter of the population
             with ``aging=True``, which needs the selection pressure.
-        reevaluate_prob: probability of re-evaluating instead of mutating. The paper does
-            not give its ratio.
+        reevaluate_prob: probability of re-evaluating instead of mutating, once the
+            population is full (before, every new architecture joins it anyway). The paper
+            does not give its ratio.
         hyperparameter_sampler: samples every parameter outside ``space``;
             :class:`~optuna.samplers.RandomSampler` by default, as in the paper.
         n_startup_trials: how many trials of a study that starts empty train random cells
@@ -429,7 +430,10 @@ class CellEvolutionSampler(BaseSampler):
         """Re-evaluate a member (probability ``reevaluate_prob``) or mutate a parent
         ``steps`` times; ``None`` when neither finds anything new. Both pick by
         ``selection`` (with the paper's tournament of 1, uniformly)."""
-        if population and rng.random() < self._reevaluate_prob:
+        # Re-evaluating firms up a member's rank against its rivals; until the population
+        # is full every new architecture joins it anyway, so a trial is better spent on one.
+        full = len(population) >= self._population.size
+        if full and rng.random() < self._reevaluate_prob:
             member = self._selection(population, rng)
             plan = self._reevaluate(study, trial, member, view)
             if plan is not None:
