@@ -13,9 +13,11 @@ as the paper did, would hand it the target). The tasks (``--tasks``):
 
 The pairs, with every setting that differs from the class's default:
 
-- CellEvolutionSampler on GraphSpace: ``population_size=10, tournament_size=3,
-  n_startup_trials=5`` (a small study needs selection pressure before its elite
-  population is full; the default tournament of 1 is the paper's uniform pick from 100);
+- CellEvolutionSampler on GraphSpace: ``population_size=10, tournament_size=10,
+  mutation=PointMutation(GRAPH), n_startup_trials=5``: each child is a point mutation
+  (one parameter of the encoding changed) of the best architecture so far. A study of
+  20 trials needs that pressure: the default tournament of 1 is the paper's uniform pick
+  from a population of 100, whose pressure comes from the many it keeps out;
 - RandomSampler, TPESampler (``multivariate=True, group=True, n_startup_trials=5``) and
   NSGAIISampler (``population_size=10``) on GraphSpace;
 - RandomSampler, TPESampler (as above) and GPSampler (``n_startup_trials=5``) on
@@ -58,7 +60,7 @@ import optuna
 from optuna_rnn import make_objective
 from optuna_rnn.cell import zoo
 from optuna_rnn.hyperparameters import Hyperparameters
-from optuna_rnn.samplers import CellEvolutionSampler
+from optuna_rnn.samplers import CellEvolutionSampler, PointMutation
 from optuna_rnn.spaces import CellSpace, GatedSpace, GraphSpace
 from optuna_rnn.tasks import XML, Arithmetic, Memorization
 
@@ -103,7 +105,8 @@ PAIRS: dict[str, tuple[CellSpace, Make]] = {
         lambda s: CellEvolutionSampler(
             space=GRAPH,
             population_size=10,
-            tournament_size=3,
+            tournament_size=10,
+            mutation=PointMutation(GRAPH),
             n_startup_trials=STARTUP,
             seed=s,
         ),
