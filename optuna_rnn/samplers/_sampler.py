@@ -75,11 +75,11 @@ class CellEvolutionSampler(BaseSampler):
     ``gru``, as the paper did): until one finishes, they are the parents. A study that
     starts empty starts, as regularised evolution does (Real et al., 2019), from a
     population of distinct random cells of the space: its first ``n_startup_trials``
-    trials each train one (and so does any trial that finds no parent yet). When mutants keep landing on known fingerprints,
-    the search widens: later attempts apply more mutations per child, then draw parents
-    from every architecture of the study, not just the population. A trial whose params
-    hold no cell of the space (another space, a foreign trial) is left out of evolution,
-    with one warning naming it.
+    trials each train one (and so does any trial that finds no parent yet). When mutants
+    keep landing on known fingerprints, the search widens: later attempts apply more
+    mutations per child, then draw parents from every architecture of the study, not just
+    the population. A trial whose params hold no cell of the space (another space, a
+    foreign trial) is left out of evolution, with one warning naming it.
 
     All state lives in the storage (trial system attrs ``cell_evolution:*``): threads may
     share one sampler, and processes or machines share nothing but the storage. A trial's
@@ -100,7 +100,8 @@ class CellEvolutionSampler(BaseSampler):
             first: any callable ``(ranked, rng) -> member``; :class:`TournamentSelection`
             by default.
         mutation: any callable ``(cell, rng) -> cell``, to restrict the operators or bring
-            your own; by default :func:`optuna_rnn.mutate` with the space's node limit.
+            your own; by default :func:`optuna_rnn.mutate` with the space's node limit;
+            :class:`PointMutation` mutates the space's encoding instead.
             Returning a :class:`~optuna_rnn.cell.mutate.Mutation` records its steps.
         reevaluation: draws a new hyperparameter setting for a known architecture;
             :class:`Reevaluation` by default.
