@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.storages import JournalStorage
@@ -23,6 +24,7 @@ from optuna_rnn.samplers import (
     AgingPopulation,
     CellEvolutionSampler,
     ElitePopulation,
+    PointMutation,
     Reevaluation,
     TournamentSelection,
 )
@@ -45,9 +47,10 @@ def objective(trial: optuna.Trial) -> float:
 
 def _study(storage=None, **kwargs) -> optuna.Study:
     kwargs.setdefault("seed", 0)
+    kwargs.setdefault("population_size", 10)
     study = optuna.create_study(
         storage=storage,
-        sampler=CellEvolutionSampler(space=SPACE, population_size=10, **kwargs),
+        sampler=CellEvolutionSampler(space=SPACE, **kwargs),
         direction="maximize",
         study_name="evo",
         load_if_exists=True,
@@ -105,7 +108,7 @@ def test_evolution_climbs_from_the_seeds() -> None:
 
 
 def test_reevaluation_exhausts_the_hyperparameters_then_mutates() -> None:
-    study = _study(reevaluate_prob=1.0)
+    study = _study(reevaluate_prob=1.0, population_size=2)  # full: the two seeds
     study.optimize(objective, n_trials=12)
     _assert_no_repeats_but_reevaluations(study)
     tries = collections.Counter(fingerprint_of(t) for t in study.trials)
@@ -128,7 +131,7 @@ def test_the_cached_sql_storage_gives_the_same_proposals() -> None:
     its claims in one query of its own: it must see what the public reads show."""
     runs = []
     for storage in (None, "sqlite:///:memory:"):
-        study = _study(storage, seed=3, reevaluate_prob=0.3)
+        study = _study(storage, seed=3, reevaluate_prob=0.3, population_size=4)
         study.optimize(objective, n_trials=12)
         runs.append(_actions(study))
     assert runs[0] == runs[1]
@@ -285,16 +288,26 @@ def test_multi_objective_study() -> None:
     _assert_no_repeats_but_reevaluations(study)
 
 
-def test_without_seeds_the_first_cell_is_random_then_evolves() -> None:
+def test_without_seeds_the_first_cells_are_distinct_random_cells_then_evolve() -> None:
     study = optuna.create_study(
-        sampler=CellEvolutionSampler(space=SPACE, seed=1), direction="maximize"
+        sampler=CellEvolutionSampler(space=SPACE, n_startup_trials=4, seed=1),
+        direction="maximize",
     )
     study.optimize(objective, n_trials=15)
-    first_complete = next(t for t in study.trials if t.state == TrialState.COMPLETE)
-    assert read_plan(first_complete) is None  # drawn by the hyperparameter sampler
-    assert fingerprint_of(first_complete) == SPACE.decode(first_complete.params).fingerprint
-    later = [read_plan(t) for t in study.trials[first_complete.number + 1 :]]
-    assert later and all(p is not None and p.action in ("mutate", "reevaluate") for p in later)
+    plans = [read_plan(t) for t in study.trials]
+    assert [p.action for p in plans[:4]] == ["random"] * 4
+    assert len({p.fingerprint for p in plans[:4]}) == 4
+    for t, p in zip(study.trials, plans):
+        assert fingerprint_of(t) == SPACE.decode(t.params).fingerprint == p.fingerprint
+    assert all(p.action in ("mutate", "reevaluate") for p in plans[4:])
+
+
+def test_a_seeded_study_evolves_from_the_first_trial_after_the_seeds() -> None:
+    study = _study(n_startup_trials=10)
+    study.optimize(objective, n_trials=8)
+    actions = [a for a, _, _ in _actions(study)]
+    assert actions[:2] == ["enqueued"] * 2
+    assert set(actions[2:]) <= {"mutate", "reevaluate"}
 
 
 def test_importing_the_sampler_does_not_import_torch() -> None:
@@ -312,6 +325,7 @@ def test_importing_the_sampler_does_not_import_torch() -> None:
         ({"population_size": 0}, "population_size"),
         ({"reevaluate_prob": 1.5}, "reevaluate_prob"),
         ({"max_attempts": 0}, "max_attempts"),
+        ({"n_startup_trials": -1}, "n_startup_trials"),
         ({"tournament_size": 0}, "tournament size"),
         ({"population_size": 5, "population": ElitePopulation(5)}, "not both"),
         ({"tournament_size": 2, "selection": TournamentSelection(2)}, "not both"),
@@ -346,7 +360,9 @@ def test_an_unseeded_study_of_the_open_space_never_fails() -> None:
 def test_a_small_space_widens_instead_of_falling_back_to_random_cells(caplog) -> None:
     space = GraphSpace(max_nodes=4)
     study = optuna.create_study(
-        sampler=CellEvolutionSampler(space=space, population_size=3, reevaluate_prob=0.0, seed=0)
+        sampler=CellEvolutionSampler(
+            space=space, population_size=3, reevaluate_prob=0.0, n_startup_trials=1, seed=0
+        )
     )
     with caplog.at_level(logging.WARNING):
         study.optimize(lambda t: abs(space.suggest(t).num_inner_nodes - 3), n_trials=60)
@@ -403,3 +419,49 @@ def test_strategies_are_constructor_arguments() -> None:
     study.optimize(objective, n_trials=15)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     _assert_no_repeats_but_reevaluations(study)
+
+
+def test_reevaluation_picks_its_member_by_the_selection() -> None:
+    def best(ranked, rng):
+        return ranked[0]
+
+    study = _study(selection=best, reevaluate_prob=1.0, population_size=2)
+    study.optimize(objective, n_trials=10)
+    plans = [read_plan(t) for t in study.trials]
+    reevaluated = [i for i, p in enumerate(plans) if p.action == "reevaluate"]
+    assert reevaluated
+    for i in reevaluated:
+        done = [t for t in study.trials[:i] if t.state == TrialState.COMPLETE]
+        top = max(done, key=lambda t: (t.value, -t.number))
+        assert plans[i].parent == fingerprint_of(top)
+
+
+def test_point_mutation_makes_neighbours_in_the_space() -> None:
+    mutation = PointMutation(SPACE)
+    rng = np.random.default_rng(0)
+    changed = 0
+    for k in range(50):
+        parent, params = SPACE.sample(np.random.default_rng(k))
+        # Every kept decision is kept: the whole point comes back, whatever the draws.
+        assert SPACE.sample(rng, kept=params) == (parent, params)
+        child = mutation(parent, rng)
+        assert SPACE.decode(SPACE.encode(child)) == child
+        changed += child.fingerprint != parent.fingerprint
+    assert changed > 35
+
+
+def test_point_mutation_as_the_samplers_mutation() -> None:
+    study = _study(mutation=PointMutation(SPACE), reevaluate_prob=0.0)
+    study.optimize(objective, n_trials=15)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert {read_plan(t).action for t in study.trials[len(SEEDS) :]} == {"mutate"}
+    _assert_no_repeats_but_reevaluations(study)
+
+
+def test_no_reevaluation_until_the_population_is_full() -> None:
+    study = _study(reevaluate_prob=1.0, population_size=6)
+    study.optimize(objective, n_trials=14)
+    actions = [a for a, _, _ in _actions(study)]
+    # Two seeds, four mutants fill the population of six; then re-evaluations.
+    assert actions[:6] == ["enqueued"] * 2 + ["mutate"] * 4
+    assert "reevaluate" in actions[6:]

@@ -93,6 +93,7 @@ def test_a_leaf_h_is_slot_n0_times_one() -> None:
         ("h' = tanh(W x + U c); c' = V h'", "reads h'"),
         ("h' = tanh(W x + U h + V b)", "not in canonical form"),
         ("h' = tanh(W x + U m); m' = V m + x", r"states \['m'\] are not among"),
+        ("h' = tanh(x + h)", "no weight and no bias"),
     ],
 )
 def test_cells_outside_the_space_raise(equations: str, message: str) -> None:
@@ -106,22 +107,20 @@ def test_cells_outside_the_space_raise(equations: str, message: str) -> None:
     ("params", "equations"),
     [
         # Rule 1: a slot reading only constants reads x in place of its first operand.
-        ({"n0.op": "tanh", "n0.in0": "n1", "n1.op": "bias", "n1.init": 0.0}, "h' = tanh(x)"),
+        (
+            {"n0.op": "tanh", "n0.in0": "n1", "n1.op": "add", "n1.in0": "1", "n1.in1": "n2"}
+            | {"n2.op": "bias", "n2.init": 0.0},
+            "h' = tanh(x + b)",
+        ),
         (
             {"n0.op": "add", "n0.in0": "1", "n0.in1": "n1", "n1.op": "bias", "n1.init": 1.0},
             "h' = x + b[1]",
         ),
         # Rule 2: an update naming a bias slot is x (n0, h', is never a bias).
         (
-            {
-                "n0.op": "mul",
-                "n0.in0": "x",
-                "n0.in1": "c",
-                "c.update": "n1",
-                "n1.op": "bias",
-                "n1.init": 1.0,
-            },
-            "h' = x * c; c' = x",
+            {"n0.op": "mul", "n0.in0": "n2", "n0.in1": "c", "c.update": "n1"}
+            | {"n1.op": "bias", "n1.init": 1.0, "n2.op": "linear", "n2.in0": "x", "n2.diag": 0.0},
+            "h' = W x * c; c' = x",
         ),
         # Rule 3: a cell that never reads x reads it in the lowest slot reading a state.
         (
@@ -129,9 +128,20 @@ def test_cells_outside_the_space_raise(equations: str, message: str) -> None:
             "h' = tanh(W x)",
         ),
         (
-            {"n0.op": "sub", "n0.in0": "1", "n0.in1": "c", "c.update": "c"},
-            "h' = 1 - x",
+            {"n0.op": "sub", "n0.in0": "n1", "n0.in1": "c", "c.update": "c"}
+            | {"n1.op": "bias", "n1.init": 0.0},
+            "h' = b - x",
         ),
+        # Rule 4: a cell with no weight and no bias: its lowest activation is a linear
+        # map, else n0 is one (of its first operand); then rules 1-3 again.
+        (
+            {"n0.op": "mul", "n0.in0": "x", "n0.in1": "n1", "n1.op": "relu", "n1.in0": "n2"}
+            | {"n2.op": "add", "n2.in0": "x", "n2.in1": "h"},
+            "h' = x * W (x + h)",
+        ),
+        ({"n0.op": "tanh", "n0.in0": "n1", "n1.op": "bias", "n1.init": 0.0}, "h' = W x"),
+        ({"n0.op": "mul", "n0.in0": "h", "n0.in1": "x"}, "h' = W x"),
+        ({"n0.op": "sub", "n0.in0": "1", "n0.in1": "c", "c.update": "c"}, "h' = W x"),
     ],
 )
 def test_invalid_decisions_are_repaired(params: dict, equations: str) -> None:
@@ -210,6 +220,7 @@ def test_random_points_round_trip_and_use_only_reached_slots(seed: int, max_node
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     trial = study.ask()
     cell = space.suggest(trial)  # never raises: every assignment is a valid cell
+    assert cell.learnable
     # Only slots that h' or an operand reaches are suggested.
     named = {"n0"} | {v for k, v in trial.params.items() if re.search(r"\.(in\d|update)$", k)}
     slots = {k.split(".")[1] for k in trial.params if re.match(r"cell\.n\d+\.", k)}

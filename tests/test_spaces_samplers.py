@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import optuna
 import pytest
 
@@ -77,11 +78,12 @@ def test_thirty_trials(space_name: str, sampler_name: str) -> None:
 @pytest.mark.parametrize("space", [GraphSpace(), GatedSpace()], ids=["graph", "gated"])
 def test_random_draws_are_all_valid_cells(space: CellSpace) -> None:
     """The bar of issue 19 at a tenth of its 10,000 draws (benchmarks/space_draws.py runs
-    it whole): every RandomSampler draw suggests a valid cell that decodes back."""
+    it whole): every RandomSampler draw suggests a valid, learnable cell that decodes back."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=19))
     for _ in range(1000):
         trial = study.ask()
         cell = space.suggest(trial)
+        assert cell.learnable  # CellRNN refuses a cell with no weight and no bias
         assert space.decode(trial.params) == cell
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
@@ -112,3 +114,15 @@ def test_spaces_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("space", [GraphSpace(max_nodes=24), GatedSpace()], ids=["graph", "gated"])
+def test_sample_draws_points_from_the_generator_alone(space: CellSpace) -> None:
+    draws = [space.sample(np.random.default_rng(k)) for k in range(200)]
+    for cell, params in draws:
+        assert cell.learnable and space.decode(params) == cell
+        study = optuna.create_study()
+        study.enqueue_trial(params)  # a sampler can hand the params to Optuna as they are
+        assert space.suggest(study.ask()) == cell
+    assert space.sample(np.random.default_rng(7))[1] == draws[7][1]
+    assert len({cell.fingerprint for cell, _ in draws}) > 100

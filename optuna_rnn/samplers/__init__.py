@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optuna_rnn.samplers._mutation import MutationProposal
+from optuna_rnn.samplers._mutation import MutationProposal, PointMutation
 from optuna_rnn.samplers._population import (
     AgingPopulation,
     Architecture,
@@ -19,6 +19,7 @@ __all__ = [
     "CellEvolutionSampler",
     "ElitePopulation",
     "MutationProposal",
+    "PointMutation",
     "Population",
     "Reevaluation",
     "TournamentSelection",

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from optuna_rnn.cell import Cell, CellError
 from optuna_rnn.cell.mutate import Mutation
 
-__all__ = ["Mutant", "MutationOperator", "MutationProposal"]
+if TYPE_CHECKING:
+    from optuna_rnn.spaces import CellSpace
+
+__all__ = ["Mutant", "MutationOperator", "MutationProposal", "PointMutation"]
 
 #: Any callable ``(cell, rng) -> cell``; returning a :class:`~optuna_rnn.cell.mutate.Mutation`
 #: (``mutate(..., return_log=True)``) also records which transformations fired.
@@ -77,3 +80,28 @@ class MutationProposal:
         if not isinstance(out, Cell):
             raise TypeError(f"a mutation must return a Cell, got {type(out).__name__}")
         return out
+
+
+class PointMutation:
+    """Mutation in the space's encoding: one of the cell's parameters takes another of
+    its choices, and any parameter that brings in is drawn at random; what the cell no
+    longer uses is dropped. Regularised evolution (Real et al., 2019) mutates this way,
+    one operation or one input at a time; the child stays a point of the space.
+
+    Args:
+        space: the space whose parameters are mutated.
+    """
+
+    def __init__(self, space: CellSpace) -> None:
+        self.space = space
+
+    def __call__(self, cell: Cell, rng: np.random.Generator) -> Cell:
+        """A neighbour of ``cell`` in the space (CellError if the space cannot hold it)."""
+        params = self.space.encode(cell)
+        distributions = self.space.distributions(params)
+        if not distributions:
+            raise CellError("the cell has no parameter to mutate")
+        name = sorted(distributions)[int(rng.integers(len(distributions)))]
+        others = [c for c in distributions[name].choices if c != params[name]]
+        params[name] = others[int(rng.integers(len(others)))]
+        return self.space.sample(rng, kept=params)[0]

@@ -42,6 +42,7 @@ __all__ = [
 MUTATE = "mutate"
 REEVALUATE = "reevaluate"
 ENQUEUED = "enqueued"
+RANDOM = "random"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class ArchitectureChoice:
     """How one trial's architecture was chosen, and the parameters the sampler fixes for it.
 
     Attributes:
-        action: ``"mutate"``, ``"reevaluate"`` or ``"enqueued"``.
+        action: ``"mutate"``, ``"reevaluate"``, ``"enqueued"`` or ``"random"`` (a new
+            random cell of the space: an unseeded study's start).
         fingerprint: the planned architecture.
         params: parameter values the sampler owns for this trial (the architecture's, and
             for a re-evaluation also the new hyperparameter draw); external representation.

@@ -35,6 +35,7 @@ from optuna_rnn.samplers._records import (
     FINGERPRINT_KEY,
     MUTATE,
     PLAN_KEY,
+    RANDOM,
     REEVALUATE,
     ArchitectureChoice,
     drawn_params,
@@ -65,19 +66,20 @@ class CellEvolutionSampler(BaseSampler):
     The sampler owns the architecture parameters of each trial (those of ``space``) and
     hands every other parameter to ``hyperparameter_sampler``. Before each trial it either
     re-evaluates a population member with a hyperparameter draw not yet tried for it
-    (probability ``reevaluate_prob``), or mutates a member chosen by tournament with
+    (probability ``reevaluate_prob``), or mutates one, each chosen by tournament, with
     :func:`optuna_rnn.mutate`, skipping fingerprints already in the study (RUNNING and
     WAITING trials included). An architecture's quality is its best COMPLETE trial in the
     study's direction; multi-objective studies rank by Pareto front.
 
     Evolution starts from enqueued trials (:func:`optuna_rnn.seed_study` with ``lstm`` and
-    ``gru``, as the paper did): until one finishes, they are the parents. A study with no
-    architecture at all starts from random cells drawn by ``hyperparameter_sampler`` (every
-    point of the space is a valid cell). When mutants keep landing on known fingerprints,
-    the search widens: later attempts apply more mutations per child, then draw parents
-    from every architecture of the study, not just the population. A trial whose params
-    hold no cell of the space (another space, a foreign trial) is left out of evolution,
-    with one warning naming it.
+    ``gru``, as the paper did): until one finishes, they are the parents. A study that
+    starts empty starts, as regularised evolution does (Real et al., 2019), from a
+    population of distinct random cells of the space: its first ``n_startup_trials``
+    trials each train one (and so does any trial that finds no parent yet). When mutants
+    keep landing on known fingerprints, the search widens: later attempts apply more
+    mutations per child, then draw parents from every architecture of the study, not just
+    the population. A trial whose params hold no cell of the space (another space, a
+    foreign trial) is left out of evolution, with one warning naming it.
 
     All state lives in the storage (trial system attrs ``cell_evolution:*``): threads may
     share one sampler, and processes or machines share nothing but the storage. A trial's
@@ -94,10 +96,12 @@ class CellEvolutionSampler(BaseSampler):
             are the ones this sampler owns. Defaults to ``GraphSpace()``.
         population: which architectures breed, e.g. :class:`ElitePopulation` (default,
             the paper's) or :class:`AgingPopulation`.
-        selection: picks a parent from the population, best first: any callable
-            ``(ranked, rng) -> member``; :class:`TournamentSelection` by default.
+        selection: picks the member to mutate or re-evaluate from the population, best
+            first: any callable ``(ranked, rng) -> member``; :class:`TournamentSelection`
+            by default.
         mutation: any callable ``(cell, rng) -> cell``, to restrict the operators or bring
-            your own; by default :func:`optuna_rnn.mutate` with the space's node limit.
+            your own; by default :func:`optuna_rnn.mutate` with the space's node limit;
+            :class:`PointMutation` mutates the space's encoding instead.
             Returning a :class:`~optuna_rnn.cell.mutate.Mutation` records its steps.
         reevaluation: draws a new hyperparameter setting for a known architecture;
             :class:`Reevaluation` by default.
@@ -107,10 +111,14 @@ class CellEvolutionSampler(BaseSampler):
         tournament_size: members drawn to pick each parent (the best of them wins).
             Defaults to 1 (the paper's uniform choice), or a quarter of the population
             with ``aging=True``, which needs the selection pressure.
-        reevaluate_prob: probability of re-evaluating instead of mutating. The paper does
-            not give its ratio.
+        reevaluate_prob: probability of re-evaluating instead of mutating, once the
+            population is full (before, every new architecture joins it anyway). The paper
+            does not give its ratio.
         hyperparameter_sampler: samples every parameter outside ``space``;
             :class:`~optuna.samplers.RandomSampler` by default, as in the paper.
+        n_startup_trials: how many trials of a study that starts empty train random cells
+            before evolution starts (with too few, evolution mutates whichever cells came
+            first; with too many, it is random search for longer).
         max_attempts: proposals tried per trial, widening as they fail, before its
             architecture is left to ``hyperparameter_sampler`` (a warning says so).
         seed: seed for the sampler's draws and the default ``hyperparameter_sampler``.
@@ -129,6 +137,7 @@ class CellEvolutionSampler(BaseSampler):
         tournament_size: int | None = None,
         reevaluate_prob: float = 0.2,
         hyperparameter_sampler: BaseSampler | None = None,
+        n_startup_trials: int = 5,
         max_attempts: int = 20,
         seed: int | None = None,
     ) -> None:
@@ -142,6 +151,8 @@ class CellEvolutionSampler(BaseSampler):
             raise ValueError(f"reevaluate_prob must lie in [0, 1], got {reevaluate_prob}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if n_startup_trials < 0:
+            raise ValueError(f"n_startup_trials must be at least 0, got {n_startup_trials}")
         warnings.warn(
             "CellEvolutionSampler is experimental: its options and the records it keeps in "
             "trial system attrs may change.",
@@ -168,6 +179,7 @@ class CellEvolutionSampler(BaseSampler):
         self._mutation = MutationProposal(mutation, encode=space.encode)
         self._reevaluation = reevaluation or Reevaluation()
         self._reevaluate_prob = reevaluate_prob
+        self._n_startup_trials = n_startup_trials
         self._max_attempts = max_attempts
         self._hyperparameter_sampler = hyperparameter_sampler or RandomSampler(seed=seed)
         self._seed = secrets.randbits(63) if seed is None else seed
@@ -314,18 +326,21 @@ class CellEvolutionSampler(BaseSampler):
             m for m in self._population.select(view.standings) if self._cell(study, m.best)
         ]
         parents = [m.best for m in population] or self._seeds(study, trial.number)
-        if not parents:
-            return None  # nothing to evolve yet: hyperparameter_sampler draws a random cell
+        # No parent yet, or an unseeded study's start: a new random cell.
+        starting = not parents or self._starting(study, trial.number)
         everyone: list[FrozenTrial] | None = None
         for attempt in range(self._max_attempts):
             # Widen as proposals fail: more mutations per child, then every architecture
             # of the study as a parent.
             steps = 1 + 3 * attempt // self._max_attempts
-            if 2 * attempt >= self._max_attempts and population:
+            if 2 * attempt >= self._max_attempts and population and not starting:
                 if everyone is None:
                     everyone = self._everyone(study, view)
                 parents = everyone
-            plan = self._propose(study, trial, rng, view, population, parents, steps)
+            if starting:
+                plan = self._random(rng, view)
+            else:
+                plan = self._propose(study, trial, rng, view, population, parents, steps)
             if plan is None:
                 continue
             write_plan(storage, trial_id, plan)
@@ -384,6 +399,25 @@ class CellEvolutionSampler(BaseSampler):
                 out.append(t)
         return out
 
+    def _starting(self, study: Study, number: int) -> bool:
+        """Whether trial ``number`` belongs to the study's random start: it is among the
+        first ``n_startup_trials`` and every trial before it trained a random cell of the
+        sampler (a seed, or any trial added by hand, starts evolution at once)."""
+        if number >= self._n_startup_trials:
+            return False
+        return all(
+            (t.system_attrs.get(PLAN_KEY) or {}).get("action") == RANDOM
+            for t in storage_of(study).get_all_trials(study_id_of(study), deepcopy=False)
+            if t.number != number
+        )
+
+    def _random(self, rng: np.random.Generator, view: View) -> ArchitectureChoice | None:
+        """A random cell of the space that the study has not seen, or ``None``."""
+        cell, params = self.space.sample(rng)
+        if cell.fingerprint in view:
+            return None
+        return ArchitectureChoice(RANDOM, cell.fingerprint, params=params)
+
     def _propose(
         self,
         study: Study,
@@ -395,9 +429,13 @@ class CellEvolutionSampler(BaseSampler):
         steps: int = 1,
     ) -> ArchitectureChoice | None:
         """Re-evaluate a member (probability ``reevaluate_prob``) or mutate a parent
-        ``steps`` times; ``None`` when neither finds anything new."""
-        if population and rng.random() < self._reevaluate_prob:
-            member = population[int(rng.integers(len(population)))]
+        ``steps`` times; ``None`` when neither finds anything new. Both pick by
+        ``selection`` (with the paper's tournament of 1, uniformly)."""
+        # Re-evaluating firms up a member's rank against its rivals; until the population
+        # is full every new architecture joins it anyway, so a trial is better spent on one.
+        full = len(population) >= self._population.size
+        if full and rng.random() < self._reevaluate_prob:
+            member = self._selection(population, rng)
             plan = self._reevaluate(study, trial, member, view)
             if plan is not None:
                 return plan

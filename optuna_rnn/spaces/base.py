@@ -3,8 +3,9 @@
 A space is a single function ``_program(choose) -> Cell`` that asks ``choose(name,
 choices)`` for each decision and builds the cell from the answers. Run with a trial it
 *suggests* (Optuna records the params); run with a params dict it *decodes* (and learns the
-distributions of those params); run by a search it *encodes*. Because one program serves
-all three, a cell, its params and their distributions can never disagree.
+distributions of those params); run by a search it *encodes*; run with a random generator
+it *samples*. Because one program serves them all, a cell, its params and their
+distributions can never disagree.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from optuna.distributions import CategoricalChoiceType, CategoricalDistribution
 from optuna.trial import BaseTrial
 
@@ -109,6 +111,23 @@ class _ParamsChooser(Chooser):
             raise CellError(f"parameters not used by this cell: {sorted(unused)}")
 
 
+class _DrawChooser(Chooser):
+    """Keeps the decisions ``kept`` holds (where still among the choices) and draws each
+    other one uniformly from its choices, as RandomSampler would."""
+
+    def __init__(
+        self, rng: np.random.Generator, prefix: str, kept: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(prefix)
+        self._rng = rng
+        self._kept = kept or {}
+
+    def _choose(self, name: str, choices: tuple[CategoricalChoiceType, ...]) -> Any:
+        if name in self._kept and self._kept[name] in choices:
+            return self._kept[name]
+        return choices[int(self._rng.integers(len(choices)))]
+
+
 class CellSpace(abc.ABC):
     """A search space of cells that any Optuna sampler can walk.
 
@@ -147,6 +166,16 @@ class CellSpace(abc.ABC):
         valid cell; all params are suggested first, so the trial still records them.
         """
         return self._program(_TrialChooser(trial, self._prefix))
+
+    def sample(
+        self, rng: np.random.Generator, *, kept: Mapping[str, Any] | None = None
+    ) -> tuple[Cell, dict[str, Any]]:
+        """A random point and its params: each decision drawn uniformly from its choices
+        (what RandomSampler's :meth:`suggest` draws), from ``rng`` alone. ``kept``: params
+        to keep wherever the program asks for them (a neighbour of that point)."""
+        chooser = _DrawChooser(rng, self._prefix, kept)
+        cell = self._program(chooser)
+        return cell, dict(chooser.params)
 
     def decode(self, params: Mapping[str, Any]) -> Cell:
         """The cell these params describe; CellError if they are not a point of the space."""

@@ -22,19 +22,25 @@ first, so unused slots are never suggested. A sum or product of k operands takes
 slots (a chain; the cell language flattens it back), so ``max_nodes`` counts slots: the
 cell's nodes (biases included) plus, for each sum or product, its operands minus two.
 
-Every assignment is a valid cell. Decoding repairs the three ways a graph of slots can
-fail to be a cell (an update that reads neither x nor a state, a cell that never reads
-x), with rules that a valid cell's encoding never meets (:func:`_repair`):
+Every assignment is a valid cell that training can change. Decoding repairs the ways a
+graph of slots can fail to be one (an update that reads neither x nor a state, a cell
+that never reads x, a cell with no weight and no bias, which
+:class:`~optuna_rnn.CellRNN` refuses), with rules that a valid cell's encoding never
+meets (:func:`_repair`):
 
 1. a slot other than a bias whose operands are all constants (``1`` or bias slots)
    reads ``x`` in place of its first operand, so the only constant slots are biases;
 2. a state update that names a bias slot is ``x`` instead;
 3. a cell that still never reads x reads it in the lowest slot that h' reaches and that
-   reads a state directly, in place of its first such state.
+   reads a state directly, in place of its first such state;
+4. a cell with no weight and no bias turns its lowest live activation slot into a
+   linear map of the same operand (``tanh(s)`` becomes ``W s``), or, with no activation
+   in use, slot ``n0`` into a linear map of its first operand; rules 1-3 then run again
+   (they change operands only, so the weight stays).
 
-So the points of the space are the cells whose computed nodes all read x or a state
-(a constant such as ``W b`` or ``tanh(b)`` is only a bias in disguise); encode refuses
-the others. Slot ``n0`` is h', so cells whose other nodes read h' (the new h) are
+So the points of the space are the learnable cells whose computed nodes all read x or
+a state (a constant such as ``W b`` or ``tanh(b)`` is only a bias in disguise); encode
+refuses the others. Slot ``n0`` is h', so cells whose other nodes read h' (the new h) are
 outside encode's reach; a point can still decode to one (when ``n0`` merges with a
 slot another state reads), a valid cell all the same.
 """
@@ -105,13 +111,28 @@ def _reached(specs: dict[int, _Spec], roots: Sequence[str]) -> set[str]:
 
 
 def _repair(
-    specs: dict[int, _Spec], updates: dict[str, str]
+    specs: dict[int, _Spec], updates: dict[str, str], diagonal: float
 ) -> tuple[dict[int, _Spec], dict[str, str]]:
-    """Rewrite the decisions by the module docs' rules 1-3, so they make a valid cell.
+    """Rewrite the decisions by the module docs' rules 1-4, so they make a valid cell
+    with a weight or a bias (a repaired linear map takes offset ``diagonal``).
 
     A valid cell's encoding never meets these rules (it writes no constant slot but a
-    bias, and reads x), so every point keeps its one canonical encoding.
+    bias, reads x and has a parameter), so every point keeps its one canonical encoding.
     """
+    specs, updates = _connect(specs, updates)
+    live = [k for k in map(_slot, _live(specs, updates)) if k is not None]
+    if any(specs[k][0] in (LINEAR, BIAS) for k in live):
+        return specs, updates
+    k = min((k for k in live if specs[k][0] in ACTIVATIONS), default=0)
+    specs[k] = (LINEAR, specs[k][1][:1], diagonal)
+    return _connect(specs, updates)
+
+
+def _connect(
+    specs: dict[int, _Spec], updates: dict[str, str]
+) -> tuple[dict[int, _Spec], dict[str, str]]:
+    """Rules 1-3 of the module docs: every computed slot and update reads x or a state,
+    and the cell reads x."""
     specs = dict(specs)
 
     def constant(ref: str) -> bool:
@@ -252,7 +273,7 @@ class GraphSpace(CellSpace):
         return op, refs, value
 
     def _build(self, specs: dict, updates: dict[str, str]) -> Cell:
-        specs, updates = _repair(specs, updates)
+        specs, updates = _repair(specs, updates, self._diagonals[0])
         b = GraphBuilder()
         built: dict[int, int] = {}
 
@@ -273,6 +294,8 @@ class GraphSpace(CellSpace):
         """The slot params of ``cell``: slots numbered from h', readers before operands."""
         if not isinstance(cell, Cell):
             raise CellError(f"expected a Cell, got {type(cell).__name__}")
+        if not cell.learnable:
+            raise CellError(f"the cell has no weight and no bias, so it is not a point:\n{cell}")
         extra = sorted(set(cell.states) - set(self._states))
         if extra:
             raise CellError(f"the cell's states {extra} are not among this space's {self._states}")
