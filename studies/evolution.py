@@ -20,8 +20,10 @@ The cpu preset differs from the paper's protocol in two places, each found by a 
   good as the GRU, and no mutant of 53 reached the last task. Chance is 0.04; cells that
   cannot learn scored under 0.2.
 
-Once the search has run all its trials, its five best cells by validation score (and the
-GRU) are retrained, each with the hyperparameters of its best trial, on every task with
+Once the search has run all its trials, its five best cells (and the GRU's best draw) are
+retrained, ranked by their validation scores' worst ratio to the GRU's best in the
+finished search (a trial's own value used the best so far), each with the
+hyperparameters of its best trial, on every task with
 fresh seeds (one study per task, ``retrain-<task>``), and scored on the held-out test
 split, which the search never saw: ``retrain.md`` gives each cell's median test score as
 a ratio to the GRU's, per task and the worst over tasks, with bootstrap 90% intervals;
@@ -41,6 +43,8 @@ Run: python studies/evolution.py --preset cpu   (storage and results in studies/
 """
 
 from __future__ import annotations
+
+import math
 
 import optuna
 from _common import Context, main
@@ -87,25 +91,38 @@ PRESETS = {
 RETRAIN_SEED = 1_000_000
 
 
-def best_trials(
-    study: optuna.Study, count: int, *, leave_out: tuple[str, ...] = ()
-) -> list[optuna.trial.FrozenTrial]:
-    """The best COMPLETE trial of each of the ``count`` best-scoring distinct cells, the
-    zoo cells in ``leave_out`` (the seeds the search started from) left out."""
+def final_scores(study: optuna.Study, spec: SearchSpec) -> dict[int, float]:
+    """Each COMPLETE trial's min-over-tasks ratio to the reference's best in the finished
+    study. A trial's own value held it against the reference's best *so far* (the first
+    GRU draw scores 1 against itself), so ranking by it would favour early trials."""
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    reference = [t for t in done if t.user_attrs.get(keys.ZOO_NAME) == spec.reference]
+    if not reference:
+        raise SystemExit(f"the search has no complete {spec.reference} trial to retrain against")
+    ratios: dict[int, float] = {t.number: math.inf for t in done}
+    for task in spec.build_tasks():
+        key = keys.score_key(task.name)
+        pick, sign = (max, 1) if task.higher_is_better else (min, -1)
+        best = pick(t.user_attrs[key] for t in reference)
+        for t in done:
+            ratio = (t.user_attrs[key] / best) ** sign
+            ratios[t.number] = min(ratios[t.number], ratio)
+    return ratios
+
+
+def best_trials(
+    study: optuna.Study, scores: dict[int, float], count: int, *, cells: tuple[str, ...] = ()
+) -> list[optuna.trial.FrozenTrial]:
+    """The best-scoring trial of each of the ``count`` best distinct cells by ``scores``
+    (:func:`final_scores`); only the zoo cells ``cells`` when given, else no zoo cell
+    (the seeds the search started from are not its finds)."""
     best: dict[str, optuna.trial.FrozenTrial] = {}
-    for trial in sorted(done, key=lambda t: (-t.value, t.number)):
-        if trial.user_attrs.get(keys.ZOO_NAME) not in leave_out:
+    for number in sorted(scores, key=lambda n: (-scores[n], n)):
+        trial = study.trials[number]
+        name = trial.user_attrs.get(keys.ZOO_NAME)
+        if (name in cells) if cells else name is None:
             best.setdefault(trial.user_attrs[keys.FINGERPRINT], trial)
     return list(best.values())[:count]
-
-
-def _reference_trial(study: optuna.Study, reference: str) -> optuna.trial.FrozenTrial:
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    ours = [t for t in done if t.user_attrs.get(keys.ZOO_NAME) == reference]
-    if not ours:
-        raise SystemExit(f"the search has no complete {reference} trial to retrain against")
-    return max(ours, key=lambda t: (t.value, -t.number))
 
 
 def _label(trial: optuna.trial.FrozenTrial) -> str:
@@ -115,9 +132,9 @@ def _label(trial: optuna.trial.FrozenTrial) -> str:
 
 def retrain(preset: dict, context: Context, search: optuna.Study, spec: SearchSpec) -> None:
     """Retrain the search's best cells and the GRU with fresh seeds; score the test splits."""
-    seeded = (*spec.seed_cells, spec.reference)
-    chosen = best_trials(search, preset["retrain"]["cells"], leave_out=seeded)
-    chosen.append(_reference_trial(search, spec.reference))
+    scores = final_scores(search, spec)
+    chosen = best_trials(search, scores, preset["retrain"]["cells"])
+    chosen += best_trials(search, scores, 1, cells=(spec.reference,))
     seeds = preset["retrain"]["seeds"]
     studies = {}
     for task in spec.tasks:
@@ -148,7 +165,8 @@ def retrain(preset: dict, context: Context, search: optuna.Study, spec: SearchSp
         cell = Cell.parse(trial.user_attrs[keys.EQUATIONS])
         (context.out / f"cell-{rank}.svg").write_text(render_svg(cell))
         lines += [
-            f"## {rank}. {_label(trial)} (search trial {trial.number}, score {trial.value:.4f})",
+            f"## {rank}. {_label(trial)} (search trial {trial.number}, "
+            f"score {scores[trial.number]:.4f})",
             "",
             "```",
             trial.user_attrs[keys.EQUATIONS],
