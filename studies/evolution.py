@@ -26,7 +26,8 @@ finished search (a trial's own value used the best so far), each with the
 hyperparameters of its best trial, on every task with
 fresh seeds (one study per task, ``retrain-<task>``), and scored on the held-out test
 split, which the search never saw: ``retrain.md`` gives each cell's median test score as
-a ratio to the GRU's, per task and the worst over tasks, with bootstrap 90% intervals;
+a ratio to the GRU's, per task and the worst over tasks, with bootstrap 90% intervals,
+and ``retrain-gru-settings.md`` the same with every cell at the GRU's hyperparameters;
 ``cells.md`` and ``cell-<rank>.svg`` give the cells' equations and diagrams.
 
 Presets:
@@ -35,7 +36,8 @@ Presets:
          tests and the new cell's kernel build: bound 110 x 185 s / 2 workers = 170 min
          on a 2-core machine, within the 3 hours a search may take (a trial of 1,000
          steps a stage took 20-60 s, a pre-filtered cell about 20 s). The retraining,
-         6 cells x 5 seeds x 2 tasks of at most 45 + 15 s, adds at most 30 min.
+         6 cells x 5 seeds x 2 tasks x 2 settings of at most 45 + 15 s, adds at most
+         60 min.
   paper  the paper's protocol: SGD over its choice lists, its task presets and PTB, 2,000
          trials, 20,000 steps per task, population 100.
 
@@ -55,7 +57,7 @@ from optuna_rnn.cell.render import render_svg
 from optuna_rnn.cli.search import prepare_study
 from optuna_rnn.cli.spec import SearchSpec, parse_task
 from optuna_rnn.findings import draws_of, reference_ratios
-from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES
+from optuna_rnn.hyperparameters import ADAM_LEARNING_RATES, Hyperparameters
 from optuna_rnn.storage import open_storage
 
 PRESETS = {
@@ -130,15 +132,20 @@ def _label(trial: optuna.trial.FrozenTrial) -> str:
     return trial.user_attrs.get(keys.ZOO_NAME) or trial.user_attrs[keys.FINGERPRINT][:10]
 
 
-def retrain(preset: dict, context: Context, search: optuna.Study, spec: SearchSpec) -> None:
-    """Retrain the search's best cells and the GRU with fresh seeds; score the test splits."""
-    scores = final_scores(search, spec)
-    chosen = best_trials(search, scores, preset["retrain"]["cells"])
-    chosen += best_trials(search, scores, 1, cells=(spec.reference,))
-    seeds = preset["retrain"]["seeds"]
+def _retrain_table(
+    context: Context,
+    spec: SearchSpec,
+    chosen: list[optuna.trial.FrozenTrial],
+    stem: str,
+    settings: dict[str, object] | None,
+    seeds: int,
+) -> None:
+    """Train each chosen trial's cell ``seeds`` times per task (study ``<stem>-<task>``),
+    with the trial's own hyperparameters or ``settings``; table ``<stem>`` of test ratios."""
     studies = {}
     for task in spec.tasks:
-        label = f"retrain-{parse_task(task)[0]}"
+        name = parse_task(task)[0]
+        label = f"{stem}-{name}"
         task_spec = SearchSpec(
             tasks=(task,),
             space=spec.space or "graph",
@@ -152,21 +159,40 @@ def retrain(preset: dict, context: Context, search: optuna.Study, spec: SearchSp
         study = prepare_study(open_storage(context.storage), f"{context.name}-{label}", task_spec)
         if not study.trials:
             for trial in chosen:
+                params = {**trial.params, **(settings or {})}
                 for _ in range(seeds):
-                    study.enqueue_trial(trial.params, user_attrs={"retrain_of": trial.number})
-        studies[parse_task(task)[0]] = context.search(label, task_spec)
+                    study.enqueue_trial(params, user_attrs={"retrain_of": trial.number})
+        studies[name] = context.search(label, task_spec)
     draws = {task: draws_of(study, score=keys.TEST_SCORE) for task, study in studies.items()}
     ratios = reference_ratios(draws, spec.reference)
     ranks = {_label(t): f"{rank}" for rank, t in enumerate(chosen, start=1)}
     ratios.insert(1, "rank", ratios["cell"].map(ranks))
-    context.table("retrain", ratios)
+    context.table(stem, ratios)
+
+
+def retrain(preset: dict, context: Context, search: optuna.Study, spec: SearchSpec) -> None:
+    """Retrain the search's best cells and the GRU with fresh seeds; score the test splits.
+
+    Twice: each cell with the hyperparameters of its own best trial (``retrain``), and
+    every cell with the GRU's (``retrain-gru-settings``: one parameter budget, depth and
+    learning rate for all, so a cell's ratio is not a larger budget's).
+    """
+    scores = final_scores(search, spec)
+    chosen = best_trials(search, scores, preset["retrain"]["cells"])
+    gru = best_trials(search, scores, 1, cells=(spec.reference,))
+    chosen += gru
+    seeds = preset["retrain"]["seeds"]
+    _retrain_table(context, spec, chosen, "retrain", None, seeds)
+    settings = {k: v for k, v in gru[0].params.items() if k in Hyperparameters.names}
+    _retrain_table(context, spec, chosen, "retrain-gru-settings", settings, seeds)
     lines = []
     for rank, trial in enumerate(chosen, start=1):
         cell = Cell.parse(trial.user_attrs[keys.EQUATIONS])
         (context.out / f"cell-{rank}.svg").write_text(render_svg(cell))
         lines += [
             f"## {rank}. {_label(trial)} (search trial {trial.number}, "
-            f"score {scores[trial.number]:.4f})",
+            f"score {scores[trial.number]:.4f}, {trial.user_attrs.get(keys.PARAM_COUNT)} "
+            "parameters)",
             "",
             "```",
             trial.user_attrs[keys.EQUATIONS],

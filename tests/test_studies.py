@@ -176,6 +176,16 @@ def test_the_evolution_study_retrains_its_best_cells_on_the_test_splits(
             source = search.trials[trial.user_attrs["retrain_of"]]
             assert trial.params == source.params
             assert "test_score" in trial.user_attrs
+    # Once more with every cell at the GRU's hyperparameters.
+    gru = evolution.best_trials(search, scores, 1, cells=("gru",))[0]
+    same = optuna.load_study(study_name="evo-tiny-retrain-gru-settings-xml", storage=storage)
+    for trial in same.get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.user_attrs["hyperparameters"] == gru.user_attrs["hyperparameters"]
+    assert set(pd.read_csv(out / "retrain-gru-settings.csv")["task"]) == {
+        "arithmetic",
+        "xml",
+        "min",
+    }
     assert (out / "cell-1.svg").read_text().startswith("<svg")
     assert "search trial" in (out / "cells.md").read_text()
     # Run again: nothing trains twice.
