@@ -2,7 +2,9 @@
 
 Each space is walked by ``--draws`` trials of Optuna's RandomSampler (one study per
 space, seeded by ``--seed``), the way any sampler's start-up phase walks it. Printed per
-space: the draws that raised, the distinct cells, and the draws that share their
+space: the draws that raised, the draws that decoded to a cell ``CellRNN`` cannot train
+(no weight and no bias: ``Cell.learnable`` is false), the distinct cells, and the draws
+that share their
 fingerprint with another draw (a model-based sampler spends such trials on a cell it
 has already seen, as surely as on an invalid one).
 
@@ -24,19 +26,22 @@ import optuna
 from optuna_rnn.spaces import CellSpace, GatedSpace, GraphSpace
 
 
-def draw(space: CellSpace, n: int, seed: int) -> tuple[int, collections.Counter[str], int]:
-    """Errors, fingerprint counts and the largest parameter count over ``n`` draws."""
+def draw(space: CellSpace, n: int, seed: int) -> tuple[int, int, collections.Counter[str], int]:
+    """Errors, unlearnable cells, fingerprint counts and the largest parameter count over
+    ``n`` draws."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    errors, counts, widest = 0, collections.Counter(), 0
+    errors, unlearnable, counts, widest = 0, 0, collections.Counter(), 0
     for _ in range(n):
         trial = study.ask()
         try:
-            counts[space.suggest(trial).fingerprint] += 1
+            cell = space.suggest(trial)
+            counts[cell.fingerprint] += 1
+            unlearnable += not cell.learnable
         except Exception:  # noqa: BLE001 - the benchmark counts every kind of failure
             errors += 1
         widest = max(widest, len(trial.params))
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    return errors, counts, widest
+    return errors, unlearnable, counts, widest
 
 
 def main() -> None:
@@ -50,17 +55,20 @@ def main() -> None:
         f"{platform.platform()} {os.cpu_count()} CPUs, optuna {optuna.__version__}; "
         f"{args.draws} RandomSampler draws per space, seed {args.seed}"
     )
-    print("space | errors | distinct cells | draws sharing a fingerprint | most params | s")
+    print(
+        "space | errors | unlearnable | distinct cells | draws sharing a fingerprint "
+        "| most params | s"
+    )
     for name, space in (
         ("GraphSpace()", GraphSpace()),
         ("GraphSpace(max_nodes=24)", GraphSpace(max_nodes=24)),
         ("GatedSpace()", GatedSpace()),
     ):
         start = time.perf_counter()
-        errors, counts, widest = draw(space, args.draws, args.seed)
+        errors, unlearnable, counts, widest = draw(space, args.draws, args.seed)
         shared = sum(c for c in counts.values() if c > 1)
         print(
-            f"{name} | {errors} | {len(counts)} | {shared} | {widest} "
+            f"{name} | {errors} | {unlearnable} | {len(counts)} | {shared} | {widest} "
             f"| {time.perf_counter() - start:.0f}",
             flush=True,
         )
