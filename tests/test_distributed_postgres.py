@@ -32,8 +32,10 @@ pytest.importorskip(
     "psycopg", reason="psycopg 3 (pip install 'optuna-rnn[postgres]') is needed to reach PostgreSQL"
 )
 
-TINY = tiny_cli_args(max_steps=60)
-N_TRIALS = 8
+# Trials end at a wall-time budget, not a step count, and nothing prunes them: the
+# search's two workers cannot use up the study while the `worker` command still starts.
+TINY = [*tiny_cli_args(max_steps=100_000, max_seconds=2.0), "--pruner", "none"]
+N_TRIALS = 10
 GRACE_PERIOD = 3
 
 
@@ -98,18 +100,34 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _kill_a_worker_mid_trial(study: optuna.Study, commands: list[subprocess.Popen]) -> int:
-    """SIGKILL the worker of a trial that has reported but not finished; its number."""
+def _workers(trials: list[optuna.trial.FrozenTrial]) -> set[str]:
+    return {t.user_attrs[WORKER_ATTR] for t in trials if WORKER_ATTR in t.user_attrs}
+
+
+def _kill_a_worker_mid_trial(
+    study: optuna.Study, commands: list[subprocess.Popen], *, earlier: set[str]
+) -> int:
+    """Once three workers of ``commands`` (not in ``earlier``) have started trials, so both
+    commands run, SIGKILL the worker of a trial that has reported but not finished; its
+    number."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         for command in commands:
             assert command.poll() is None, command.communicate()
-        for trial in study.get_trials(states=(TrialState.RUNNING,)):
-            if trial.intermediate_values and WORKER_ATTR in trial.user_attrs:
+        trials = study.get_trials()
+        if len(_workers(trials) - earlier) < 3:
+            time.sleep(0.05)
+            continue
+        for trial in trials:
+            if (
+                trial.state == TrialState.RUNNING
+                and trial.intermediate_values
+                and WORKER_ATTR in trial.user_attrs
+            ):
                 os.kill(int(trial.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
                 return trial.number
         time.sleep(0.05)
-    raise AssertionError("no trial reached its first report in time")
+    raise AssertionError("three workers did not start trials, one of them reporting, in time")
 
 
 def _cli(*argv: str) -> subprocess.Popen:
@@ -122,7 +140,8 @@ def _cli(*argv: str) -> subprocess.Popen:
 
 
 def test_four_workers_survive_a_killed_one(postgres_url: str) -> None:
-    """`search --workers 2` creates the study, `worker --workers 2` joins it."""
+    """`search` creates the study; `worker --workers 2` joins it while `search --workers 2`
+    resumes it, both started at once so that neither finishes it before the other starts."""
     where = [
         "--storage",
         postgres_url,
@@ -135,14 +154,14 @@ def test_four_workers_survive_a_killed_one(postgres_url: str) -> None:
         "--grace-period",
         str(GRACE_PERIOD),
     ]
-    search = _cli("search", *TINY, "--n-trials", str(N_TRIALS), "--seed", "0", *where)
-    deadline = time.monotonic() + 60
-    while "pg" not in optuna.get_all_study_names(postgres_url):
-        assert time.monotonic() < deadline and search.poll() is None, search.communicate()
-        time.sleep(0.2)
-    worker = _cli("worker", *where)
+    search_argv = ("search", *TINY, "--n-trials", str(N_TRIALS), "--seed", "0", *where)
+    create = _cli(*search_argv, "--timeout", "0.1")  # each worker starts one trial at most
+    _, create_err = create.communicate(timeout=120)
+    assert create.returncode == 0, create_err
     study = optuna.load_study(study_name="pg", storage=postgres_url)
-    killed_number = _kill_a_worker_mid_trial(study, [search, worker])
+    earlier = _workers(study.get_trials())
+    search, worker = _cli(*search_argv), _cli("worker", *where)
+    killed_number = _kill_a_worker_mid_trial(study, [search, worker], earlier=earlier)
     (out, err), (_, worker_err) = (c.communicate(timeout=300) for c in (search, worker))
     assert search.returncode == 0, err
     assert worker.returncode == 0, worker_err
@@ -154,7 +173,7 @@ def test_four_workers_survive_a_killed_one(postgres_url: str) -> None:
     assert len(live) == N_TRIALS
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in live)
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
-    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) >= 3  # both commands worked
+    assert len(_workers(trials) - earlier) >= 3  # both commands worked
     # the killed trial failed after the grace period and its retry ran in its place
     killed = trials[killed_number]
     assert killed.state == TrialState.FAIL and killed not in live
