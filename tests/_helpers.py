@@ -52,6 +52,26 @@ def tiny_cli_args(**objective: object) -> list[str]:
     return ["--task", TINY_TASK, *sets]
 
 
+def tiny_search_argv(
+    url: str, *options: str, sampler: str = "random", n_trials: int = 4, **objective: object
+) -> list[str]:
+    """``optuna-rnn search`` arguments for ``n_trials`` tiny trials in storage ``url``;
+    ``options`` adds more (``--seed``, ``--study-name``, ...), ``objective`` as in
+    :func:`tiny_cli_args`."""
+    return [
+        "search",
+        *tiny_cli_args(**objective),
+        "--no-progress",
+        "--sampler",
+        sampler,
+        "--n-trials",
+        str(n_trials),
+        "--storage",
+        url,
+        *options,
+    ]
+
+
 def free_port() -> int:
     """A loopback TCP port that nothing listens on at the moment."""
     with socket.socket() as sock:

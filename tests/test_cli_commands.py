@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from _helpers import TINY_TASK, tiny_cli_args
+from _helpers import TINY_TASK, tiny_cli_args, tiny_search_argv
 from optuna.trial import TrialState
 
 from optuna_rnn.cell import Cell, zoo
@@ -23,21 +23,7 @@ TINY = [*tiny_cli_args(), "--no-progress"]
 def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A finished 4-trial random search on SQLite: (storage URL, study name)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('cli')}/runs.db"
-    argv = [
-        "search",
-        *TINY,
-        "--sampler",
-        "random",
-        "--n-trials",
-        "4",
-        "--seed",
-        "3",
-        "--storage",
-        url,
-        "--study-name",
-        "tiny",
-    ]
-    assert main(argv) == 0
+    assert main(tiny_search_argv(url, "--seed", "3", "--study-name", "tiny")) == 0
     return url, "tiny"
 
 
@@ -180,22 +166,9 @@ def test_a_two_objective_search_and_its_export(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path}/multi.db"
-    argv = [
-        "search",
-        *TINY,
-        "--objectives",
-        "score,params",
-        "--sampler",
-        "tpe",
-        "--n-trials",
-        "4",
-        "--seed",
-        "0",
-        "--storage",
-        url,
-        "--study-name",
-        "multi",
-    ]
+    argv = tiny_search_argv(
+        url, "--objectives", "score,params", "--seed", "0", "--study-name", "multi", sampler="tpe"
+    )
     assert main(argv) == 0
     assert "Pareto front of score, param_count: trials [" in capsys.readouterr().out
     study = _study(url, "multi")

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from _helpers import SMALL, TASK, tiny_cli_args
+from _helpers import SMALL, TASK, tiny_search_argv
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from safetensors import safe_open
@@ -34,11 +34,8 @@ from optuna_rnn.tasks import Batch
 from optuna_rnn.train import build_model, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-#: A task and objective small enough for a trial in a few seconds on 2 cores.
-TINY = [
-    *tiny_cli_args(hyperparameters={"param_budgets": [3000], "layer_counts": [1, 2]}),
-    "--no-progress",
-]
+#: Tiny trials of one or two layers, so that a search keeps models of both.
+TINY_HYPERPARAMETERS = {"param_budgets": [3000], "layer_counts": [1, 2]}
 
 
 def _card(model: torch.nn.Module, **kw: object) -> ModelCard:
@@ -166,20 +163,9 @@ def cli_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A finished CLI search with the default artifact folder: (directory, storage URL)."""
     root = tmp_path_factory.mktemp("cli-models")
     url = f"sqlite:///{root / 'runs.db'}"
-    argv = [
-        "search",
-        *TINY,
-        "--sampler",
-        "random",
-        "--n-trials",
-        "4",
-        "--seed",
-        "1",
-        "--storage",
-        url,
-        "--study-name",
-        "tiny",
-    ]
+    argv = tiny_search_argv(
+        url, "--seed", "1", "--study-name", "tiny", hyperparameters=TINY_HYPERPARAMETERS
+    )
     assert main(argv) == 0
     return root, url
 
@@ -318,18 +304,9 @@ def test_the_default_artifact_folder_sits_beside_the_storage_file(
 
 def test_artifacts_none_keeps_no_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'plain.db'}"
-    argv = [
-        "search",
-        *TINY,
-        "--sampler",
-        "random",
-        "--n-trials",
-        "2",
-        "--storage",
-        url,
-        "--artifacts",
-        "none",
-    ]
+    argv = tiny_search_argv(
+        url, "--artifacts", "none", n_trials=2, hyperparameters=TINY_HYPERPARAMETERS
+    )
     assert main(argv) == 0
     assert "pass --artifacts PATH" in capsys.readouterr().out
     assert not (tmp_path / "plain-artifacts").exists()
