@@ -34,7 +34,7 @@ from optuna_rnn.tasks import Batch
 from optuna_rnn.train import build_model, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Tiny trials of one or two layers, so that a search keeps models of both.
+#: Tiny trials that draw one or two layers, so kept models need not be single-layer.
 TINY_HYPERPARAMETERS = {"param_budgets": [3000], "layer_counts": [1, 2]}
 
 
