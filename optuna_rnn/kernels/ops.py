@@ -191,7 +191,11 @@ def _gradients(
     core = FusedCell.of(ctx.cell)
     x, saved, rest = tensors
     _, n_stacks, n_pres, _ = ctx.counts
-    stacks, pres, biases = rest[:n_stacks], rest[n_stacks : n_stacks + n_pres], rest[n_stacks + n_pres :]
+    stacks, pres, biases = (
+        rest[:n_stacks],
+        rest[n_stacks : n_stacks + n_pres],
+        rest[n_stacks + n_pres :],
+    )
     n_states, needs = len(core.plan.states), ctx.needs
     result = run(ctx.cell, x, saved, stacks, pres, biases, dout, list(dfinals), needs)
     got = dict(zip(core.gradient_outputs(needs), result))

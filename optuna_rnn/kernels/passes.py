@@ -187,9 +187,7 @@ def _forward(
         buffers[names.state(i)][0].copy_(s)
     for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
         if block is not None:
-            buffers[names.product(p)] = buffers[X_MAPS].narrow(
-                2, block * H, len(prod.linears) * H
-            )
+            buffers[names.product(p)] = buffers[X_MAPS].narrow(2, block * H, len(prod.linears) * H)
     core.run_loop(False, buffers, T, B, H)
     return buffers
 

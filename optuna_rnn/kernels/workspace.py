@@ -65,8 +65,7 @@ class Workspace:
                 dropped = self._release()
             del dropped  # freed outside the lock
         return [
-            torch.empty(key[1], dtype=dtype) if buf is None else buf
-            for key, buf in zip(keys, bufs)
+            torch.empty(key[1], dtype=dtype) if buf is None else buf for key, buf in zip(keys, bufs)
         ]
 
     def give(self, tensors: Iterable[torch.Tensor]) -> None:
