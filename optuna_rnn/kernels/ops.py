@@ -159,11 +159,9 @@ def _backward(ctx: Any, grads: list[Tensor | None]) -> tuple:
     dstate, n = grads[0], ctx.counts[0]  # row 0 of state 0's buffer is the initial state
     dout, dinitial = (None, None) if dstate is None else (dstate[1:], dstate[0])
     x, *rest = ctx.saved_tensors
-    n_saved, n_stacks, _, _ = ctx.counts
-    saved = rest[:n_saved]
     return _gradients(
         ctx,
-        (x, saved, rest[n_saved:]),
+        (x, rest[:n], rest[n:]),
         dout,
         grads[n : n + len(ctx.needs_states)],
         dinitial,
