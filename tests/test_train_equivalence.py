@@ -117,7 +117,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
-@pytest.mark.parametrize("which", ["memorization-fused", "stream", "words"])
+@pytest.mark.parametrize("which", ["memorization", "memorization-fused", "stream", "words"])
 def test_first_step_loss_and_gradients_match_the_eager_step(
     name: str, which: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,10 +198,12 @@ def test_the_logit_buffer_is_reused_across_steps(words: StreamTask) -> None:
     assert len(pointers) == 1
 
 
+@pytest.mark.parametrize("fused", [True, False])
 def test_a_batch_with_nothing_masked_has_zero_loss_and_gradients(
-    memorization: Memorization, monkeypatch: pytest.MonkeyPatch
+    fused: bool, memorization: Memorization, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loss_module, "FUSED_MIN_CLASSES", 0)
+    if fused:
+        monkeypatch.setattr(loss_module, "FUSED_MIN_CLASSES", 0)
     batch = next(memorization.train_batches(4, seed=0))
     batch = type(batch)(batch.inputs, batch.targets, torch.zeros_like(batch.mask))
     model = _model(zoo.get("lstm"), memorization)

@@ -125,6 +125,8 @@ class FusedCell:
         self.stack_sources = [(X_MAPS_GRAD, None)] * bool(self.x_names)
         self.stack_sources += [(grad(names.product(p)), s) for p, s in enumerate(self.sources)]
         self.uses_x = plan.reads_x or bool(self.x_names)
+        # The pointwise nodes the forward stores in buffers of their own (not a state's).
+        self.stored = tuple(n for n in plan.exports if n not in plan.updates.values())
         # The buffers the forward makes and the backward reads, state 0's first: the
         # forward operator's outputs (a folded product is a view of the x maps').
         given = {X, *(names.pre(leaf) for leaf in plan.pre), *(names.bias(b) for b in self.biases)}
@@ -145,6 +147,7 @@ class FusedCell:
         self._runners: dict[str, Any] = {}
         self._triton: ModuleType | bool | None = None
         self._schedules: dict[tuple, Schedule] = {}
+        self._c_products: dict[tuple[str, torch.dtype], int | None] = {}
         self._gradient_outputs: dict[tuple[bool, ...], list[str]] = {}
 
     def source(self, dtype: str) -> str:
@@ -215,11 +218,18 @@ class FusedCell:
 
     def _c_product(self, ref: torch.Tensor) -> int | None:
         """The C product's address where the time loop runs in C for ``ref``'s device and
-        dtype (building the kernels on first use); ``None`` where it does not."""
-        key = _DTYPES.get(ref.dtype)
-        if key is None or self._executor(ref.device, ref.dtype) != "c" or self.library(key) is None:
-            return None
-        return gemm.address(key)
+        dtype (building the kernels on first use); ``None`` where it does not. Looked up
+        once per device type and dtype: a fused call asks twice."""
+        where = (ref.device.type, ref.dtype)
+        if where not in self._c_products:
+            key = _DTYPES.get(ref.dtype)
+            runs_c = (
+                key is not None
+                and self._executor(ref.device, ref.dtype) == "c"
+                and self.library(key) is not None
+            )
+            self._c_products[where] = gemm.address(key) if runs_c else None
+        return self._c_products[where]
 
     def _run_c(
         self,
@@ -235,27 +245,48 @@ class FusedCell:
         product = self._c_product(buffers[names.state(0)])
         if product is None:
             return False
-        key = _DTYPES[dtype]
-        lib = self.library(key)
         # Every buffer's layout follows from these (the raw input's from its width; the
         # weights are contiguous, transposed in the forward).
-        layout = (backward, key, B, H, buffers[X].shape[-1] if X in buffers else 0)
+        layout = (backward, dtype, B, H, buffers[X].shape[-1] if X in buffers else 0)
         found = self._schedules.get(layout)
         if found is None or found.T < T:
-            programs = self.backward_programs if backward else self.forward_programs
-            kernels = [
-                (
-                    ctypes.cast(getattr(lib, function_name(p, key)), ctypes.c_void_p).value,
-                    self.slots[p.name],
-                )
-                if p
-                else None
-                for p in programs
-            ]
-            found = Schedule(self.plan, kernels, backward=backward, buffers=buffers, T=T, B=B, H=H)
+            found = self._schedule(backward, buffers, T, B, H, dtype, product)
             if len(self._schedules) >= 64:
                 self._schedules.clear()
             self._schedules[layout] = found
+        packed = buffers[PACKED] = scratch.take((max(found.packed_size, 1),), dtype)
+        try:
+            found.run(buffers, T, B)
+        finally:
+            del buffers[PACKED]
+            scratch.give([packed])
+        return True
+
+    def _schedule(
+        self,
+        backward: bool,
+        buffers: dict[str, torch.Tensor],
+        T: int,
+        B: int,
+        H: int,
+        dtype: torch.dtype,
+        product: int,
+    ) -> Schedule:
+        """A new :class:`Schedule` of one direction for ``buffers``' layout, bound to the
+        compiled kernels and runner for ``dtype``."""
+        key = _DTYPES[dtype]
+        lib = self.library(key)
+        assert lib is not None
+        programs = self.backward_programs if backward else self.forward_programs
+        kernels = [
+            (
+                ctypes.cast(getattr(lib, function_name(p, key)), ctypes.c_void_p).value,
+                self.slots[p.name],
+            )
+            if p
+            else None
+            for p in programs
+        ]
         runner = self._runners.get(key)
         if runner is None:
             runner = self._runners[key] = getattr(lib, f"{RUNNER}_{key}")
@@ -270,14 +301,18 @@ class FusedCell:
                 ctypes.c_void_p,
             ]
             runner.restype = None
-        packed = scratch.take((max(found.packed_size, 1),), dtype)
-        try:
-            found.run(
-                runner, product, gemm.address(key, "pack"), {**buffers, PACKED: packed}, T, B, H
-            )
-        finally:
-            scratch.give([packed])
-        return True
+        return Schedule(
+            self.plan,
+            kernels,
+            backward=backward,
+            buffers=buffers,
+            T=T,
+            B=B,
+            H=H,
+            runner=runner,
+            gemm=product,
+            pack=gemm.address(key, "pack"),
+        )
 
     @staticmethod
     def of(key: str) -> FusedCell:

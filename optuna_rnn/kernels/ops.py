@@ -128,10 +128,20 @@ def _(
 
 
 def _setup_context(ctx: Any, inputs: tuple, output: Sequence[Tensor]) -> None:
+    """The operator's context: everything the backward reads saved for backward."""
+    stacks = _context(ctx, inputs, output)
+    if ctx.keep:
+        _, x, _, _, pres, biases, _ = inputs
+        ctx.save_for_backward(x, *output[: ctx.counts[0]], *stacks, *pres, *biases)
+
+
+def _context(ctx: Any, inputs: tuple, output: Sequence[Tensor]) -> list[Tensor]:
+    """Note on ``ctx`` what the backward needs besides tensors; the stacks of the maps
+    (:meth:`FusedCell.list_stacks <optuna_rnn.kernels.fused.FusedCell.list_stacks>`)."""
     cell, x, states, maps, pres, biases, keep = inputs
     ctx.keep = keep
     if not keep:
-        return
+        return []
     core = FusedCell.of(cell)
     n_saved, n_states = len(core.saved), len(states)
     stacked = iter(output[n_saved + n_states :])
@@ -142,17 +152,26 @@ def _setup_context(ctx: Any, inputs: tuple, output: Sequence[Tensor]) -> None:
     ctx.needs = [t.requires_grad for t in (x, *states, *maps, *pres, *biases)]
     ctx.needs_states = ctx.needs[1 : 1 + n_states]
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(x, *output[:n_saved], *stacks, *pres, *biases)
+    return stacks
 
 
 def _backward(ctx: Any, grads: list[Tensor | None]) -> tuple:
     dstate, n = grads[0], ctx.counts[0]  # row 0 of state 0's buffer is the initial state
     dout, dinitial = (None, None) if dstate is None else (dstate[1:], dstate[0])
-    return _gradients(ctx, dout, grads[n : n + len(ctx.needs_states)], dinitial, fused_backward)
+    x, *rest = ctx.saved_tensors
+    return _gradients(
+        ctx,
+        (x, rest[:n], rest[n:]),
+        dout,
+        grads[n : n + len(ctx.needs_states)],
+        dinitial,
+        fused_backward,
+    )
 
 
 def _gradients(
     ctx: Any,
+    tensors: tuple[Tensor, Sequence[Tensor], Sequence[Tensor]],
     dout: Tensor | None,
     dfinals: Sequence[Tensor | None],
     dinitial: Tensor | None,
@@ -160,18 +179,20 @@ def _gradients(
 ) -> tuple:
     """The gradients of ``fused_forward``'s inputs (lists for list inputs) from those of
     the output, the final states and (``dinitial``) row 0 of state 0's buffer, the
-    backward pass run by ``run`` (the operator, or its implementation)."""
+    backward pass run by ``run`` (the operator, or its implementation). ``tensors``: the
+    input ``x``, the forward's saved buffers, and the stacks, ``pre`` leaves and biases
+    one after the other."""
     if not ctx.keep:
         raise RuntimeError(
             "optuna_rnn::fused_forward called with keep=False kept nothing to differentiate"
         )
     core = FusedCell.of(ctx.cell)
-    x, *rest = ctx.saved_tensors
-    n_saved, n_stacks, n_pres, _ = ctx.counts
-    saved, stacks = rest[:n_saved], rest[n_saved : n_saved + n_stacks]
-    pres, biases = (
-        rest[n_saved + n_stacks : n_saved + n_stacks + n_pres],
-        rest[n_saved + n_stacks + n_pres :],
+    x, saved, rest = tensors
+    _, n_stacks, n_pres, _ = ctx.counts
+    stacks, pres, biases = (
+        rest[:n_stacks],
+        rest[n_stacks : n_stacks + n_pres],
+        rest[n_stacks + n_pres :],
     )
     n_states, needs = len(core.plan.states), ctx.needs
     result = run(ctx.cell, x, saved, stacks, pres, biases, dout, list(dfinals), needs)
@@ -185,15 +206,14 @@ def _gradients(
     for j, (a, b) in enumerate(core.stack_spans):
         g = got.get(f"dstack{j}")
         if g is not None:
-            for k, part in enumerate(g.split(H) if b - a > 1 else (g,), a):
+            parts = g.view(b - a, H, -1).unbind(0) if b - a > 1 else (g,)
+            for k, part in enumerate(parts, a):
                 dmaps[k] = part if needs[first_map + k] else None
     dbias = got.get("dbias")
     n_blocks, blocks = core.bias_blocks
     first_bias = first_map + len(dmaps) + n_pres
-    dbiases = [
-        dbias.view(n_blocks, H)[k] if dbias is not None and needs[first_bias + j] else None
-        for j, k in enumerate(blocks)
-    ]
+    rows = dbias.view(n_blocks, H).unbind(0) if dbias is not None else ()
+    dbiases = [rows[k] if rows and needs[first_bias + j] else None for j, k in enumerate(blocks)]
     dpres = [got.get(f"dP{j}") for j in range(n_pres)]
     return None, got.get("dx"), dstates, dmaps, dpres, dbiases, None
 
@@ -217,17 +237,24 @@ class FusedFunction(torch.autograd.Function):
     ) -> tuple[Tensor, ...]:
         inputs = (cell, *_unflatten(counts, tensors), True)
         outputs = run_forward(*inputs)
-        _setup_context(ctx, inputs, outputs)
+        _, x, _, _, pres, biases, _ = inputs
+        stacks = _context(ctx, inputs, outputs)
         n = ctx.counts[0]
+        # The inputs and state 0's buffer (the output's) are saved: autograd checks that
+        # nothing changed them in place. The other buffers the forward made are the
+        # backward's alone, kept plainly (saving a tensor costs more than a small step).
+        ctx.save_for_backward(x, outputs[0], *stacks, *pres, *biases)
+        ctx.buffers = outputs[1:n]
         if outputs[0].is_cpu:
-            weakref.finalize(ctx, scratch.give, outputs[1:n])
+            weakref.finalize(ctx, scratch.give, ctx.buffers)
         return outputs[0][1:], *outputs[n : n + counts[0]]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, dout: Tensor | None, *dfinals: Tensor | None) -> tuple:
+        x, state, *rest = ctx.saved_tensors
         _, dx, dstates, dmaps, dpres, dbiases, _ = _gradients(
-            ctx, dout, dfinals, None, run_backward
+            ctx, (x, [state, *ctx.buffers], rest), dout, dfinals, None, run_backward
         )
         return None, None, dx, *dstates, *dmaps, *dpres, *dbiases
 

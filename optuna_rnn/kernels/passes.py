@@ -45,16 +45,17 @@ def stack(mats: list[torch.Tensor]) -> torch.Tensor:
     return mats[0].contiguous() if len(mats) == 1 else torch.cat(mats)
 
 
-def _scratch(
-    ref: torch.Tensor, shape: tuple[int, ...], taken: list[torch.Tensor] | None
-) -> torch.Tensor:
-    """An uninitialised buffer that only this call reads: from the workspace on the CPU
-    where ``taken`` records it to go back, a plain allocation elsewhere."""
+def _scratch_all(
+    ref: torch.Tensor, shapes: Sequence[tuple[int, ...]], taken: list[torch.Tensor] | None
+) -> list[torch.Tensor]:
+    """Uninitialised buffers of ``shapes`` that only this call reads: from the workspace
+    on the CPU, taken at once, where ``taken`` records them to go back; plain
+    allocations elsewhere."""
     if taken is None or not ref.is_cpu:
-        return ref.new_empty(shape)
-    buf = scratch.take(shape, ref.dtype)
-    taken.append(buf)
-    return buf
+        return [ref.new_empty(shape) for shape in shapes]
+    bufs = scratch.take_all(shapes, ref.dtype)
+    taken += bufs
+    return bufs
 
 
 def _given(
@@ -164,28 +165,29 @@ def _forward(
     ref = states[0]
     T, B, H = x.shape[0], *ref.shape
     buffers = dict(given)
+    # The call's own buffers (all but state 0's, whose rows 1..T are the output), taken
+    # at once; a folded product accumulates into its XW blocks instead.
+    own: dict[str, tuple[int, ...]] = {}
     if wx is not None:
-        xw = _scratch(ref, (T, B, wx.shape[0]), taken)
-        torch.mm(x.view(T * B, -1), wx.t(), out=xw.view(T * B, -1))
-        buffers[X_MAPS] = xw
+        own[X_MAPS] = (T, B, wx.shape[0])
+    for i in range(1, len(states)):
+        own[names.state(i)] = (T + 1, B, H)
+    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+        if block is None:
+            own[names.product(p)] = (T, B, len(prod.linears) * H)
+    for n in core.stored:
+        own[names.stored(n)] = (T, B, H)
+    buffers.update(zip(own, _scratch_all(ref, list(own.values()), taken)))
+    if wx is not None:
+        torch.mm(x.view(T * B, -1), wx.t(), out=buffers[X_MAPS].view(T * B, -1))
     if plan.reads_x:
         buffers[X] = x
-    for i, s in enumerate(states):  # state 0's rows 1..T are the output; the others are this call's
-        state = buffers[names.state(i)] = (
-            ref.new_empty(T + 1, B, H) if i == 0 else _scratch(ref, (T + 1, B, H), taken)
-        )
-        state[0].copy_(s)
+    buffers[names.state(0)] = ref.new_empty(T + 1, B, H)
+    for i, s in enumerate(states):
+        buffers[names.state(i)][0].copy_(s)
     for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
-        width = len(prod.linears) * H
-        # A folded product accumulates into its XW blocks.
-        buffers[names.product(p)] = (
-            _scratch(ref, (T, B, width), taken)
-            if block is None
-            else buffers[X_MAPS].narrow(2, block * H, width)
-        )
-    for n in plan.exports:
-        if n not in plan.updates.values():
-            buffers[names.stored(n)] = _scratch(ref, (T, B, H), taken)
+        if block is not None:
+            buffers[names.product(p)] = buffers[X_MAPS].narrow(2, block * H, len(prod.linears) * H)
     core.run_loop(False, buffers, T, B, H)
     return buffers
 
@@ -257,34 +259,39 @@ def gradients(
             buffers[names.product(p)] = buffers[X_MAPS].narrow(
                 2, block * H, len(plan.products[p].linears) * H
             )
+    # The gradient buffers only this call reads, taken at once: the output's where it
+    # comes expanded (as from out.sum()), the x maps' and each unfolded product's. Those
+    # that some kernel accumulates into start at zero; the others are stored whole by
+    # one kernel per step.
+    own: dict[str, tuple[int, ...]] = {}
     if dout is None:
         buffers[OUT_GRAD] = ref.new_zeros(T, B, H)
-    else:  # as from out.sum(), an expanded gradient
-        buffers[OUT_GRAD] = (
-            dout if dout.is_contiguous() else _scratch(ref, (T, B, H), taken).copy_(dout)
-        )
-
-    # Gradient buffers that some kernel accumulates into start at zero; the others are
-    # stored whole by one kernel per step. dx is returned, the others only read here.
-    def grads_of(
-        nodes: tuple[int, ...], shape: tuple[int, ...], returned: bool = False
-    ) -> torch.Tensor:
-        g = ref.new_empty(shape) if returned else _scratch(ref, shape, taken)
-        return g if all(n in plan.stored_grads for n in nodes) else g.zero_()
-
+    elif dout.is_contiguous():
+        buffers[OUT_GRAD] = dout
+    else:
+        own[OUT_GRAD] = (T, B, H)
     if wx is not None:
-        buffers[X_MAPS_GRAD] = grads_of(plan.x_linears, (T, B, wx.shape[0]))
-    if plan.reads_x:
-        buffers[X_GRAD] = grads_of((plan.x_index,), x.shape, returned=True)
+        own[X_MAPS_GRAD] = (T, B, wx.shape[0])
+    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+        if block is None:
+            own[grad(names.product(p))] = (T, B, len(prod.linears) * H)
+    buffers.update(zip(own, _scratch_all(ref, list(own.values()), taken)))
+    if OUT_GRAD in own:
+        buffers[OUT_GRAD].copy_(dout)
+    if wx is not None and not all(n in plan.stored_grads for n in plan.x_linears):
+        buffers[X_MAPS_GRAD].zero_()
+    if plan.reads_x:  # dx is returned
+        dx = buffers[X_GRAD] = ref.new_empty(x.shape)
+        if plan.x_index not in plan.stored_grads:
+            dx.zero_()
     for leaf in plan.pre:
         buffers[grad(names.pre(leaf))] = ref.new_zeros(1, B, H)
     for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
         width = len(prod.linears) * H
-        buffers[grad(names.product(p))] = (
-            grads_of(prod.linears, (T, B, width))
-            if block is None
-            else buffers[X_MAPS_GRAD].narrow(2, block * H, width)
-        )
+        if block is not None:
+            buffers[grad(names.product(p))] = buffers[X_MAPS_GRAD].narrow(2, block * H, width)
+        elif not all(n in plan.stored_grads for n in prod.linears):
+            buffers[grad(names.product(p))].zero_()
     for n in plan.grad_exports:
         buffers[grad(names.stored(n))] = ref.new_zeros(1, B, H)
     for i in range(len(plan.states)):

@@ -61,9 +61,12 @@ class PackJob(ctypes.Structure):
 
 
 class Schedule:
-    """The steps of one direction of ``plan``'s loop, bound to buffer names and shapes.
+    """The steps of one direction of ``plan``'s loop, bound to buffer names and shapes
+    and to the compiled code that runs them.
 
-    ``kernels[k]`` is stage ``k``'s ``(function address, slots)`` or ``None``.
+    ``kernels[k]`` is stage ``k``'s ``(function address, slots)`` or ``None``; ``runner``
+    the generated ``ornn_run`` (its argument types set), ``gemm`` and ``pack`` the
+    addresses of :mod:`optuna_rnn.kernels.gemm`'s product and packing functions.
     """
 
     def __init__(
@@ -76,9 +79,14 @@ class Schedule:
         T: int,
         B: int,
         H: int,
+        runner: ctypes._CFuncPtr,
+        gemm: int,
+        pack: int,
     ) -> None:
         self.backward = backward
         self.T = T
+        self._width = H
+        self._runner, self._gemm, self._pack = runner, gemm, pack
         self.names = sorted({*buffers, PACKED})
         self._bases = ctypes.c_void_p * len(self.names)
         index = {name: i for i, name in enumerate(self.names)}
@@ -159,35 +167,25 @@ class Schedule:
                     product(p)
         self.ops = (Op * len(ops))(*ops)
 
-    def run(
-        self,
-        runner: ctypes._CFuncPtr,
-        gemm: int,
-        pack: int,
-        buffers: Mapping[str, torch.Tensor],
-        T: int,
-        B: int,
-        H: int,
-    ) -> None:
+    def run(self, buffers: Mapping[str, torch.Tensor], T: int, B: int) -> None:
         """Pack the weights into ``buffers[PACKED]`` (:attr:`packed_size` elements) and run
         ``T`` steps (at most the length this schedule was built for), the batch rows split
         across torch's threads where there is enough work per step to share."""
         assert T <= self.T and buffers[PACKED].numel() >= self.packed_size
-        bases = self._bases()
-        bases[:] = [buffers[n].data_ptr() for n in self.names]
-        threads = min(torch.get_num_threads(), B) if B * H >= PARALLEL_ELEMENTS else 1
-        runner(
+        bases = self._bases(*[buffers[n].data_ptr() for n in self.names])
+        threads = min(torch.get_num_threads(), B) if B * self._width >= PARALLEL_ELEMENTS else 1
+        self._runner(
             T,
             int(self.backward),
             B,
-            H,
+            self._width,
             len(self.ops),
             self.ops,
             bases,
-            gemm,
+            self._gemm,
             threads,
             len(self.jobs),
             self.jobs,
             self._packed,
-            pack,
+            self._pack,
         )
