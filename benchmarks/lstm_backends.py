@@ -1,12 +1,11 @@
-"""Fused against native (oneDNN) for the exact LSTM on the CPU: the sequence length from
-which the fused call pays for its fixed cost.
+"""Fused against native (oneDNN) for the exact LSTM on the CPU, by sequence length: whether
+the fused time loop, cheaper per step, pays for the fused call's larger fixed cost.
 
 Both backends run an LSTM layer's training step (forward and backward, as in
 ``benchmarks/kernels.py``) at the widths of the search's CPU tasks (``trial_step.py``:
 H=52 memorisation, arithmetic and XML, H=24 PTB) and one wider, for a range of sequence
-lengths. oneDNN's call costs less per call, the fused time loop less per step: the
-``auto`` backend runs exact LSTM cells on native below :data:`~optuna_rnn.kernels.auto.FUSED_LSTM_MIN_STEPS`
-steps and fused from there. Contenders interleaved, medians of ``--reps``.
+lengths. Contenders interleaved, medians of ``--reps``. The ``auto`` backend keeps native
+for exact LSTM cells on the CPU while no width and length of these tasks gains clearly.
 
     python benchmarks/lstm_backends.py [--reps 200] [--threads 1] [--steps 4,8,12,16,24,32]
 """
@@ -22,7 +21,6 @@ import torch
 from kernels import interleaved, step_fn
 
 from optuna_rnn import CellRNN, zoo
-from optuna_rnn.kernels.auto import FUSED_LSTM_MIN_STEPS
 
 SHAPES = ((20, 52), (20, 24), (20, 128))  # B, H (the input is as wide, as after an embedding)
 
@@ -39,7 +37,7 @@ def main() -> None:
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; training step, fused / native time, median of "
-        f"{args.reps}; auto runs fused from T={FUSED_LSTM_MIN_STEPS}"
+        f"{args.reps}"
     )
     cell = zoo.get("lstm")
     for B, H in SHAPES:

@@ -15,7 +15,6 @@ import torch
 import optuna_rnn
 from optuna_rnn import CellRNN, mutate, zoo
 from optuna_rnn.kernels import make_plan
-from optuna_rnn.kernels.auto import FUSED_LSTM_MIN_STEPS
 from optuna_rnn.kernels.build import cache_dir, compiler, load_library
 from optuna_rnn.kernels.fused import FusedCell
 from optuna_rnn.kernels.layer import FusedLayer
@@ -323,19 +322,6 @@ def test_auto_on_the_cpu_runs_one_step_sequences_on_the_reference(name):
     assert torch.equal(auto(x, state)[0], ref(x, state)[0])
     longer = torch.randn(2, 3, 4)
     assert torch.equal(auto(longer, state)[0], fused(longer, state)[0])
-
-
-def test_auto_on_the_cpu_runs_the_lstm_native_on_short_sequences_and_fused_on_long_ones():
-    """oneDNN's call costs less, the fused time loop less per step."""
-    cell = zoo.get("lstm")
-    auto = CellRNN(cell, 4, 6)
-    native = CellRNN(cell, 4, 6, backend="native")
-    fused = CellRNN(cell, 4, 6, backend="fused")
-    native.load_state_dict(auto.state_dict())
-    fused.load_state_dict(auto.state_dict())
-    for T, twin in ((FUSED_LSTM_MIN_STEPS - 1, native), (FUSED_LSTM_MIN_STEPS, fused)):
-        x = torch.randn(T, 3, 4)
-        assert torch.equal(auto(x)[0], twin(x)[0])
 
 
 def test_plan_products_and_stages():
