@@ -21,7 +21,8 @@ the repeats.
         --keep /tmp/overhead  # reuse the built study; no TPE
 
 Bar (issues 6 and 19): ``study.ask()`` with CellEvolutionSampler at most 20 ms at 10,000
-finished trials.
+finished trials. ``--plain`` adds both samplers on Optuna's own storage for the same file
+(``optuna.load_study(storage="sqlite:///...")``), the storage before issue 19's fixes.
 """
 
 from __future__ import annotations
@@ -106,14 +107,15 @@ def finished_trials(n: int, rng: np.random.Generator) -> list[optuna.trial.Froze
 
 
 def time_asks(
-    url: str, sampler: optuna.samplers.BaseSampler, asks: int
+    url: str, sampler: optuna.samplers.BaseSampler, asks: int, *, plain: bool = False
 ) -> tuple[float, float, float]:
     """Median milliseconds of ``study.ask()``, of ask through the last suggest, and of tell,
-    on the storage :func:`open_storage` opens for ``url``.
+    on the storage :func:`open_storage` opens for ``url`` (``plain``: Optuna's own).
 
     One untimed trial first fills the storage's cache, as any long-running worker has.
     """
-    study = optuna.load_study(study_name="overhead", storage=open_storage(url), sampler=sampler)
+    storage = url if plain else open_storage(url)
+    study = optuna.load_study(study_name="overhead", storage=storage, sampler=sampler)
     ask_ms, full_ms, tell_ms = [], [], []
     for _ in range(asks + 1):
         t0 = time.perf_counter()
@@ -148,14 +150,24 @@ def build(n: int, folder: Path, keep: str | None, seed: int) -> Path:
     return base
 
 
-def samplers(seed: int, asks: int, tpe_asks: int) -> dict[str, tuple]:
-    """Fresh samplers (no memo of an earlier repeat) and how many asks each is timed."""
+PLAIN = " (plain URL)"
+
+
+def samplers(seed: int, asks: int, tpe_asks: int, plain: bool) -> dict[str, tuple]:
+    """Fresh samplers (no memo of an earlier repeat) and how many asks each is timed;
+    ``plain`` adds Random and evolution on Optuna's own storage for the URL."""
     out = {
         "RandomSampler": (optuna.samplers.RandomSampler(seed=seed), asks),
         "CellEvolutionSampler": (CellEvolutionSampler(space=SPACE, seed=seed), asks),
     }
     if tpe_asks:
         out["TPESampler"] = (optuna.samplers.TPESampler(seed=seed), tpe_asks)
+    if plain:
+        out["RandomSampler" + PLAIN] = (optuna.samplers.RandomSampler(seed=seed), asks)
+        out["CellEvolutionSampler" + PLAIN] = (
+            CellEvolutionSampler(space=SPACE, seed=seed),
+            asks,
+        )
     return out
 
 
@@ -165,6 +177,12 @@ def main() -> None:
     parser.add_argument("--asks", type=int, default=20, help="asks timed per sampler")
     parser.add_argument("--tpe-asks", type=int, default=5, help="asks timed for TPE (0: none)")
     parser.add_argument("--repeats", type=int, default=3, help="turns of every sampler")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="also time Random and evolution on Optuna's own storage for the same URL "
+        "(optuna.load_study(storage='sqlite:///...'): rollback journal, no cache shortcut)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--dir",
@@ -198,7 +216,7 @@ def main() -> None:
             base = build(n, Path(tmp), args.keep, args.seed)
             asks_ms: dict[str, list[float]] = defaultdict(list)
             for rep in range(args.repeats):
-                turn = samplers(args.seed, args.asks, args.tpe_asks)
+                turn = samplers(args.seed, args.asks, args.tpe_asks, args.plain)
                 names = list(turn)
                 names = names[rep % len(names) :] + names[: rep % len(names)]
                 results = {}
@@ -206,12 +224,14 @@ def main() -> None:
                     sampler, asks = turn[name]
                     copy = Path(tmp) / f"{name}{n}-{rep}.db"
                     shutil.copy(base, copy)
-                    results[name] = time_asks(f"sqlite:///{copy}", sampler, asks)
+                    results[name] = time_asks(
+                        f"sqlite:///{copy}", sampler, asks, plain=name.endswith(PLAIN)
+                    )
                     asks_ms[name].append(results[name][0])
                 for name in turn:
                     ask, full, tell = results[name]
-                    ask_over = ask - results["RandomSampler"][0]
-                    over = full - results["RandomSampler"][1]
+                    floor = results["RandomSampler" + PLAIN * name.endswith(PLAIN)]
+                    ask_over, over = ask - floor[0], full - floor[1]
                     print(
                         f"{n} | {rep} | {name} | {ask:.1f} | {ask_over:.1f} | {full:.1f} "
                         f"| {over:.1f} | {tell:.1f} | {turn[name][1]}",
