@@ -93,13 +93,13 @@ positive_int = _positive(int)
 positive_float = _positive(float)
 
 
-def _count(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     if not text.strip().isdigit():
         raise ValueError(f"must be a non-negative int, got {text!r}")
     return int(text)
 
 
-count = _typed(_count, "non-negative int")
+non_negative_int = _typed(_non_negative_int, "non-negative int")
 storage_url = _typed(check_url, "storage URL")
 task_name = _typed(_task, "task")
 key_value = _typed(parse_assignment, "KEY=VALUE")
@@ -169,7 +169,7 @@ def add_spec_options(parser: argparse.ArgumentParser, *, n_trials: int | None = 
     )
     parser.add_argument(
         "--n-startup-trials",
-        type=count,
+        type=non_negative_int,
         default=defaults.n_startup_trials,
         help="trials of an unseeded evolution study that train random cells before "
         f"evolution starts (default: {defaults.n_startup_trials})",
