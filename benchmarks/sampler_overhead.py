@@ -1,21 +1,28 @@
-"""Milliseconds per ask of CellEvolutionSampler next to TPESampler, on a large SQLite study.
+"""Milliseconds per ask of CellEvolutionSampler beside RandomSampler, on a large SQLite study.
 
 A study of N finished trials is built once per size, like one the evolution sampler
 leaves behind: architectures from mutation chains started at LSTM and GRU in the default
 GraphSpace, about ten trials per architecture, the paper's hyperparameters, and the
-sampler's records. Each sampler then runs against its own copy of the database; one
-"ask" is timed twice: ``study.ask()`` alone (where the evolution sampler does all its
+sampler's records. Each sampler then runs against its own copy of the database, opened
+as users get it (:func:`optuna_rnn.storage.open_storage`: the CLI's storage, with its
+write-ahead log, heartbeats and ``BEGIN IMMEDIATE``); one "ask" is timed twice: ``study.ask()`` alone (where the evolution sampler does all its
 work: reading the study, proposing, claiming) and through the trial's last parameter (the
 cell through the space, the hyperparameters: where TPE does its work), apart from
-``study.tell``; medians. RandomSampler runs first as the floor: what Optuna and the
-storage cost with no model at all (each suggest is a committed write, and Random's cells
-are often smaller than evolved ones, so "over RandomSampler" also counts extra writes).
+``study.tell``; medians. RandomSampler is the floor: what Optuna and the storage cost
+with no model at all (each suggest is a committed write, and Random's cells are often
+smaller than evolved ones, so "over RandomSampler" also counts extra writes). Each repeat
+times every sampler once, in turns (the first goes last in the next repeat), so that a
+busy machine slows them alike; the summary gives each sampler's median and range over
+the repeats.
 
     python benchmarks/sampler_overhead.py            # 1,000 and 10,000 trials
     python benchmarks/sampler_overhead.py --sizes 500 --asks 5
-    python benchmarks/sampler_overhead.py --sizes 10000 --keep /tmp/overhead  # reuse the study
+    python benchmarks/sampler_overhead.py --sizes 10000 --repeats 5 --tpe-asks 0 \
+        --keep /tmp/overhead  # reuse the built study; no TPE
 
-Bar (issue 6): at most 20 ms per ask at 10,000 finished trials.
+Bar (issues 6 and 19): ``study.ask()`` with CellEvolutionSampler at most 20 ms at 10,000
+finished trials. ``--plain`` adds both samplers on Optuna's own storage for the same file
+(``optuna.load_study(storage="sqlite:///...")``), the storage before issue 19's fixes.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +53,7 @@ from optuna_rnn.samplers._records import (
     ArchitectureChoice,
 )
 from optuna_rnn.spaces import GraphSpace
+from optuna_rnn.storage import open_storage
 
 SPACE = GraphSpace()
 HYPER = Hyperparameters()
@@ -98,13 +107,15 @@ def finished_trials(n: int, rng: np.random.Generator) -> list[optuna.trial.Froze
 
 
 def time_asks(
-    url: str, sampler: optuna.samplers.BaseSampler, asks: int
+    url: str, sampler: optuna.samplers.BaseSampler, asks: int, *, plain: bool = False
 ) -> tuple[float, float, float]:
-    """Median milliseconds of ``study.ask()``, of ask through the last suggest, and of tell.
+    """Median milliseconds of ``study.ask()``, of ask through the last suggest, and of tell,
+    on the storage :func:`open_storage` opens for ``url`` (``plain``: Optuna's own).
 
     One untimed trial first fills the storage's cache, as any long-running worker has.
     """
-    study = optuna.load_study(study_name="overhead", storage=url, sampler=sampler)
+    storage = url if plain else open_storage(url)
+    study = optuna.load_study(study_name="overhead", storage=storage, sampler=sampler)
     ask_ms, full_ms, tell_ms = [], [], []
     for _ in range(asks + 1):
         t0 = time.perf_counter()
@@ -122,11 +133,56 @@ def time_asks(
     return ask, full, tell
 
 
+def build(n: int, folder: Path, keep: str | None, seed: int) -> Path:
+    """The study of ``n`` finished trials, built (or copied from ``keep``) into ``folder``."""
+    kept = keep and Path(keep) / f"base{n}-seed{seed}.db"
+    base = folder / f"base{n}.db"
+    if kept and kept.exists():
+        shutil.copy(kept, base)
+        return base
+    study = optuna.create_study(
+        study_name="overhead", storage=f"sqlite:///{base}", direction="maximize"
+    )
+    study.add_trials(finished_trials(n, np.random.default_rng(seed)))
+    del study
+    if kept:
+        shutil.copy(base, kept)
+    return base
+
+
+PLAIN = " (plain URL)"
+
+
+def samplers(seed: int, asks: int, tpe_asks: int, plain: bool) -> dict[str, tuple]:
+    """Fresh samplers (no memo of an earlier repeat) and how many asks each is timed;
+    ``plain`` adds Random and evolution on Optuna's own storage for the URL."""
+    out = {
+        "RandomSampler": (optuna.samplers.RandomSampler(seed=seed), asks),
+        "CellEvolutionSampler": (CellEvolutionSampler(space=SPACE, seed=seed), asks),
+    }
+    if tpe_asks:
+        out["TPESampler"] = (optuna.samplers.TPESampler(seed=seed), tpe_asks)
+    if plain:
+        out["RandomSampler" + PLAIN] = (optuna.samplers.RandomSampler(seed=seed), asks)
+        out["CellEvolutionSampler" + PLAIN] = (
+            CellEvolutionSampler(space=SPACE, seed=seed),
+            asks,
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--asks", type=int, default=20, help="asks timed per sampler")
-    parser.add_argument("--tpe-asks", type=int, default=5, help="asks timed for TPE")
+    parser.add_argument("--tpe-asks", type=int, default=5, help="asks timed for TPE (0: none)")
+    parser.add_argument("--repeats", type=int, default=3, help="turns of every sampler")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="also time Random and evolution on Optuna's own storage for the same URL "
+        "(optuna.load_study(storage='sqlite:///...'): rollback journal, no cache shortcut)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--dir",
@@ -143,57 +199,52 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    # open_storage's heartbeats are meant for study.optimize; ask/tell here is the same work.
+    warnings.filterwarnings("ignore", "Heartbeat of storage")
     print(
         f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC {platform.platform()} "
-        f"{platform.processor()} {os.cpu_count()} CPUs, optuna {optuna.__version__}, SQLite in {args.dir or 'tmp'}"
+        f"{platform.processor()} {os.cpu_count()} CPUs, optuna {optuna.__version__}, "
+        f"SQLite in {args.dir or 'tmp'} through optuna_rnn.storage.open_storage "
+        "(WAL, synchronous=NORMAL, BEGIN IMMEDIATE, heartbeats)"
     )
     print(
-        "trials | sampler | ms study.ask() | ask over RandomSampler | ms through last "
-        "suggest | over RandomSampler | ms tell | asks timed"
+        "trials | repeat | sampler | ms study.ask() | ask over RandomSampler | ms through "
+        "last suggest | over RandomSampler | ms tell | asks timed"
     )
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in args.sizes:
-            kept = args.keep and Path(args.keep) / f"base{n}-seed{args.seed}.db"
-            base = Path(tmp) / f"base{n}.db"
-            if kept and kept.exists():
-                shutil.copy(kept, base)
-            else:
-                study = optuna.create_study(
-                    study_name="overhead", storage=f"sqlite:///{base}", direction="maximize"
-                )
-                study.add_trials(finished_trials(n, np.random.default_rng(args.seed)))
-                del study
-                if kept:
-                    shutil.copy(base, kept)
-            samplers = {
-                "RandomSampler": (
-                    optuna.samplers.RandomSampler(seed=args.seed),
-                    args.asks,
-                ),
-                "CellEvolutionSampler": (
-                    CellEvolutionSampler(space=SPACE, seed=args.seed),
-                    args.asks,
-                ),
-                "TPESampler": (
-                    optuna.samplers.TPESampler(seed=args.seed),
-                    args.tpe_asks,
-                ),
-            }
-            results = {}
-            for name, (sampler, asks) in samplers.items():
-                copy = Path(tmp) / f"{name}{n}.db"
-                shutil.copy(base, copy)
-                results[name] = time_asks(f"sqlite:///{copy}", sampler, asks)
-                ask, full, tell = results[name]
-                ask_over = ask - results["RandomSampler"][0]
-                over = full - results["RandomSampler"][1]
+            base = build(n, Path(tmp), args.keep, args.seed)
+            asks_ms: dict[str, list[float]] = defaultdict(list)
+            for rep in range(args.repeats):
+                turn = samplers(args.seed, args.asks, args.tpe_asks, args.plain)
+                names = list(turn)
+                names = names[rep % len(names) :] + names[: rep % len(names)]
+                results = {}
+                for name in names:
+                    sampler, asks = turn[name]
+                    copy = Path(tmp) / f"{name}{n}-{rep}.db"
+                    shutil.copy(base, copy)
+                    results[name] = time_asks(
+                        f"sqlite:///{copy}", sampler, asks, plain=name.endswith(PLAIN)
+                    )
+                    asks_ms[name].append(results[name][0])
+                for name in turn:
+                    ask, full, tell = results[name]
+                    floor = results["RandomSampler" + PLAIN * name.endswith(PLAIN)]
+                    ask_over, over = ask - floor[0], full - floor[1]
+                    print(
+                        f"{n} | {rep} | {name} | {ask:.1f} | {ask_over:.1f} | {full:.1f} "
+                        f"| {over:.1f} | {tell:.1f} | {turn[name][1]}",
+                        flush=True,
+                    )
+            print(
+                f"{n} | summary | sampler | median ms study.ask() [range] over {args.repeats} repeats"
+            )
+            for name, ms in asks_ms.items():
                 print(
-                    f"{n} | {name} | {ask:.1f} | {ask_over:.1f} | {full:.1f} | {over:.1f} "
-                    f"| {tell:.1f} | {asks}",
-                    flush=True,
+                    f"{n} | summary | {name} | {statistics.median(ms):.1f} "
+                    f"[{min(ms):.1f}, {max(ms):.1f}]"
                 )
-            ratio = results["TPESampler"][1] / results["CellEvolutionSampler"][1]
-            print(f"{n} | TPE / evolution, ask through last suggest | {ratio:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -13,14 +13,15 @@ run by CI on the oldest and the newest).
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Container
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 try:  # the cached SQL storage: the class and its internals read by the fast paths below
     from optuna.storages._cached_storage import _CachedStorage
@@ -38,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the installed Optuna
 __all__ = [
     "ArtifactStore",
     "cached_plans",
+    "cached_sql_storage",
     "cached_trials",
     "heartbeat_enabled",
     "non_domination_rank",
@@ -143,6 +145,58 @@ def _is_cached(storage: BaseStorage) -> bool:
     )
 
 
+def cached_sql_storage(rdb: optuna.storages.RDBStorage) -> BaseStorage:
+    """``rdb`` in Optuna's cache, as ``optuna.create_study(storage=rdb)`` would wrap it,
+    except that reads of unfinished trials only look at the unfinished ones.
+
+    Every ``study.ask()`` looks for WAITING trials, and Optuna's cached storage finds them
+    by testing the state of every trial of the study in Python: 5-10 ms per ask at 10,000
+    trials on a small machine, more than the rest of the ask. The cache already keeps the
+    ids of the trials that are not finished; this reads those. Public fallback: ``rdb``
+    itself (Optuna wraps it in its cache).
+    """
+    if _CachedStorage is None:
+        return rdb  # pragma: no cover - depends on the installed Optuna
+    storage = _UnfinishedFirstCache(rdb)
+    if not all(hasattr(storage, name) for name in _UNFINISHED_INTERNALS):
+        return rdb  # pragma: no cover - depends on the installed Optuna
+    return storage
+
+
+_UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
+_UNFINISHED_INTERNALS = (*_CACHE_INTERNALS, "_trial_id_to_study_id_and_number")
+
+if _CachedStorage is not None:
+
+    class _UnfinishedFirstCache(_CachedStorage):
+        """Optuna's cached SQL storage; its reads of RUNNING and WAITING trials look at the
+        unfinished trials only.
+
+        Once the cache is refreshed, its ``unfinished_trial_ids`` hold every trial whose
+        cached state is not finished: the refresh reads every trial above the newest
+        finished one (any trial created since) and every unfinished one again.
+        """
+
+        def get_all_trials(
+            self,
+            study_id: int,
+            deepcopy: bool = True,
+            states: Container[TrialState] | None = None,
+        ) -> list[FrozenTrial]:
+            if not isinstance(states, tuple | list | set | frozenset) or not set(states) <= set(
+                _UNFINISHED
+            ):
+                return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+            self._read_trials_from_remote_storage(study_id)
+            with self._lock:
+                study = self._studies[study_id]
+                numbers = sorted(
+                    self._trial_id_to_study_id_and_number[i][1] for i in study.unfinished_trial_ids
+                )
+                trials = [study.trials[n] for n in numbers if study.trials[n].state in states]
+            return copy.deepcopy(trials) if deepcopy else trials
+
+
 def cached_trials(
     storage: BaseStorage, study_id: int, start: int, *, refresh: bool
 ) -> list[FrozenTrial] | None:
@@ -186,7 +240,11 @@ def cached_plans(
     """The system attr ``key`` of the study's trials with id above ``after`` or in
     ``unfinished``, but ``exclude``, in trial order, in one SQL query; ``None`` where the
     storage is not Optuna's cached SQL storage or its schema is not the one this knows
-    (then read each trial the public way)."""
+    (then read each trial the public way).
+
+    The window is a union of an id range and a list of ids: SQLite plans
+    ``id > after OR id IN (...)`` as a scan of the study's every trial (2 ms at 10,000
+    trials), the union as two index searches (0.05 ms)."""
     if not _is_cached(storage):
         return None
     try:  # imported here: only a cached SQL storage, which has loaded them, gets this far
@@ -194,7 +252,7 @@ def cached_plans(
         from optuna.storages._rdb.storage import _create_scoped_session
     except ImportError:  # pragma: no cover - depends on the installed Optuna
         return None
-    from sqlalchemy import or_, select
+    from sqlalchemy import select, union_all
 
     trials = models.TrialModel.__table__
     attrs = models.TrialSystemAttributeModel.__table__
@@ -204,20 +262,24 @@ def cached_plans(
         "value_json",
     } <= set(attrs.c.keys()):
         return None  # pragma: no cover - another schema
-    window = trials.c.trial_id > after
-    if unfinished:
-        window = or_(window, trials.c.trial_id.in_(list(unfinished)))
-    query = (
-        select(attrs.c.value_json)
-        .join(trials, trials.c.trial_id == attrs.c.trial_id)
-        .where(
-            trials.c.study_id == study_id,
-            attrs.c.key == key,
-            trials.c.trial_id != exclude,
-            window,
+
+    def plans(*window: Any) -> Any:
+        return (
+            select(trials.c.trial_id.label("id"), attrs.c.value_json)
+            .join(trials, trials.c.trial_id == attrs.c.trial_id)
+            .where(
+                trials.c.study_id == study_id,
+                attrs.c.key == key,
+                trials.c.trial_id != exclude,
+                *window,
+            )
         )
-        .order_by(trials.c.trial_id)
-    )
+
+    older = sorted(i for i in unfinished if i <= after)  # newer ones are in the range
+    query = plans(trials.c.trial_id > after)
+    if older:
+        query = union_all(query, plans(trials.c.trial_id.in_(older)))
+    query = query.order_by("id")
     with _create_scoped_session(storage._backend.scoped_session) as session:
-        values = [value for (value,) in session.execute(query)]
+        values = [value for (_, value) in session.execute(query)]
     return [json.loads(value) for value in values]

@@ -3,6 +3,9 @@
 - ``sqlite:///optuna_rnn.db`` (the default): one file, no server. Several local processes
   may share it: trials last seconds to minutes, so writes are rare, and a 60 s busy timeout
   turns SQLite's file lock into a short wait instead of a "database is locked" error.
+  The file is put in write-ahead-log mode (``journal_mode=WAL``, ``synchronous=NORMAL``):
+  a commit is an append without an fsync (a power cut may lose the last commits, never the
+  file; SQLite's write-ahead log needs every process on one machine).
 - ``journal:PATH``: Optuna's append-only journal file, made for several processes on one
   machine (no heartbeats: a killed process leaves its trial RUNNING).
 - ``postgresql://user:password@host/db`` (or ``mysql://...``): a server that workers on
@@ -13,6 +16,8 @@
 Every RDB storage gets heartbeats (``heartbeat_interval``, ``grace_period``) and a
 :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`, so a trial whose worker died
 is failed once its heartbeat is ``grace_period`` seconds old and run again as a new trial.
+It comes in Optuna's trial cache, whose look for WAITING trials (every ``study.ask()``)
+reads only the unfinished trials (:func:`optuna_rnn._optuna_compat.cached_sql_storage`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from optuna.storages import (
     RetryHeartbeatStaleTrialCallback,
 )
 from optuna.storages.journal import JournalFileBackend
+
+from optuna_rnn._optuna_compat import cached_sql_storage
 
 __all__ = [
     "DEFAULT_GRACE_PERIOD",
@@ -135,7 +142,7 @@ def open_storage(
             raise StorageError(f"cannot open the storage {redact(url)}: {_reason(err)}") from None
     if sqlite:
         _serialize_sqlite_transactions(storage.engine)
-    return storage
+    return cached_sql_storage(storage)
 
 
 def _reason(err: BaseException) -> str:
@@ -151,19 +158,28 @@ def _reason(err: BaseException) -> str:
 
 
 def _serialize_sqlite_transactions(engine: Any) -> None:
-    """Make every SQLite transaction ``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe).
+    """Make every SQLite transaction ``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe),
+    on a write-ahead log.
 
     Optuna's row lock (``SELECT ... FOR UPDATE``) is a no-op in SQLite, and pysqlite
     starts a transaction only at the first write, so two processes could both read one
     WAITING trial and both run it. Taking the write lock at ``BEGIN`` makes that
     read-then-update atomic across processes; the busy timeout turns the wait into a
     short queue.
+
+    The write-ahead log (``journal_mode=WAL``, a setting of the file that stays with it)
+    with ``synchronous=NORMAL`` makes a commit an append without an fsync: every
+    process on this machine still sees it at once, and a crashed process loses nothing;
+    a power cut may lose the last commits but never corrupts the file. WAL needs the
+    processes on one machine, which SQLite storages are for anyway.
     """
     import sqlalchemy
 
     @sqlalchemy.event.listens_for(engine, "connect")
     def _manual_transactions(dbapi_connection: Any, _: Any) -> None:
         dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA journal_mode = WAL")
+        dbapi_connection.execute("PRAGMA synchronous = NORMAL")
 
     @sqlalchemy.event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:

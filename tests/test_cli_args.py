@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from optuna_rnn.cli import main
+from optuna_rnn.cli import build_parser, main
+from optuna_rnn.cli.args import spec_from_args
 from optuna_rnn.cli.spec import SearchSpec, parse_task
 
 COMMANDS = ("search", "worker", "baselines", "leaderboard", "show", "export")
@@ -48,6 +49,8 @@ def test_each_command_explains_itself(command: str, capsys: pytest.CaptureFixtur
         (["search", "--set", "max_steps"], "expected KEY=VALUE"),
         (["search", "--sampler", "tpe", "--aging"], "set the evolution sampler"),
         (["search", "--population-size", "0"], "--population-size: must be a positive int"),
+        (["search", "--n-startup-trials", "-1"], "--n-startup-trials: must be a non-negative"),
+        (["search", "--sampler", "tpe", "--n-startup-trials", "0"], "set the evolution sampler"),
         (["search", "--grace-period", "5", "--heartbeat-interval", "10"], "must exceed"),
         (["baselines", "--n-trials", "3"], "unrecognized arguments: --n-trials"),
         (["show"], "name a cell"),
@@ -171,8 +174,15 @@ def test_spec_objectives_resolve_and_bad_combinations_are_errors() -> None:
 def test_evolution_options_reach_the_sampler() -> None:
     from optuna_rnn.samplers import AgingPopulation
 
-    spec = SearchSpec(population_size=7, aging=True, tournament_size=3)
+    spec = SearchSpec(population_size=7, aging=True, tournament_size=3, n_startup_trials=2)
     assert SearchSpec.from_json(spec.to_json()) == spec
     sampler = spec.build_sampler(0)
     assert isinstance(sampler._population, AgingPopulation) and sampler._population.size == 7
     assert sampler._selection.size == 3
+    assert sampler._n_startup_trials == 2
+    old = json.loads(SearchSpec().to_json())
+    del old["n_startup_trials"]  # a spec stored before the option existed: the default
+    assert SearchSpec.from_json(json.dumps(old)).build_sampler(0)._n_startup_trials == 5
+    argv = ["search", "--population-size", "7", "--aging", "--tournament-size", "3"]
+    args = build_parser().parse_args([*argv, "--n-startup-trials", "2"])
+    assert spec_from_args(args, seed=0) == spec

@@ -91,6 +91,15 @@ def _names(text: str) -> tuple[str, ...]:
 
 positive_int = _positive(int)
 positive_float = _positive(float)
+
+
+def _non_negative_int(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"must be a non-negative int, got {text!r}")
+    return int(text)
+
+
+non_negative_int = _typed(_non_negative_int, "non-negative int")
 storage_url = _typed(check_url, "storage URL")
 task_name = _typed(_task, "task")
 key_value = _typed(parse_assignment, "KEY=VALUE")
@@ -158,6 +167,13 @@ def add_spec_options(parser: argparse.ArgumentParser, *, n_trials: int | None = 
         help="members drawn to pick each parent, the best wins (default: 1, "
         "or a quarter of the population with --aging)",
     )
+    parser.add_argument(
+        "--n-startup-trials",
+        type=non_negative_int,
+        default=defaults.n_startup_trials,
+        help="trials of an unseeded evolution study that train random cells before "
+        f"evolution starts (default: {defaults.n_startup_trials})",
+    )
     if n_trials is not None:
         parser.add_argument(
             "--n-trials",
@@ -206,6 +222,7 @@ def spec_from_args(args: argparse.Namespace, **fields: Any) -> SearchSpec:
         "population_size": args.population_size,
         "aging": args.aging,
         "tournament_size": args.tournament_size,
+        "n_startup_trials": args.n_startup_trials,
         "seed": args.seed,
         "objective": dict(args.objective),
     }

@@ -90,6 +90,8 @@ class SearchSpec:
             several, for one task, make a multi-objective study.
         population_size, aging, tournament_size: the evolution sampler's population and
             parent selection (:class:`~optuna_rnn.CellEvolutionSampler`).
+        n_startup_trials: trials of an unseeded evolution study that train random cells
+            before evolution starts (the sampler's ``n_startup_trials``).
         objective: keyword arguments of :func:`optuna_rnn.make_objective`;
             ``hyperparameters`` is a dict of some
             :class:`~optuna_rnn.hyperparameters.Hyperparameters` choice lists, which
@@ -108,6 +110,7 @@ class SearchSpec:
     population_size: int = 100
     aging: bool = False
     tournament_size: int | None = None
+    n_startup_trials: int = 5
     reference: str = "gru"
     objective: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     objectives: tuple[str, ...] = ("score",)
@@ -147,14 +150,21 @@ class SearchSpec:
         unknown = [name for name in self.seed_cells if name not in zoo.names()]
         if unknown:
             raise ValueError(f"unknown zoo cells {unknown}; choose from {', '.join(zoo.names())}")
-        evolution = (self.population_size, self.aging, self.tournament_size) != (100, False, None)
+        evolution = (
+            self.population_size,
+            self.aging,
+            self.tournament_size,
+            self.n_startup_trials,
+        ) != (100, False, None, 5)
         if evolution and self.sampler != "evolution":
             raise ValueError(
-                "population_size, aging and tournament_size set the evolution sampler; "
-                f"this search uses {self.sampler!r}"
+                "population_size, aging, tournament_size and n_startup_trials set the "
+                f"evolution sampler; this search uses {self.sampler!r}"
             )
         if self.population_size < 1 or (self.tournament_size or 1) < 1:
             raise ValueError("population_size and tournament_size must be at least 1")
+        if self.n_startup_trials < 0:
+            raise ValueError(f"n_startup_trials must be at least 0, got {self.n_startup_trials}")
         seeded = len(self.seed_cells) * self.seed_draws
         if self.n_trials < seeded:
             raise ValueError(
@@ -229,6 +239,7 @@ class SearchSpec:
                 population_size=self.population_size,
                 aging=self.aging,
                 tournament_size=self.tournament_size,
+                n_startup_trials=self.n_startup_trials,
                 seed=seed,
             )
         if self.sampler == "tpe":
