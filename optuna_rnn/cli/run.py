@@ -22,7 +22,9 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -289,6 +291,10 @@ def run_worker(
     )
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_workers(
     options: WorkerOptions,
     n_workers: int,
@@ -299,7 +305,9 @@ def run_workers(
 
     Returns their exit codes. ``on_poll`` runs about once a second while they work (the
     progress bar). Spawned, not forked: each process imports torch and opens the storage
-    itself, so no engine, lock or thread pool is shared by accident.
+    itself, so no engine, lock or thread pool is shared by accident. A SIGTERM to this
+    process (``kill PID``) ends the workers too, as Ctrl-C does, rather than leaving them
+    to run on unseen; their trials fail by heartbeat and run again when the study resumes.
     """
     context = multiprocessing.get_context("spawn")
     processes = [
@@ -316,6 +324,8 @@ def run_workers(
     ]
     for process in processes:
         process.start()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
     try:
         while any(p.is_alive() for p in processes):
             if on_poll is not None:
@@ -327,6 +337,8 @@ def run_workers(
             if process.is_alive():
                 process.terminate()
                 process.join()
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if on_poll is not None:
         on_poll()
     return [p.exitcode for p in processes]
