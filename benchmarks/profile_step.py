@@ -25,7 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from optuna_rnn import CellRNN, tasks, zoo
 from optuna_rnn.kernels.sequence import Schedule
-from optuna_rnn.train import build_model, hidden_size_for_budget
+from optuna_rnn.train import build_model
 from optuna_rnn.train.flat import make_optimizer
 from optuna_rnn.train.loss import LogitBuffer, training_loss
 
@@ -64,13 +64,7 @@ def profile_trainer(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     task = setup.make(tasks)
     cell = zoo.get(args.cell)
-    H = hidden_size_for_budget(
-        cell,
-        setup.budget,
-        input_size=task.input_size,
-        output_size=task.output_size,
-        input_kind=task.input_kind,
-    )
+    H = setup.width(task, cell)
     torch.manual_seed(0)
     model = build_model(cell, task, hidden_size=H, backend=args.backend)
     batches, buffer = task.train_batches(20, seed=0), LogitBuffer()

@@ -69,6 +69,16 @@ class Setup:
     steps: int
     valid_batches: int | None  # the subsample a cpu-preset trial validates on (None: all)
 
+    def width(self, task: Any, cell: Any) -> int:
+        """The hidden size that gives ``cell`` this setup's parameter budget on ``task``."""
+        return hidden_size_for_budget(
+            cell,
+            self.budget,
+            input_size=task.input_size,
+            output_size=task.output_size,
+            input_kind=task.input_kind,
+        )
+
 
 SETUPS = {
     "memorization": Setup(lambda t: t.Memorization(), 25_000, "sgd", 0.1, 100, 10),
@@ -210,13 +220,7 @@ def run_task(
     base_task = setup.make(importlib.import_module(f"{base.__name__}.tasks"))
     cell = zoo.get(args.cell)
     base_cell = importlib.import_module(f"{base.__name__}.cell.zoo").get(args.cell)
-    H = hidden_size_for_budget(
-        cell,
-        setup.budget,
-        input_size=task.input_size,
-        output_size=task.output_size,
-        input_kind=task.input_kind,
-    )
+    H = setup.width(task, cell)
     torch.manual_seed(0)
     new_model = build_model(cell, task, hidden_size=H, backend=args.backend)
     base_model = base.train.build_model(base_cell, base_task, hidden_size=H, backend=args.backend)
