@@ -49,25 +49,7 @@ def adam_update_(
             maximize=False,
         )
         return
-    _public_adam_update_(
-        param, grad, exp_avg, exp_avg_sq, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps
-    )
-
-
-def _public_adam_update_(
-    param: torch.Tensor,
-    grad: torch.Tensor,
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    step: torch.Tensor,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-) -> None:
-    """:func:`adam_update_` in public tensor ops."""
-    t = float(step)
+    t = float(step)  # the public ops: the formulas of torch.optim.Adam's single-tensor path
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
