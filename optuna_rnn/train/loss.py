@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from optuna_rnn.kernels import softmax
 from optuna_rnn.tasks import Batch, Task
 from optuna_rnn.train.model import SequenceModel
 
@@ -69,12 +70,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     The bias rides along as a last input column of ones, so one product gives the
     logits and one product gives both the weight's and the bias's gradients. Each block's
-    logits go through the softmax in place (its kernel reduces and rewrites a row while
-    it is in cache), and, less one at the targets, are the logits' gradient: while the
-    block is still in cache, the forward takes it into the input's gradient and adds it
-    to the weights' (as for an upstream gradient of ``rows``; the backward scales both by
-    ``grad / rows``). A row whose target's probability underflows gets its loss from its
-    own log-sum-exp, so no finite loss reads as infinite.
+    logits become, in place, their softmax less one at the targets (the logits'
+    gradient) and each row's loss: on the CPU by :mod:`optuna_rnn.kernels.softmax`, one
+    C pass a row; elsewhere by torch's softmax, gathers and a scatter. While the block
+    is still in cache, the forward takes it into the input's gradient and adds it to the
+    weights' (as for an upstream gradient of ``rows``; the backward scales both by
+    ``grad / rows``). A row's loss is its log-sum-exp less its target's logit where the
+    target's probability underflows (always, in C), so no finite loss reads as infinite.
     """
 
     @staticmethod
@@ -92,34 +94,42 @@ class _LinearCrossEntropy(torch.autograd.Function):
         weights = torch.cat([weight, bias[:, None]], dim=1)
         wants_hidden = grad_enabled and ctx.needs_input_grad[0]
         wants_weights = grad_enabled and any(ctx.needs_input_grad[1:3])
-        hidden_grad = hidden.new_empty(hidden.shape) if wants_hidden else None
+        # Transposed, H x rows: MKL takes W^T probs^T a sixth faster than probs W here.
+        hidden_grad_t = hidden.new_empty(hidden.shape[::-1]) if wants_hidden else None
         # Transposed, (H + 1) x V: MKL adds a block's product into it faster than into V x (H + 1).
         weights_grad = weights.new_zeros(weights.shape[::-1]) if wants_weights else None
         block = buffer.take(min(rows, CHUNK_ROWS), classes, hidden)
         losses = hidden.new_empty(rows)
-        picked = hidden.new_empty(rows)
-        minus_one = hidden.new_full((block.shape[0], 1), -1.0)
+        in_c = softmax.available(hidden)
+        if not in_c:
+            picked = hidden.new_empty(rows)
+            minus_one = hidden.new_full((block.shape[0], 1), -1.0)
         for start in range(0, rows, block.shape[0]):
             stop = min(start + block.shape[0], rows)
-            probs, labels = block[: stop - start], targets[start:stop, None]
+            probs, labels = block[: stop - start], targets[start:stop]
             torch.mm(inputs[start:stop], weights.t(), out=probs)
-            torch.gather(probs, 1, labels, out=picked[start:stop, None])
-            torch._softmax(probs, 1, False, out=probs)
-            torch.gather(probs, 1, labels, out=losses[start:stop, None])
-            if hidden_grad is None and weights_grad is None:
-                continue
-            probs.scatter_add_(1, labels, minus_one[: stop - start])
-            if hidden_grad is not None:
-                torch.mm(probs, weight, out=hidden_grad[start:stop])
+            if in_c:  # the loss, and probs becomes the logits' gradient
+                softmax.cross_entropy_(probs, labels, losses[start:stop])
+            else:
+                torch.gather(probs, 1, labels[:, None], out=picked[start:stop, None])
+                torch._softmax(probs, 1, False, out=probs)
+                torch.gather(probs, 1, labels[:, None], out=losses[start:stop, None])
+                if hidden_grad_t is None and weights_grad is None:
+                    continue
+                probs.scatter_add_(1, labels[:, None], minus_one[: stop - start])
+            if hidden_grad_t is not None:
+                torch.mm(weight.t(), probs.t(), out=hidden_grad_t[:, start:stop])
             if weights_grad is not None:
                 weights_grad.addmm_(inputs[start:stop].t(), probs)
         buffer.give(block)
-        losses.log_().neg_()
-        lost = ~torch.isfinite(losses)
-        if bool(lost.any()):
-            index = lost.nonzero().squeeze(1)
-            logits = inputs.index_select(0, index) @ weights.t()
-            losses[index] = torch.logsumexp(logits, dim=1) - picked[index]
+        if not in_c:
+            losses.log_().neg_()
+            lost = ~torch.isfinite(losses)
+            if bool(lost.any()):
+                index = lost.nonzero().squeeze(1)
+                logits = inputs.index_select(0, index) @ weights.t()
+                losses[index] = torch.logsumexp(logits, dim=1) - picked[index]
+        hidden_grad = None if hidden_grad_t is None else hidden_grad_t.t().contiguous()
         ctx.grads, ctx.rows = (hidden_grad, weights_grad), rows
         return losses.sum() / rows
 
