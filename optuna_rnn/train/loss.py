@@ -97,7 +97,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # Transposed, H x rows: MKL takes W^T probs^T a sixth faster than probs W here.
         hidden_grad_t = hidden.new_empty(hidden.shape[::-1]) if wants_hidden else None
         # Transposed, (H + 1) x V: MKL adds a block's product into it faster than into V x (H + 1).
-        weights_grad = weights.new_zeros(weights.shape[::-1]) if wants_weights else None
+        weights_grad = weights.new_empty(weights.shape[::-1]) if wants_weights else None
         block = buffer.take(min(rows, CHUNK_ROWS), classes, hidden)
         losses = hidden.new_empty(rows)
         in_c = softmax.available(hidden)
@@ -119,8 +119,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 probs.scatter_add_(1, labels[:, None], minus_one[: stop - start])
             if hidden_grad_t is not None:
                 torch.mm(weight.t(), probs.t(), out=hidden_grad_t[:, start:stop])
-            if weights_grad is not None:
-                weights_grad.addmm_(inputs[start:stop].t(), probs)
+            if weights_grad is not None:  # the first block's product sets it: no zero fill
+                weights_grad.addmm_(inputs[start:stop].t(), probs, beta=float(start > 0))
         buffer.give(block)
         if not in_c:
             losses.log_().neg_()
