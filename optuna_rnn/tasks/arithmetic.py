@@ -6,6 +6,7 @@ import random
 import string
 from typing import Any
 
+from optuna_rnn.tasks.draws import below
 from optuna_rnn.tasks.synthetic import SyntheticTask, resolve_preset
 
 __all__ = ["Arithmetic"]
@@ -89,11 +90,12 @@ class Arithmetic(SyntheticTask):
         )
 
     def _operand(self, rng: random.Random) -> int:
-        digits = rng.randint(1, self.max_digits)
-        return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+        digits = 1 + below(rng, self.max_digits)
+        low = 0 if digits == 1 else 10 ** (digits - 1)
+        return low + below(rng, 10**digits - low)
 
     def sample_problem(self, rng: random.Random) -> tuple[int, str, int]:
-        a, op, b = self._operand(rng), rng.choice("+-"), self._operand(rng)
+        a, op, b = self._operand(rng), "+-"[below(rng, 2)], self._operand(rng)
         if op == "-" and not self.negatives and a < b:
             a, b = b, a
         return a, op, b
@@ -105,7 +107,7 @@ class Arithmetic(SyntheticTask):
         for char in question:
             parts.append(char)
             while rng.random() < self.distractor_prob:
-                parts.append(rng.choice(string.ascii_lowercase))
+                parts.append(string.ascii_lowercase[below(rng, 26)])
         answer = str(a + b if op == "+" else a - b)
         text = "".join(parts) + "=" + answer + END
         scored = [False] * (len(text) - len(answer) - 1) + [True] * len(answer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import string
 
+from optuna_rnn.tasks.draws import word
 from optuna_rnn.tasks.synthetic import SyntheticTask
 
 __all__ = ["Memorization"]
@@ -53,7 +54,7 @@ class Memorization(SyntheticTask):
         )
 
     def sample_problem(self, rng: random.Random) -> str:
-        return "".join(rng.choice(self.letters) for _ in range(self.length))
+        return word(rng, self.letters, self.length)
 
     def render(self, problem: str, rng: random.Random) -> tuple[str, list[bool]]:
         text = problem + SEPARATOR + problem

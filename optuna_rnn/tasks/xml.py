@@ -6,6 +6,7 @@ import random
 import string
 from typing import Any, Literal
 
+from optuna_rnn.tasks.draws import below, word
 from optuna_rnn.tasks.synthetic import SyntheticTask, resolve_preset
 
 __all__ = ["XML"]
@@ -109,10 +110,8 @@ class XML(SyntheticTask):
             if closing:
                 tag = f"</{open_tags.pop()}>"
             else:
-                name_len = rng.randint(1, self.max_tag_len)
-                open_tags.append(
-                    "".join(rng.choice(string.ascii_lowercase) for _ in range(name_len))
-                )
+                name_len = 1 + below(rng, self.max_tag_len)
+                open_tags.append(word(rng, string.ascii_lowercase, name_len))
                 tag = f"<{open_tags[-1]}>"
             parts.append(tag)
             size += len(tag)
