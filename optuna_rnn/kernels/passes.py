@@ -33,7 +33,16 @@ from optuna_rnn.kernels.workspace import scratch
 if TYPE_CHECKING:
     from optuna_rnn.kernels.fused import FusedCell
 
-__all__ = ["Stacks", "backward", "backward_call", "forward", "forward_call", "gradients", "stack"]
+__all__ = [
+    "Stacks",
+    "backward",
+    "backward_call",
+    "forward",
+    "forward_buffers",
+    "forward_call",
+    "gradients",
+    "stack",
+]
 
 Stacks = tuple[
     torch.Tensor | None, list[torch.Tensor]
@@ -151,6 +160,27 @@ def _run_forward(
     return result
 
 
+def forward_buffers(
+    core: FusedCell,
+    x: torch.Tensor,
+    states: Sequence[torch.Tensor],
+    stacks: Stacks,
+    pres: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    taken: list[torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """The forward pass without graphs, for a caller that runs :func:`gradients` itself
+    (the trainer's autograd-free step), given the stacked weights: the buffers the
+    backward reads, by name (those :func:`backward` is given), and each state after the
+    last step (a view: it lasts until the scratch in ``taken`` goes back)."""
+    wx, weights = stacks
+    buffers = _forward(core, x, wx, states, _given(core, weights, pres, biases), taken)
+    T = x.shape[0]
+    finals = [buffers[names.state(i)][T] for i in range(len(states))]
+    kept = {n: b for n, b in buffers.items() if n in core.kept or n in core.saved}
+    return kept, finals
+
+
 def _forward(
     core: FusedCell,
     x: torch.Tensor,
@@ -243,11 +273,15 @@ def gradients(
     dfinals: Sequence[torch.Tensor | None],
     needs: Sequence[bool],
     taken: list[torch.Tensor] | None,
+    out: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The backward, given ``buffers`` (what the forward kept; the backward's own are added
     to it), the stacked weights, the outputs' gradients (``None``: zero) and which of the
     layer's inputs ``needs`` a gradient (see :meth:`FusedCell.gradient_outputs
-    <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`, which names the result)."""
+    <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`, which names the result).
+    ``out``: tensors that a ``dstack{j}`` or ``dbias`` result is written into (the
+    result is then that tensor)."""
+    out = out or {}
     plan = core.plan
     wx, weights = stacks
     for p, w in enumerate(weights):
@@ -316,9 +350,13 @@ def gradients(
     for j, (dy, source) in enumerate(core.stack_sources):
         if f"dstack{j}" in wanted:  # the stack's product over all steps: d(x or source) W^T
             operand = x if source is None else source.rows(buffers, T, H)
-            grads[f"dstack{j}"] = buffers[dy].view(T * B, -1).T @ operand.reshape(T * B, -1)
+            grads[f"dstack{j}"] = torch.mm(
+                buffers[dy].view(T * B, -1).T,
+                operand.reshape(T * B, -1),
+                out=out.get(f"dstack{j}"),
+            )
     if "dbias" in wanted:
-        grads["dbias"] = buffers[BIAS_GRADS][0].sum(0)
+        grads["dbias"] = torch.sum(buffers[BIAS_GRADS][0], 0, out=out.get("dbias"))
     for i in range(len(plan.states)):
         if f"dh{i}" in wanted:
             grads[f"dh{i}"] = buffers[grad(names.state(i))][0]  # this call's own

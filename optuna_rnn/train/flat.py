@@ -7,7 +7,9 @@ one flat buffer and their gradients as views of another (autograd accumulates in
 parameter's existing ``.grad`` in place), so zeroing is one fill, clipping one norm and
 the update one call. The parameters stay the model's own ``nn.Parameter`` objects (their
 ``state_dict`` keys and values are unchanged); :meth:`FlatOptimizer.close` gives each its
-own storage back.
+own storage back. Parameters may come in groups laid out back to back: a fused layer's
+maps of one product are then one matrix (:meth:`FlatOptimizer.span`), its weights and
+their gradient views of the flat buffers rather than a copy each step.
 
 The update is the same function as ``torch.optim.SGD``/``Adam`` with default settings and
 ``clip_grad_norm_``, float rounding aside. One difference: a parameter that gets no
@@ -42,26 +44,44 @@ class FlatOptimizer:
     """SGD or Adam with global-norm clipping on ``parameters`` laid out in one flat buffer.
 
     Use as a context manager (or call :meth:`close`): while open, the parameters are views
-    of :attr:`data` and their gradients views of :attr:`grad`.
+    of :attr:`data` and their gradients views of :attr:`grad`. ``groups``: sequences of
+    the parameters laid out back to back, each group's first aligned (the others are
+    aligned one by one, in ``parameters``' order, after the groups).
     """
 
     def __init__(
-        self, parameters: Sequence[nn.Parameter], kind: Literal["sgd", "adam"], lr: float
+        self,
+        parameters: Sequence[nn.Parameter],
+        kind: Literal["sgd", "adam"],
+        lr: float,
+        *,
+        groups: Sequence[Sequence[nn.Parameter]] = (),
     ) -> None:
         if not self.fits(parameters):
             raise ValueError("the parameters must share one floating dtype and device")
         self.parameters = list(parameters)
         self.kind = kind
         self.lr = lr
-        offsets, total = [], 0
-        for p in self.parameters:
-            offsets.append(total)
-            total += -(-p.numel() // ALIGN) * ALIGN
+        grouped = [p for group in groups for p in group]
+        known = {id(p) for p in self.parameters}
+        if len({id(p) for p in grouped}) != len(grouped) or not known >= {id(p) for p in grouped}:
+            raise ValueError("groups must hold distinct parameters, each one of parameters")
+        placed = {id(p) for p in grouped}
+        runs = [list(group) for group in groups if group]
+        runs += [[p] for p in self.parameters if id(p) not in placed]
+        self._offsets: dict[int, int] = {}
+        total = 0
+        for run in runs:
+            for p in run:
+                self._offsets[id(p)] = total
+                total += p.numel()
+            total = -(-total // ALIGN) * ALIGN
         first = self.parameters[0]
         self.data = torch.zeros(total, dtype=first.dtype, device=first.device)
         self.grad = torch.zeros_like(self.data)
         with torch.no_grad():
-            for p, start in zip(self.parameters, offsets, strict=True):
+            for p in self.parameters:
+                start = self._offsets[id(p)]
                 span = slice(start, start + p.numel())
                 view = self.data[span].view(p.shape)
                 view.copy_(p)
@@ -71,6 +91,15 @@ class FlatOptimizer:
             self._exp_avg = torch.zeros_like(self.data)
             self._exp_avg_sq = torch.zeros_like(self.data)
             self._step = torch.zeros((), dtype=torch.float32, device=first.device)
+
+    def span(self, group: Sequence[nn.Parameter]) -> slice:
+        """Where ``group``, parameters laid out back to back (a group given to the
+        constructor, or a run of one), lies in :attr:`data` and :attr:`grad`."""
+        start = self._offsets[id(group[0])]
+        stop = start + sum(p.numel() for p in group)
+        if self._offsets[id(group[-1])] + group[-1].numel() != stop:
+            raise ValueError("the parameters of group do not lie back to back")
+        return slice(start, stop)
 
     @staticmethod
     def fits(parameters: Sequence[nn.Parameter]) -> bool:
@@ -175,10 +204,14 @@ class TorchOptimizer:
 
 
 def make_optimizer(
-    parameters: Sequence[nn.Parameter], kind: Literal["sgd", "adam"], lr: float
+    parameters: Sequence[nn.Parameter],
+    kind: Literal["sgd", "adam"],
+    lr: float,
+    *,
+    groups: Sequence[Sequence[nn.Parameter]] = (),
 ) -> FlatOptimizer | TorchOptimizer:
-    """A :class:`FlatOptimizer` where the parameters fit one buffer, else a
-    :class:`TorchOptimizer`."""
+    """A :class:`FlatOptimizer` (with ``groups`` laid out back to back) where the
+    parameters fit one buffer, else a :class:`TorchOptimizer`."""
     if FlatOptimizer.fits(parameters):
-        return FlatOptimizer(parameters, kind, lr)
+        return FlatOptimizer(parameters, kind, lr, groups=groups)
     return TorchOptimizer(parameters, kind, lr)

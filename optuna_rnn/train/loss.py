@@ -30,6 +30,7 @@ from optuna_rnn.train.model import SequenceModel
 __all__ = [
     "FUSED_MIN_CLASSES",
     "LogitBuffer",
+    "decode_blocks",
     "linear_cross_entropy",
     "masked_cross_entropy",
     "training_loss",
@@ -89,47 +90,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         buffer: LogitBuffer,
         grad_enabled: bool,
     ) -> torch.Tensor:
-        rows, classes = hidden.shape[0], weight.shape[0]
+        rows = hidden.shape[0]
         inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
         weights = torch.cat([weight, bias[:, None]], dim=1)
         wants_hidden = grad_enabled and ctx.needs_input_grad[0]
         wants_weights = grad_enabled and any(ctx.needs_input_grad[1:3])
-        # Transposed, H x rows: MKL takes W^T probs^T a sixth faster than probs W here.
-        hidden_grad_t = hidden.new_empty(hidden.shape[::-1]) if wants_hidden else None
         # Transposed, (H + 1) x V: MKL adds a block's product into it faster than into V x (H + 1).
         weights_grad = weights.new_empty(weights.shape[::-1]) if wants_weights else None
-        block = buffer.take(min(rows, CHUNK_ROWS), classes, hidden)
-        losses = hidden.new_empty(rows)
-        in_c = softmax.available(hidden)
-        if not in_c:
-            picked = hidden.new_empty(rows)
-            minus_one = hidden.new_full((block.shape[0], 1), -1.0)
-        for start in range(0, rows, block.shape[0]):
-            stop = min(start + block.shape[0], rows)
-            probs, labels = block[: stop - start], targets[start:stop]
-            torch.mm(inputs[start:stop], weights.t(), out=probs)
-            if in_c:  # the loss, and probs becomes the logits' gradient
-                softmax.cross_entropy_(probs, labels, losses[start:stop])
-            else:
-                torch.gather(probs, 1, labels[:, None], out=picked[start:stop, None])
-                torch._softmax(probs, 1, False, out=probs)
-                torch.gather(probs, 1, labels[:, None], out=losses[start:stop, None])
-                if hidden_grad_t is None and weights_grad is None:
-                    continue
-                probs.scatter_add_(1, labels[:, None], minus_one[: stop - start])
-            if hidden_grad_t is not None:
-                torch.mm(weight.t(), probs.t(), out=hidden_grad_t[:, start:stop])
-            if weights_grad is not None:  # the first block's product sets it: no zero fill
-                weights_grad.addmm_(inputs[start:stop].t(), probs, beta=float(start > 0))
-        buffer.give(block)
-        if not in_c:
-            losses.log_().neg_()
-            lost = ~torch.isfinite(losses)
-            if bool(lost.any()):
-                index = lost.nonzero().squeeze(1)
-                logits = inputs.index_select(0, index) @ weights.t()
-                losses[index] = torch.logsumexp(logits, dim=1) - picked[index]
-        hidden_grad = None if hidden_grad_t is None else hidden_grad_t.t().contiguous()
+        hidden_grad = hidden.new_empty(hidden.shape) if wants_hidden else None
+        losses = decode_blocks(
+            inputs, weights, weight, targets, buffer, CHUNK_ROWS, hidden_grad, weights_grad
+        )
         ctx.grads, ctx.rows = (hidden_grad, weights_grad), rows
         return losses.sum() / rows
 
@@ -147,6 +118,64 @@ class _LinearCrossEntropy(torch.autograd.Function):
             return hidden_grad, None, None, None, None, None
         weights_grad.mul_(scale)
         return hidden_grad, weights_grad[:-1].t(), weights_grad[-1], None, None, None
+
+
+def decode_blocks(
+    inputs: torch.Tensor,
+    weights: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    buffer: LogitBuffer,
+    block_rows: int,
+    hidden_grad: torch.Tensor | None,
+    weights_grad: torch.Tensor | None,
+) -> torch.Tensor:
+    """Each row's cross-entropy of ``inputs @ weights.T`` (``rows x V``) against
+    ``targets``, ``block_rows`` rows at a time (see :class:`_LinearCrossEntropy`).
+
+    ``inputs`` ends in a column of ones and ``weights`` in the bias column; ``weight`` is
+    ``weights`` less that column. As for an upstream gradient of one per row, the
+    hidden rows' gradient is written into ``hidden_grad`` and the weights' into
+    ``weights_grad`` (transposed: ``(H + 1) x V``; the first block's product sets it, so
+    it needs no zero fill); ``None``: not wanted.
+    """
+    rows, classes = inputs.shape[0], weights.shape[0]
+    block = buffer.take(min(rows, block_rows), classes, inputs)
+    losses = inputs.new_empty(rows)
+    # Transposed, H x rows: MKL takes W^T probs^T a sixth faster than probs W here.
+    hidden_grad_t = None if hidden_grad is None else inputs.new_empty(hidden_grad.shape[::-1])
+    in_c = softmax.available(inputs)
+    if not in_c:
+        picked = inputs.new_empty(rows)
+        minus_one = inputs.new_full((block.shape[0], 1), -1.0)
+    for start in range(0, rows, block.shape[0]):
+        stop = min(start + block.shape[0], rows)
+        probs, labels = block[: stop - start], targets[start:stop]
+        torch.mm(inputs[start:stop], weights.t(), out=probs)
+        if in_c:  # the loss, and probs becomes the logits' gradient
+            softmax.cross_entropy_(probs, labels, losses[start:stop])
+        else:
+            torch.gather(probs, 1, labels[:, None], out=picked[start:stop, None])
+            torch._softmax(probs, 1, False, out=probs)
+            torch.gather(probs, 1, labels[:, None], out=losses[start:stop, None])
+            if hidden_grad is None and weights_grad is None:
+                continue
+            probs.scatter_add_(1, labels[:, None], minus_one[: stop - start])
+        if hidden_grad_t is not None:
+            torch.mm(weight.t(), probs.t(), out=hidden_grad_t[:, start:stop])
+        if weights_grad is not None:
+            weights_grad.addmm_(inputs[start:stop].t(), probs, beta=float(start > 0))
+    buffer.give(block)
+    if hidden_grad is not None:
+        hidden_grad.copy_(hidden_grad_t.t())
+    if not in_c:
+        losses.log_().neg_()
+        lost = ~torch.isfinite(losses)
+        if bool(lost.any()):
+            index = lost.nonzero().squeeze(1)
+            logits = inputs.index_select(0, index) @ weights.t()
+            losses[index] = torch.logsumexp(logits, dim=1) - picked[index]
+    return losses
 
 
 def linear_cross_entropy(

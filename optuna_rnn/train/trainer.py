@@ -22,6 +22,7 @@ from torch import nn
 from optuna_rnn.tasks import Batch, Metrics, Task
 from optuna_rnn.train.flat import make_optimizer
 from optuna_rnn.train.loss import LogitBuffer, training_loss, uses_fused_loss
+from optuna_rnn.train.step import plan_step
 
 __all__ = ["Diverged", "TrainConfig", "TrainResult", "train", "validate"]
 
@@ -65,6 +66,9 @@ class TrainConfig:
             kept weights on the whole split for :attr:`TrainResult.valid`; ``None``:
             the whole split every time.
         seed: seeds the training stream.
+        step: ``"auto"``: the autograd-free step (:mod:`optuna_rnn.train.step`) where it
+            applies, the autograd step elsewhere; ``"autograd"``: the autograd step
+            always. Both compute the same loss and gradients, float rounding aside.
     """
 
     learning_rate: float
@@ -79,10 +83,13 @@ class TrainConfig:
     divergence_factor: float = 100.0
     valid_batches: int | None = None
     seed: int = 0
+    step: Literal["auto", "autograd"] = "auto"
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.step not in ("auto", "autograd"):
+            raise ValueError(f"step must be 'auto' or 'autograd', got {self.step!r}")
         for name in ("batch_size", "max_steps", "eval_every", "valid_batches"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
@@ -235,7 +242,8 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``task``; leaves the weights of the best validation score in it.
 
-    Batches are moved to the model's device, so a model on a GPU trains as it is.
+    Batches are moved to the model's device, so a model on a GPU trains as it is. Where
+    it applies (``config.step``), a step runs without autograd (:mod:`optuna_rnn.train.step`).
     """
     better = (lambda a, b: a > b) if task.higher_is_better else (lambda a, b: a < b)
     best_loss = math.inf
@@ -253,18 +261,30 @@ def train(
     device = _device_of(model)
     step = 0
     parameters = [p for p in model.parameters() if p.requires_grad]
-    with make_optimizer(parameters, config.optimizer, config.learning_rate) as optimizer:
+    plan = plan_step(model, task) if config.step == "auto" else None
+    with make_optimizer(
+        parameters,
+        config.optimizer,
+        config.learning_rate,
+        groups=plan.groups if plan is not None else (),
+    ) as optimizer:
+        fast = plan.bind(optimizer) if plan is not None else None
         while step < config.max_steps:
             batch = _to(next(batches), device)
             step += 1
             tick = time.perf_counter()
             carried = _detach(state) if batch.carry_state else None
-            loss, next_state = training_loss(model, task, batch, carried, logits)
-            value = loss.item()
-            watch.train(step, value)
-            losses.append(value)
-            optimizer.zero_grad()
-            loss.backward()
+            if fast is not None:
+                value, next_state = fast(batch, carried)
+                watch.train(step, value)
+                losses.append(value)
+            else:
+                loss, next_state = training_loss(model, task, batch, carried, logits)
+                value = loss.item()
+                watch.train(step, value)
+                losses.append(value)
+                optimizer.zero_grad()
+                loss.backward()
             optimizer.step(config.max_grad_norm)
             state = next_state
             tokens += batch.inputs.shape[0] * batch.inputs.shape[1]

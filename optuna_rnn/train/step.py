@@ -1,0 +1,329 @@
+"""The trainer's step without autograd, for the models and tasks a search trains most.
+
+A small model's training step spent more time around its arithmetic than in it: the
+autograd nodes of each fused layer (about 150 µs each), accumulating ~15 gradients through
+the engine, the weight maps concatenated into stacks every call, some fifty small ops
+and zero-filled buffers. :class:`TrainStep` runs the same step as straight-line code:
+
+- the forward of each layer and the backward are the fused backend's own passes
+  (:func:`~optuna_rnn.kernels.passes.forward_buffers`,
+  :func:`~optuna_rnn.kernels.passes.gradients`), called directly; each layer's buffers
+  come from the kernels' workspace and go back after the backward;
+- the parameters lie in the :class:`~optuna_rnn.train.flat.FlatOptimizer`'s flat buffer
+  with each product's maps back to back (:func:`plan_step` gives the groups), so a
+  layer's stacked weights and their gradients are views of the flat buffers: no copy in,
+  and the weight and bias gradients' products write into the flat gradient (``out=``),
+  with nothing to zero or accumulate;
+- the decoder and the loss run over the scored positions only: below
+  :data:`~optuna_rnn.train.loss.FUSED_MIN_CLASSES` classes all logits at once (a
+  log-softmax and its gradient in place, a handful of ops), above it a block of logits at
+  a time (:func:`~optuna_rnn.train.loss.decode_blocks`, the fused loss's); the decoder's
+  gradients are written into the flat gradient;
+- dropout draws its masks as ``torch.nn.functional.dropout`` does on the CPU (the same
+  random numbers in the same order), so a seeded run draws the same masks.
+
+It is the same function as the autograd step (float rounding aside): the same loss and
+gradients, so training follows the same curve. It applies to a
+:class:`~optuna_rnn.train.SequenceModel` on the CPU whose :class:`~optuna_rnn.nn.CellRNN`
+runs the fused backend (``"fused"``, or ``"auto"`` where that picks fused), whose cell has
+no ``pre`` leaves and whose layers need no input projection, with every parameter
+trainable and in one flat buffer, on a task scored by the shared categorical loss; any
+number of layers, dropout, token or dense inputs and carried state. Elsewhere
+:func:`plan_step` says ``None`` and the trainer runs the autograd step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from optuna_rnn.kernels import buffers as names
+from optuna_rnn.kernels.fused import FusedCell
+from optuna_rnn.kernels.layer import fused_backend
+from optuna_rnn.kernels.native import native_kind
+from optuna_rnn.kernels.passes import Stacks, forward_buffers, gradients
+from optuna_rnn.kernels.workspace import scratch
+from optuna_rnn.tasks import Batch, Task
+from optuna_rnn.train.flat import FlatOptimizer
+from optuna_rnn.train.loss import (
+    CHUNK_ROWS,
+    FUSED_MIN_CLASSES,
+    LogitBuffer,
+    _shared_categorical_loss,
+    decode_blocks,
+)
+from optuna_rnn.train.model import SequenceModel
+
+__all__ = ["StepPlan", "TrainStep", "plan_step"]
+
+def fused_core(model: SequenceModel) -> FusedCell | None:
+    """The compiled cell that runs ``model``'s layers on the CPU; ``None`` where its
+    backend is not the fused one there."""
+    rnn = model.rnn
+    fused = rnn.backend == "fused" or (rnn.backend == "auto" and native_kind(rnn.cell) != "lstm")
+    return fused_backend(rnn.cell).core if fused else None  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What :class:`TrainStep` needs before the optimizer exists: the model, its fused
+    cell, and the parameter groups to lay out back to back (per layer, each stack's maps,
+    then the biases)."""
+
+    model: SequenceModel
+    core: FusedCell
+    groups: tuple[tuple[nn.Parameter, ...], ...]
+
+    def bind(self, optimizer: FlatOptimizer | Any) -> TrainStep | None:
+        """The step on ``optimizer``'s buffers; ``None`` unless it is a
+        :class:`FlatOptimizer` over exactly the model's parameters."""
+        if not isinstance(optimizer, FlatOptimizer):
+            return None
+        if {id(p) for p in optimizer.parameters} != {id(p) for p in self.model.parameters()}:
+            return None
+        return TrainStep(self, optimizer)
+
+
+def plan_step(model: nn.Module, task: Task) -> StepPlan | None:
+    """The plan of :class:`TrainStep` for ``model`` on ``task``; ``None`` where it does
+    not apply (see the module docstring)."""
+    if not isinstance(model, SequenceModel) or not _shared_categorical_loss(task):
+        return None
+    parameters = list(model.parameters())
+    if not FlatOptimizer.fits(parameters) or not all(p.requires_grad for p in parameters):
+        return None
+    if parameters[0].device.type != "cpu":
+        return None
+    encoder, decoder = model.encoder, model.decoder
+    if type(encoder) is nn.Embedding:
+        plain = (
+            encoder.padding_idx is None
+            and encoder.max_norm is None
+            and not encoder.scale_grad_by_freq
+            and not encoder.sparse
+        )
+        if not plain:
+            return None
+    elif type(encoder) is not nn.Linear or encoder.bias is None:
+        return None
+    if type(decoder) is not nn.Linear or decoder.bias is None:
+        return None
+    core = fused_core(model)
+    if core is None or core.plan.pre or core.call_graphs(False, parameters[0]) is not None:
+        return None
+    groups: list[tuple[nn.Parameter, ...]] = []
+    for layer in model.rnn.layers:
+        if layer.proj is not None:
+            return None
+        maps = [layer.weight[n] for n in core.map_names]
+        biases = tuple(layer.bias[n] for n in core.biases)
+        used = {id(p) for p in (*maps, *biases)}
+        if used != {id(p) for p in layer.parameters()}:
+            return None  # a parameter the fused passes do not see
+        groups += [tuple(maps[a:b]) for a, b in core.stack_spans]
+        groups.append(biases)
+    return StepPlan(model, core, tuple(g for g in groups if g))
+
+
+@dataclass
+class _Layer:
+    """One layer's weights (stacks of the flat buffer) and where its gradients go."""
+
+    stacks: Stacks
+    biases: list[torch.Tensor]
+    out: dict[str, torch.Tensor]  # dstack{j} and, where the blocks are the biases, dbias
+    bias_grads: list[tuple[torch.Tensor, int]]  # otherwise each bias's gradient and block
+
+
+class TrainStep:
+    """One training step of the plan's model, its gradients written into ``optimizer``'s
+    flat gradient: ``loss = step(batch, state)`` returns the loss (a float) and keeps
+    the next state in :attr:`state` (the model's format, as ``model(batch, state)``
+    returns it)."""
+
+    def __init__(self, plan: StepPlan, optimizer: FlatOptimizer) -> None:
+        self.model = model = plan.model
+        self.core = core = plan.core
+        self.optimizer = optimizer
+        self.tokens = isinstance(model.encoder, nn.Embedding)
+        self.dropout = model.rnn.dropout
+        self.output_dropout = model.drop.p
+        self.n_states = len(core.plan.states)
+        n_maps, n_biases = len(core.map_names), len(core.biases)
+        self.needs = (True, *[False] * self.n_states, *[True] * (n_maps + n_biases))
+        self.layers = [self._layer(layer) for layer in model.rnn.layers]
+        self.small = model.decoder.out_features < FUSED_MIN_CLASSES
+        self.decoder_grad = model.decoder.weight.new_empty(
+            (model.decoder.in_features + 1, model.decoder.out_features) if not self.small else 0
+        )
+        self.logits = LogitBuffer()
+        self._minus_ones = model.decoder.weight.new_empty(0, 1)
+
+    def _layer(self, layer: nn.Module) -> _Layer:
+        core, flat = self.core, self.optimizer
+        maps = [layer.weight[n] for n in core.map_names]
+        stacks, out = [], {}
+        for j, (a, b) in enumerate(core.stack_spans):
+            span = flat.span(maps[a:b])
+            shape = (sum(m.shape[0] for m in maps[a:b]), maps[a].shape[1])
+            stacks.append(flat.data[span].view(shape))
+            out[f"dstack{j}"] = flat.grad[span].view(shape)
+        biases = [layer.bias[n] for n in core.biases]
+        n_blocks, blocks = core.bias_blocks
+        bias_grads = []
+        if biases and n_blocks == len(biases) and blocks == list(range(n_blocks)):
+            out["dbias"] = flat.grad[flat.span(biases)]
+        else:
+            bias_grads = [(b.grad, k) for b, k in zip(biases, blocks)]
+        return _Layer(core.unlist_stacks(stacks), biases, out, bias_grads)
+
+    @staticmethod
+    def _drop(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``F.dropout(x, p)`` as the CPU runs it (the same draws), and its scaled mask."""
+        if not p:
+            return x, None
+        noise = torch.empty_like(x).bernoulli_(1 - p)
+        noise.div_(1 - p)
+        return x * noise, noise
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch, state: Any = None) -> tuple[float, Any]:
+        """The step on ``batch`` from ``state`` (``None``: zeros): the loss and the next
+        state; every parameter's gradient is in the optimizer's flat gradient."""
+        model, core = self.model, self.core
+        inputs, targets, mask = batch.inputs, batch.targets, batch.mask
+        T, B = inputs.shape[:2]
+        H = model.rnn.hidden_size
+        training = model.training
+        encoder = model.encoder
+        if self.tokens:
+            embedded = torch.index_select(encoder.weight, 0, inputs.reshape(-1)).view(T, B, H)
+        else:
+            embedded = torch.addmm(
+                encoder.bias, inputs.reshape(T * B, -1), encoder.weight.t()
+            ).view(T, B, H)
+        x, first_noise = self._drop(embedded, self.output_dropout if training else 0.0)
+        if state is None:
+            zeros = x.new_zeros(B, H)
+            initial = [[zeros] * self.n_states for _ in self.layers]
+        else:
+            given = (state,) if isinstance(state, torch.Tensor) else tuple(state)
+            initial = [[s[k] for s in given] for k in range(len(self.layers))]
+        taken: list[torch.Tensor] = []
+        passes, finals = [], []
+        for k, layer in enumerate(self.layers):
+            noise = None
+            if k:
+                x, noise = self._drop(x, self.dropout if training else 0.0)
+            buffers, final = forward_buffers(
+                core, x, initial[k], layer.stacks, (), layer.biases, taken
+            )
+            passes.append((x, buffers, noise))
+            finals.append(final)
+            x = buffers[names.state(0)][1:]
+        top, top_noise = self._drop(x, self.output_dropout if training else 0.0)
+        value, dtop = self._loss(top.reshape(T * B, H), targets.reshape(-1), mask.reshape(-1))
+        if top_noise is not None:
+            dtop.mul_(top_noise.view(T * B, H))
+        dout = dtop.view(T, B, H)
+        dfinals = [None] * self.n_states
+        for k in reversed(range(len(self.layers))):
+            layer, (x, buffers, noise) = self.layers[k], passes[k]
+            grads = gradients(
+                core, buffers, x, layer.stacks, dout, dfinals, self.needs, taken, layer.out
+            )
+            if layer.bias_grads:
+                rows = grads["dbias"].view(-1, H)
+                for grad, block in layer.bias_grads:
+                    grad.copy_(rows[block])
+            dout = grads["dx"]
+            if noise is not None:
+                dout.mul_(noise)
+        if first_noise is not None:
+            dout.mul_(first_noise)
+        self._encoder_grad(inputs, dout.view(T * B, H))
+        stacked = [torch.stack([f[i] for f in finals]) for i in range(self.n_states)]
+        scratch.give(taken)
+        return value, stacked[0] if self.n_states == 1 else tuple(stacked)
+
+    def _loss(
+        self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[float, torch.Tensor]:
+        """The masked mean cross-entropy of the decoder over ``hidden``'s scored rows,
+        the decoder's gradients written into the flat gradient; the loss and the
+        gradient of ``hidden`` (every row)."""
+        index = mask.nonzero().squeeze(1)
+        rows = index.shape[0]
+        every = rows == mask.shape[0]
+        if not every:
+            hidden, targets = hidden.index_select(0, index), targets.index_select(0, index)
+        if rows == 0:  # nothing scored: a zero loss with zero gradients
+            self.optimizer.grad.zero_()
+            return 0.0, hidden.new_zeros(mask.shape[0], hidden.shape[1])
+        scale = 1.0 / rows
+        if self.small:
+            value, hidden_grad = self._small_loss(hidden, targets, scale)
+        else:
+            value, hidden_grad = self._blockwise_loss(hidden, targets, scale)
+        if every:
+            return value, hidden_grad
+        full = hidden.new_zeros(mask.shape[0], hidden.shape[1])
+        return value, full.index_copy_(0, index, hidden_grad)
+
+    def _small_loss(
+        self, hidden: torch.Tensor, targets: torch.Tensor, scale: float
+    ) -> tuple[float, torch.Tensor]:
+        """The mean loss over a small output layer, all logits at once (as
+        ``masked_cross_entropy``: a log-softmax, then the mean of the targets' entries)."""
+        decoder = self.model.decoder
+        logits = torch.addmm(decoder.bias, hidden, decoder.weight.t())
+        log_probs = torch._log_softmax(logits, 1, False, out=logits)
+        value = float(F.nll_loss(log_probs, targets))
+        probs = log_probs.exp_()  # the logits' gradient, once less one at the targets
+        probs.scatter_add_(1, targets[:, None], self._minus(targets.shape[0], probs))
+        probs.mul_(scale)
+        torch.mm(probs.t(), hidden, out=decoder.weight.grad)
+        torch.sum(probs, 0, out=decoder.bias.grad)
+        return value, torch.mm(probs, decoder.weight)
+
+    def _minus(self, rows: int, like: torch.Tensor) -> torch.Tensor:
+        """A column of ``rows`` minus ones (kept across steps)."""
+        if self._minus_ones.shape[0] < rows:
+            self._minus_ones = like.new_full((rows, 1), -1.0)
+        return self._minus_ones[:rows]
+
+    def _blockwise_loss(
+        self, hidden: torch.Tensor, targets: torch.Tensor, scale: float
+    ) -> tuple[float, torch.Tensor]:
+        """The mean loss over a large output layer, a block of logits at a time
+        (:func:`~optuna_rnn.train.loss.decode_blocks`, as ``linear_cross_entropy``)."""
+        decoder = self.model.decoder
+        rows = hidden.shape[0]
+        inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
+        weights = torch.cat([decoder.weight, decoder.bias[:, None]], dim=1)
+        hidden_grad = hidden.new_empty(hidden.shape)
+        weights_grad = self.decoder_grad
+        weights_grad.zero_()
+        losses = decode_blocks(
+            inputs, weights, decoder.weight, targets, self.logits, CHUNK_ROWS, hidden_grad, weights_grad
+        )
+        torch.mul(weights_grad[:-1].t(), scale, out=decoder.weight.grad)
+        torch.mul(weights_grad[-1], scale, out=decoder.bias.grad)
+        hidden_grad.mul_(scale)
+        return float(losses.sum() / rows), hidden_grad
+
+    def _encoder_grad(self, inputs: torch.Tensor, dx: torch.Tensor) -> None:
+        """The embedding's (or input projection's) gradients from its output's, ``dx``."""
+        encoder = self.model.encoder
+        if self.tokens:
+            grad = encoder.weight.grad
+            grad.zero_()
+            grad.index_add_(0, inputs.reshape(-1), dx)
+            return
+        torch.mm(dx.t(), inputs.reshape(dx.shape[0], -1), out=encoder.weight.grad)
+        torch.sum(dx, 0, out=encoder.bias.grad)
+
