@@ -60,6 +60,7 @@ from optuna_rnn.train.model import SequenceModel
 
 __all__ = ["StepPlan", "TrainStep", "plan_step"]
 
+
 def fused_core(model: SequenceModel) -> FusedCell | None:
     """The compiled cell that runs ``model``'s layers on the CPU; ``None`` where its
     backend is not the fused one there."""
@@ -178,7 +179,7 @@ class TrainStep:
         if biases and n_blocks == len(biases) and blocks == list(range(n_blocks)):
             out["dbias"] = flat.grad[flat.span(biases)]
         else:
-            bias_grads = [(b.grad, k) for b, k in zip(biases, blocks)]
+            bias_grads = [(b.grad, k) for b, k in zip(biases, blocks, strict=True)]
         return _Layer(core.unlist_stacks(stacks), biases, out, bias_grads)
 
     @staticmethod
@@ -309,7 +310,14 @@ class TrainStep:
         weights_grad = self.decoder_grad
         weights_grad.zero_()
         losses = decode_blocks(
-            inputs, weights, decoder.weight, targets, self.logits, CHUNK_ROWS, hidden_grad, weights_grad
+            inputs,
+            weights,
+            decoder.weight,
+            targets,
+            self.logits,
+            CHUNK_ROWS,
+            hidden_grad,
+            weights_grad,
         )
         torch.mul(weights_grad[:-1].t(), scale, out=decoder.weight.grad)
         torch.mul(weights_grad[-1], scale, out=decoder.bias.grad)
@@ -326,4 +334,3 @@ class TrainStep:
             return
         torch.mm(dx.t(), inputs.reshape(dx.shape[0], -1), out=encoder.weight.grad)
         torch.sum(dx, 0, out=encoder.bias.grad)
-
