@@ -22,7 +22,7 @@ product measured in this run, and, for a ``--max-seconds`` trial validating ever
 ``--eval-every`` steps, the share of its time spent drawing batches and validating.
 
     python benchmarks/trial_step.py [--tasks memorization,arithmetic,xml,ptb] [--cell lstm]
-        [--backend auto] [--base main] [--rounds 5] [--threads 1] [--max-seconds 60] [--eval-every 250]
+        [--backend auto] [--base main] [--step auto] [--rounds 5] [--threads 1] [--max-seconds 60] [--eval-every 250]
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def run_task(
     plain_task = clocks["plain"].stamped(task)
     this = importlib.import_module("optuna_rnn")
     contenders: dict[str, Callable[[int], None]] = {
-        "new": lambda n: train(new_model, new_task, config(this, n)),
+        "new": lambda n: train(new_model, new_task, config(this, n, step=args.step)),
         "base": lambda n: base.train.train(base_model, base_short, config(base, n)),
         "plain": lambda n: plain_loop(plain, plain_task, config(this, n)),
     }
@@ -274,7 +274,8 @@ def run_task(
     med = {c: k.median for c, k in clocks.items()}
     print(
         f"\n## {name}: {args.cell}, budget {setup.budget}, width {H}, batch {B} x {T} ({scored} scored), "
-        f"{setup.optimizer}, backend {args.backend}; {setup.steps} steps a round, {args.rounds} rounds"
+        f"{setup.optimizer}, backend {args.backend}, new step {args.step}; "
+        f"{setup.steps} steps a round, {args.rounds} rounds"
     )
     print(
         f"step FLOPs {flops / 1e6:.1f} M -> floor {floor * 1e3:.2f} ms at {rate / 1e9:.1f} GFLOP/s"
@@ -322,6 +323,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--base", default="main", help="the git revision (or folder) of the baseline trainer"
+    )
+    parser.add_argument(
+        "--step",
+        choices=("auto", "autograd"),
+        default="auto",
+        help="the new trainer's step: autograd-free where it applies, or autograd always",
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(

@@ -235,7 +235,7 @@ class _Bernoulli(Memorization):
 
 
 @pytest.mark.parametrize(
-    "case", ["reference backend", "auto lstm", "own loss", "frozen", "not a SequenceModel"]
+    "case", ["reference backend", "native lstm", "own loss", "frozen", "not a SequenceModel"]
 )
 def test_the_step_does_not_apply_where_it_cannot_run(case: str, memorization: Memorization) -> None:
     task: Task = memorization
@@ -243,8 +243,8 @@ def test_the_step_does_not_apply_where_it_cannot_run(case: str, memorization: Me
     if case == "reference backend":
         torch.manual_seed(0)
         model = build_model(zoo.get("gru"), task, hidden_size=20, backend="reference")
-    elif case == "auto lstm":  # oneDNN runs it
-        model = build_model(zoo.get("lstm"), task, hidden_size=20, backend="auto")
+    elif case == "native lstm":  # oneDNN runs it
+        model = build_model(zoo.get("lstm"), task, hidden_size=20, backend="native")
     elif case == "own loss":
         task = _Bernoulli(length=4, alphabet=8, eval_size=40)
     elif case == "frozen":
@@ -254,10 +254,29 @@ def test_the_step_does_not_apply_where_it_cannot_run(case: str, memorization: Me
     assert plan_step(model, task) is None
 
 
-def test_auto_runs_the_step_for_cells_it_runs_fused(memorization: Memorization) -> None:
+@pytest.mark.parametrize("cell", ["mut1", "lstm"])
+def test_auto_runs_the_step_fused(cell: str, memorization: Memorization) -> None:
+    """Under "auto" the step runs the fused passes, the exact LSTM's too (which the
+    model's own forward runs through oneDNN): the same gradients as its autograd step."""
     torch.manual_seed(0)
-    model = build_model(zoo.get("mut1"), memorization, hidden_size=20, backend="auto")
-    assert plan_step(model, memorization) is not None
+    model = build_model(zoo.get(cell), memorization, hidden_size=20, backend="auto")
+    torch.manual_seed(0)
+    reference = build_model(zoo.get(cell), memorization, hidden_size=20, backend="auto")
+    plan = plan_step(model, memorization)
+    assert plan is not None
+    batch = next(memorization.train_batches(8, seed=0))
+    with (
+        FlatOptimizer(list(model.parameters()), "sgd", 0.1, groups=plan.groups) as flat,
+        FlatOptimizer(list(reference.parameters()), "sgd", 0.1) as other,
+    ):
+        step = plan.bind(flat)
+        assert step is not None
+        value, _ = step(batch)
+        loss, _ = training_loss(reference, memorization, batch, None, LogitBuffer())
+        loss.backward()
+        assert value == pytest.approx(loss.item(), rel=1e-5)
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            assert _relative(p.grad, q.grad) <= 1e-5
 
 
 def test_the_fallback_trains_as_before(memorization: Memorization) -> None:

@@ -58,15 +58,29 @@ from optuna_rnn.train.loss import (
 )
 from optuna_rnn.train.model import SequenceModel
 
-__all__ = ["StepPlan", "TrainStep", "plan_step"]
+__all__ = ["FUSED_LSTM", "StepPlan", "TrainStep", "plan_step"]
+
+#: Whether the step runs the exact LSTM fused under ``backend="auto"`` (where the model's
+#: own forward runs oneDNN's): at the trainer's shapes the fused step was the faster.
+FUSED_LSTM = True
 
 
 def fused_core(model: SequenceModel) -> FusedCell | None:
-    """The compiled cell that runs ``model``'s layers on the CPU; ``None`` where its
-    backend is not the fused one there."""
+    """The compiled cell the step runs ``model``'s layers with: the fused backend's, for
+    ``backend="fused"`` and ``"auto"``; ``None`` for any other backend.
+
+    Under ``"auto"`` this includes the exact LSTM, which the model's own forward runs
+    through oneDNN (:mod:`optuna_rnn.kernels.auto`): without the autograd step's fixed
+    cost the fused LSTM's step is the faster at the trainer's shapes (measured by
+    ``benchmarks/trial_step.py``; see :data:`FUSED_LSTM`). Both backends compute the
+    same function, so validation through the model's forward scores the same weights.
+    """
     rnn = model.rnn
-    fused = rnn.backend == "fused" or (rnn.backend == "auto" and native_kind(rnn.cell) != "lstm")
-    return fused_backend(rnn.cell).core if fused else None  # type: ignore[attr-defined]
+    if rnn.backend == "fused" or (
+        rnn.backend == "auto" and (FUSED_LSTM or native_kind(rnn.cell) != "lstm")
+    ):
+        return fused_backend(rnn.cell).core  # type: ignore[attr-defined]
+    return None
 
 
 @dataclass(frozen=True)
