@@ -121,8 +121,21 @@ def test_the_step_gives_the_autograd_steps_loss_and_gradients(
         assert worst <= 1e-5
 
 
-def test_the_tasks_cover_both_losses(memorization: Memorization, words: StreamTask) -> None:
+def test_the_tasks_cover_both_losses_and_both_input_paths(
+    memorization: Memorization, words: StreamTask
+) -> None:
+    """Memorisation's few symbols go through the vocabulary (the x maps looked up, their
+    gradients summed per symbol); the words' vocabulary is larger than a batch."""
     assert memorization.output_size < FUSED_MIN_CLASSES <= words.output_size
+    for task, looked_up in ((memorization, True), (words, False)):
+        model = _model("gru", task)
+        plan = plan_step(model, task)
+        assert plan is not None
+        with FlatOptimizer(list(model.parameters()), "sgd", 0.1, groups=plan.groups) as flat:
+            step = plan.bind(flat)
+            assert step is not None
+            tokens = next(task.train_batches(8, seed=3)).inputs.reshape(-1)
+            assert (step._lookup(None, tokens) is not None) == looked_up
     first = list(itertools.islice(words.train_batches(8, seed=3), 3))
     assert [b.carry_state for b in first] == [False, True, True]
 
@@ -267,7 +280,7 @@ def test_auto_runs_the_step_fused(cell: str, memorization: Memorization) -> None
     batch = next(memorization.train_batches(8, seed=0))
     with (
         FlatOptimizer(list(model.parameters()), "sgd", 0.1, groups=plan.groups) as flat,
-        FlatOptimizer(list(reference.parameters()), "sgd", 0.1) as other,
+        FlatOptimizer(list(reference.parameters()), "sgd", 0.1),
     ):
         step = plan.bind(flat)
         assert step is not None

@@ -168,13 +168,17 @@ def forward_buffers(
     pres: Sequence[torch.Tensor],
     biases: Sequence[torch.Tensor],
     taken: list[torch.Tensor],
+    x_maps: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """The forward pass without graphs, for a caller that runs :func:`gradients` itself
     (the trainer's autograd-free step), given the stacked weights: the buffers the
     backward reads, by name (those :func:`backward` is given), and each state after the
-    last step (a view: it lasts until the scratch in ``taken`` goes back)."""
+    last step (a view: it lasts until the scratch in ``taken`` goes back). ``x_maps``:
+    the x maps, ``(T, B, n * H)`` and contiguous, computed by the caller (the loop adds
+    folded products into it)."""
     wx, weights = stacks
-    buffers = _forward(core, x, wx, states, _given(core, weights, pres, biases), taken)
+    given = _given(core, weights, pres, biases)
+    buffers = _forward(core, x, wx, states, given, taken, x_maps)
     T = x.shape[0]
     finals = [buffers[names.state(i)][T] for i in range(len(states))]
     kept = {n: b for n, b in buffers.items() if n in core.kept or n in core.saved}
@@ -188,9 +192,10 @@ def _forward(
     states: Sequence[torch.Tensor],
     given: dict[str, torch.Tensor],
     taken: list[torch.Tensor] | None,
+    x_maps: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The forward pass: the x maps for all steps as one product, then the time loop.
-    Returns the buffers (see :mod:`optuna_rnn.kernels.buffers`)."""
+    """The forward pass: the x maps for all steps as one product (or ``x_maps``, given),
+    then the time loop. Returns the buffers (see :mod:`optuna_rnn.kernels.buffers`)."""
     plan = core.plan
     ref = states[0]
     T, B, H = x.shape[0], *ref.shape
@@ -198,7 +203,7 @@ def _forward(
     # The call's own buffers (all but state 0's, whose rows 1..T are the output), taken
     # at once; a folded product accumulates into its XW blocks instead.
     own: dict[str, tuple[int, ...]] = {}
-    if wx is not None:
+    if wx is not None and x_maps is None:
         own[X_MAPS] = (T, B, wx.shape[0])
     for i in range(1, len(states)):
         own[names.state(i)] = (T + 1, B, H)
@@ -208,7 +213,9 @@ def _forward(
     for n in core.stored:
         own[names.stored(n)] = (T, B, H)
     buffers.update(zip(own, _scratch_all(ref, list(own.values()), taken)))
-    if wx is not None:
+    if x_maps is not None:
+        buffers[X_MAPS] = x_maps
+    elif wx is not None:
         torch.mm(x.view(T * B, -1), wx.t(), out=buffers[X_MAPS].view(T * B, -1))
     if plan.reads_x:
         buffers[X] = x

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optuna_rnn.kernels import buffers as names
+from optuna_rnn.kernels.buffers import X_GRAD, X_MAPS_GRAD
 from optuna_rnn.kernels.fused import FusedCell
 from optuna_rnn.kernels.layer import fused_backend
 from optuna_rnn.kernels.native import native_kind
@@ -170,6 +171,9 @@ class TrainStep:
         self.n_states = len(core.plan.states)
         n_maps, n_biases = len(core.map_names), len(core.biases)
         self.needs = (True, *[False] * self.n_states, *[True] * (n_maps + n_biases))
+        n_x = len(core.x_names)  # through the lookup: neither x's nor the x maps' own
+        self.lookup_needs = (False, *self.needs[1 : 1 + self.n_states], *[False] * n_x)
+        self.lookup_needs += self.needs[1 + self.n_states + n_x :]
         self.layers = [self._layer(layer) for layer in model.rnn.layers]
         self.small = model.decoder.out_features < FUSED_MIN_CLASSES
         self.decoder_grad = model.decoder.weight.new_empty(
@@ -228,14 +232,18 @@ class TrainStep:
         else:
             given = (state,) if isinstance(state, torch.Tensor) else tuple(state)
             initial = [[s[k] for s in given] for k in range(len(self.layers))]
+        tokens = inputs.reshape(-1)
+        lookup = self._lookup(first_noise, tokens)
         taken: list[torch.Tensor] = []
         passes, finals = [], []
         for k, layer in enumerate(self.layers):
-            noise = None
+            noise, x_maps = None, None
             if k:
                 x, noise = self._drop(x, self.dropout if training else 0.0)
+            elif lookup is not None:
+                x_maps = torch.index_select(lookup, 0, tokens).view(T, B, -1)
             buffers, final = forward_buffers(
-                core, x, initial[k], layer.stacks, (), layer.biases, taken
+                core, x, initial[k], layer.stacks, (), layer.biases, taken, x_maps
             )
             passes.append((x, buffers, noise))
             finals.append(final)
@@ -248,22 +256,56 @@ class TrainStep:
         dfinals = [None] * self.n_states
         for k in reversed(range(len(self.layers))):
             layer, (x, buffers, noise) = self.layers[k], passes[k]
+            needs = self.lookup_needs if k == 0 and lookup is not None else self.needs
             grads = gradients(
-                core, buffers, x, layer.stacks, dout, dfinals, self.needs, taken, layer.out
+                core, buffers, x, layer.stacks, dout, dfinals, needs, taken, layer.out
             )
             if layer.bias_grads:
                 rows = grads["dbias"].view(-1, H)
                 for grad, block in layer.bias_grads:
                     grad.copy_(rows[block])
+            if k == 0 and lookup is not None:
+                self._lookup_grads(tokens, buffers)
+                break
             dout = grads["dx"]
             if noise is not None:
                 dout.mul_(noise)
-        if first_noise is not None:
-            dout.mul_(first_noise)
-        self._encoder_grad(inputs, dout.view(T * B, H))
+        else:
+            if first_noise is not None:
+                dout.mul_(first_noise)
+            self._encoder_grad(inputs, dout.view(T * B, H))
         stacked = [torch.stack([f[i] for f in finals]) for i in range(self.n_states)]
         scratch.give(taken)
         return value, stacked[0] if self.n_states == 1 else tuple(stacked)
+
+    def _lookup(self, noise: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor | None:
+        """The first layer's x maps of every word, ``(V, n * H)``, where they are fewer
+        than the batch's positions and the layer reads the embedding as it is (no
+        dropout): the x maps of the batch are then rows of it, and their gradients sum
+        into it, a product over the vocabulary instead of over every position."""
+        if not self.tokens or noise is not None or not self.core.x_names:
+            return None
+        table = self.model.encoder.weight
+        if table.shape[0] >= tokens.shape[0]:
+            return None
+        wx = self.layers[0].stacks[0]
+        assert wx is not None
+        return torch.mm(table, wx.t())
+
+    def _lookup_grads(self, tokens: torch.Tensor, buffers: dict[str, torch.Tensor]) -> None:
+        """The first layer's x maps' and the embedding's gradients, through the
+        vocabulary (see :meth:`_lookup`), from the x maps' gradient at every position
+        (and raw x's, for a cell that reads it)."""
+        table, layer = self.model.encoder.weight, self.layers[0]
+        wx = layer.stacks[0]
+        assert wx is not None
+        dmaps = buffers[X_MAPS_GRAD]
+        summed = dmaps.new_zeros(table.shape[0], dmaps.shape[-1])
+        summed.index_add_(0, tokens, dmaps.view(tokens.shape[0], -1))
+        torch.mm(summed.t(), table, out=layer.out["dstack0"])
+        torch.mm(summed, wx, out=table.grad)
+        if X_GRAD in buffers:
+            table.grad.index_add_(0, tokens, buffers[X_GRAD].view(tokens.shape[0], -1))
 
     def _loss(
         self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
