@@ -4,12 +4,14 @@ CPU it first times the two C time loops apart (their time is inside the ``_Fused
 ``_FusedBackward`` rows' self time, with the autograd function's Python).
 
 With ``--task``, it profiles the trainer's whole step instead, on the task's own batches
-at ``trial_step.py``'s budget: the CPU time of each phase (drawing the batch, the
-forward and loss, the backward, clipping and the update) beside the C time loops', then
-the op table.
+at ``trial_step.py``'s budget, as ``train`` runs it: the autograd-free step where it
+applies (``--step auto``; :mod:`optuna_rnn.train.step`), else (or with ``--step
+autograd``) the autograd step. It prints the CPU time of each phase (drawing the batch,
+the forward and loss, the backward, clipping and the update; the autograd-free step's
+forward, loss and backward are one phase) beside the C time loops', then the op table.
 
     python benchmarks/profile_step.py [--cell lstm] [--size a] [--device cpu] [--steps 20]
-        [--backend fused] [--task memorization|arithmetic|xml|ptb]
+        [--backend fused] [--task memorization|arithmetic|xml|ptb] [--step auto|autograd]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from optuna_rnn.kernels.sequence import Schedule
 from optuna_rnn.train import build_model
 from optuna_rnn.train.flat import make_optimizer
 from optuna_rnn.train.loss import LogitBuffer, training_loss
+from optuna_rnn.train.step import plan_step
 
 PHASES = ("draw", "forward+loss", "backward", "clip+update")
 
@@ -69,18 +72,27 @@ def profile_trainer(args: argparse.Namespace) -> None:
     model = build_model(cell, task, hidden_size=H, backend=args.backend)
     batches, buffer = task.train_batches(20, seed=0), LogitBuffer()
     parameters = [p for p in model.parameters() if p.requires_grad]
-    with make_optimizer(parameters, setup.optimizer, setup.learning_rate) as optimizer:
+    plan = plan_step(model, task) if args.step == "auto" else None
+    groups = plan.groups if plan is not None else ()
+    with make_optimizer(
+        parameters, setup.optimizer, setup.learning_rate, groups=groups
+    ) as optimizer:
+        fast = plan.bind(optimizer) if plan is not None else None
 
         def step(seconds: dict[str, float]) -> None:
             t0 = time.process_time()
             batch = next(batches)
             t1 = time.process_time()
-            loss, _ = training_loss(model, task, batch, None, buffer)
-            loss.item()
-            t2 = time.process_time()
-            optimizer.zero_grad()
-            loss.backward()
-            t3 = time.process_time()
+            if fast is not None:
+                fast(batch)
+                t2 = t3 = time.process_time()
+            else:
+                loss, _ = training_loss(model, task, batch, None, buffer)
+                loss.item()
+                t2 = time.process_time()
+                optimizer.zero_grad()
+                loss.backward()
+                t3 = time.process_time()
             optimizer.step(5.0)
             t4 = time.process_time()
             for phase, a, b in zip(PHASES, (t0, t1, t2, t3), (t1, t2, t3, t4)):
@@ -94,7 +106,8 @@ def profile_trainer(args: argparse.Namespace) -> None:
                 step(seconds)
         ms = {k: v / args.steps * 1e3 for k, v in seconds.items()}
         print(
-            f"{args.task}: {args.cell} {args.backend}, width {H}: "
+            f"{args.task}: {args.cell} {args.backend}, width {H}, "
+            f"{'autograd-free' if fast is not None else 'autograd'} step: "
             f"{sum(ms.values()):.2f} ms a step (CPU time, mean of {args.steps}, unprofiled): "
             + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
             + "; C time loops {:.2f} forward, {:.2f} backward".format(
@@ -116,6 +129,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument(
         "--task", choices=("memorization", "arithmetic", "xml", "ptb"), help="the trainer's step"
+    )
+    parser.add_argument(
+        "--step",
+        choices=("auto", "autograd"),
+        default="auto",
+        help="with --task: the autograd-free step where it applies, or autograd always",
     )
     args = parser.parse_args()
     if args.task:
