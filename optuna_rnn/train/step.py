@@ -14,11 +14,17 @@ and zero-filled buffers. :class:`TrainStep` runs the same step as straight-line 
   layer's stacked weights and their gradients are views of the flat buffers: no copy in,
   and the weight and bias gradients' products write into the flat gradient (``out=``),
   with nothing to zero or accumulate;
-- the decoder and the loss run over the scored positions only: below
-  :data:`~optuna_rnn.train.loss.FUSED_MIN_CLASSES` classes all logits at once (a
-  log-softmax and its gradient in place, a handful of ops), above it a block of logits at
-  a time (:func:`~optuna_rnn.train.loss.decode_blocks`, the fused loss's); the decoder's
-  gradients are written into the flat gradient;
+- the decoder and the loss: below :data:`~optuna_rnn.train.loss.FUSED_MIN_CLASSES`
+  classes all logits at once, through the kernels ``F.cross_entropy`` and its gradient
+  run (the unscored positions ignored), as ``masked_cross_entropy`` does; at or above it
+  the scored positions only, a block of logits at a time
+  (:func:`~optuna_rnn.train.loss.decode_blocks`, the fused loss's); either way the
+  decoder's gradients are written into the flat gradient;
+- where the vocabulary is smaller than a batch's positions (the synthetic tasks) and the
+  embedding goes to the first layer as it is (no dropout), that layer's x maps are a
+  lookup in the vocabulary's (``E @ Wx^T``, ``V`` rows instead of ``T * B``), and their
+  gradients are summed per symbol before the products with ``E`` and ``Wx``: the same
+  sums, grouped;
 - dropout draws its masks as ``torch.nn.functional.dropout`` does on the CPU (the same
   random numbers in the same order), so a seeded run draws the same masks.
 
@@ -34,11 +40,11 @@ number of layers, dropout, token or dense inputs and carried state. Elsewhere
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from optuna_rnn.kernels import buffers as names
@@ -53,6 +59,7 @@ from optuna_rnn.train.flat import FlatOptimizer
 from optuna_rnn.train.loss import (
     CHUNK_ROWS,
     FUSED_MIN_CLASSES,
+    IGNORED,
     LogitBuffer,
     _shared_categorical_loss,
     decode_blocks,
@@ -65,23 +72,36 @@ __all__ = ["FUSED_LSTM", "StepPlan", "TrainStep", "plan_step"]
 #: own forward runs oneDNN's): at the trainer's shapes the fused step was the faster.
 FUSED_LSTM = True
 
+#: The kernels of ``F.cross_entropy``'s negative log-likelihood and its gradient.
+_NLL = torch.ops.aten.nll_loss_forward.default
+_NLL_BACKWARD = torch.ops.aten.nll_loss_backward.default
 
-def fused_core(model: SequenceModel) -> FusedCell | None:
-    """The compiled cell the step runs ``model``'s layers with: the fused backend's, for
-    ``backend="fused"`` and ``"auto"``; ``None`` for any other backend.
+#: The dtypes the fused time loops run in C, by the name of their generated code.
+C_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def fused_core(model: SequenceModel, like: torch.Tensor) -> FusedCell | None:
+    """The compiled cell the step runs ``model``'s layers with (on tensors like ``like``):
+    the fused backend's, for ``backend="fused"`` and ``"auto"``; ``None`` for any other
+    backend.
 
     Under ``"auto"`` this includes the exact LSTM, which the model's own forward runs
     through oneDNN (:mod:`optuna_rnn.kernels.auto`): without the autograd step's fixed
     cost the fused LSTM's step is the faster at the trainer's shapes (measured by
-    ``benchmarks/trial_step.py``; see :data:`FUSED_LSTM`). Both backends compute the
-    same function, so validation through the model's forward scores the same weights.
+    ``benchmarks/trial_step.py``; see :data:`FUSED_LSTM`), where its time loops run in C.
+    Both backends compute the same function, so validation through the model's forward
+    scores the same weights.
     """
     rnn = model.rnn
-    if rnn.backend == "fused" or (
-        rnn.backend == "auto" and (FUSED_LSTM or native_kind(rnn.cell) != "lstm")
-    ):
+    if rnn.backend == "fused":
         return fused_backend(rnn.cell).core  # type: ignore[attr-defined]
-    return None
+    if rnn.backend != "auto":
+        return None
+    core = fused_backend(rnn.cell).core  # type: ignore[attr-defined]
+    if native_kind(rnn.cell) != "lstm":
+        return core
+    loops_in_c = like.dtype in C_DTYPES and core.library(C_DTYPES[like.dtype]) is not None
+    return core if FUSED_LSTM and loops_in_c else None
 
 
 @dataclass(frozen=True)
@@ -128,7 +148,7 @@ def plan_step(model: nn.Module, task: Task) -> StepPlan | None:
         return None
     if type(decoder) is not nn.Linear or decoder.bias is None:
         return None
-    core = fused_core(model)
+    core = fused_core(model, parameters[0])
     if core is None or core.plan.pre or core.call_graphs(False, parameters[0]) is not None:
         return None
     groups: list[tuple[nn.Parameter, ...]] = []
@@ -180,7 +200,7 @@ class TrainStep:
             (model.decoder.in_features + 1, model.decoder.out_features) if not self.small else 0
         )
         self.logits = LogitBuffer()
-        self._minus_ones = model.decoder.weight.new_empty(0, 1)
+        self._one = model.decoder.weight.new_ones(())
 
     def _layer(self, layer: nn.Module) -> _Layer:
         core, flat = self.core, self.optimizer
@@ -313,53 +333,52 @@ class TrainStep:
         """The masked mean cross-entropy of the decoder over ``hidden``'s scored rows,
         the decoder's gradients written into the flat gradient; the loss and the
         gradient of ``hidden`` (every row)."""
+        if self.small:
+            return self._small_loss(hidden, targets, mask)
         index = mask.nonzero().squeeze(1)
         rows = index.shape[0]
-        every = rows == mask.shape[0]
-        if not every:
-            hidden, targets = hidden.index_select(0, index), targets.index_select(0, index)
-        if rows == 0:  # nothing scored: a zero loss with zero gradients
-            self.optimizer.grad.zero_()
-            return 0.0, hidden.new_zeros(mask.shape[0], hidden.shape[1])
-        scale = 1.0 / rows
-        if self.small:
-            value, hidden_grad = self._small_loss(hidden, targets, scale)
-        else:
-            value, hidden_grad = self._blockwise_loss(hidden, targets, scale)
-        if every:
-            return value, hidden_grad
-        full = hidden.new_zeros(mask.shape[0], hidden.shape[1])
+        if rows == 0:
+            return self._nothing_scored(hidden)
+        if rows == mask.shape[0]:
+            return self._blockwise_loss(hidden, targets, rows)
+        value, hidden_grad = self._blockwise_loss(
+            hidden.index_select(0, index), targets.index_select(0, index), rows
+        )
+        full = hidden.new_zeros(hidden.shape)
         return value, full.index_copy_(0, index, hidden_grad)
 
+    def _nothing_scored(self, hidden: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """A batch with nothing scored: a zero loss with zero gradients."""
+        self.optimizer.grad.zero_()
+        return 0.0, hidden.new_zeros(hidden.shape)
+
     def _small_loss(
-        self, hidden: torch.Tensor, targets: torch.Tensor, scale: float
+        self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
     ) -> tuple[float, torch.Tensor]:
-        """The mean loss over a small output layer, all logits at once (as
-        ``masked_cross_entropy``: a log-softmax, then the mean of the targets' entries)."""
+        """The loss over a small output layer as ``masked_cross_entropy`` computes it
+        (every row decoded; a log-softmax, the mean of the scored targets' entries) and
+        its gradients by the same kernels as autograd's."""
         decoder = self.model.decoder
+        labels = torch.where(mask, targets, IGNORED)
         logits = torch.addmm(decoder.bias, hidden, decoder.weight.t())
         log_probs = torch._log_softmax(logits, 1, False, out=logits)
-        value = float(F.nll_loss(log_probs, targets))
-        probs = log_probs.exp_()  # the logits' gradient, once less one at the targets
-        probs.scatter_add_(1, targets[:, None], self._minus(targets.shape[0], probs))
-        probs.mul_(scale)
-        torch.mm(probs.t(), hidden, out=decoder.weight.grad)
-        torch.sum(probs, 0, out=decoder.bias.grad)
-        return value, torch.mm(probs, decoder.weight)
-
-    def _minus(self, rows: int, like: torch.Tensor) -> torch.Tensor:
-        """A column of ``rows`` minus ones (kept across steps)."""
-        if self._minus_ones.shape[0] < rows:
-            self._minus_ones = like.new_full((rows, 1), -1.0)
-        return self._minus_ones[:rows]
+        loss, total = _NLL(log_probs, labels, None, 1, IGNORED)
+        value = float(loss)
+        if math.isnan(value) and not bool(mask.any()):
+            return self._nothing_scored(hidden)
+        grad = _NLL_BACKWARD(self._one, log_probs, labels, None, 1, IGNORED, total)
+        grad = torch._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype)
+        torch.mm(grad.t(), hidden, out=decoder.weight.grad)
+        torch.sum(grad, 0, out=decoder.bias.grad)
+        return value, torch.mm(grad, decoder.weight)
 
     def _blockwise_loss(
-        self, hidden: torch.Tensor, targets: torch.Tensor, scale: float
+        self, hidden: torch.Tensor, targets: torch.Tensor, rows: int
     ) -> tuple[float, torch.Tensor]:
         """The mean loss over a large output layer, a block of logits at a time
         (:func:`~optuna_rnn.train.loss.decode_blocks`, as ``linear_cross_entropy``)."""
         decoder = self.model.decoder
-        rows = hidden.shape[0]
+        scale = 1.0 / rows
         inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
         weights = torch.cat([decoder.weight, decoder.bias[:, None]], dim=1)
         hidden_grad = hidden.new_empty(hidden.shape)
