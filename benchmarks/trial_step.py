@@ -3,7 +3,8 @@
 For each task this times one training step of three contenders, interleaved round by
 round in one process (this machine's speed swings within minutes):
 
-- ``new``: ``optuna_rnn.train.train`` of this tree;
+- ``new``: ``optuna_rnn.train.train`` of this tree (its autograd-free step where it
+  applies; ``--step autograd`` forces the autograd step);
 - ``base``: the trainer (and tasks, cells, kernels) at ``--base`` (a git revision, or a
   folder holding an ``optuna_rnn/``), loaded as ``ab_kernels.py`` does;
 - ``plain``: a plain PyTorch loop of the same model: ``nn.Embedding``, ``nn.LSTM`` (or

@@ -27,7 +27,7 @@ from optuna_rnn.tasks import Task
 from optuna_rnn.tasks.memorization import Memorization
 from optuna_rnn.tasks.stream import StreamTask
 from optuna_rnn.tasks.vocab import Vocabulary
-from optuna_rnn.train import TrainConfig, build_model, train
+from optuna_rnn.train import SequenceModel, TrainConfig, build_model, train
 from optuna_rnn.train.flat import FlatOptimizer
 from optuna_rnn.train.loss import FUSED_MIN_CLASSES, LogitBuffer, training_loss
 from optuna_rnn.train.step import plan_step
@@ -248,7 +248,15 @@ class _Bernoulli(Memorization):
 
 
 @pytest.mark.parametrize(
-    "case", ["reference backend", "native lstm", "own loss", "frozen", "not a SequenceModel"]
+    "case",
+    [
+        "reference backend",
+        "native lstm",
+        "own loss",
+        "frozen",
+        "dense inputs",
+        "not a SequenceModel",
+    ],
 )
 def test_the_step_does_not_apply_where_it_cannot_run(case: str, memorization: Memorization) -> None:
     task: Task = memorization
@@ -262,6 +270,15 @@ def test_the_step_does_not_apply_where_it_cannot_run(case: str, memorization: Me
         task = _Bernoulli(length=4, alphabet=8, eval_size=40)
     elif case == "frozen":
         model.encoder.requires_grad_(False)
+    elif case == "dense inputs":
+        model = SequenceModel(
+            zoo.get("gru"),
+            input_kind="dense",
+            input_size=3,
+            output_size=task.output_size,
+            hidden_size=20,
+            backend="fused",
+        )
     else:
         model = nn.Sequential(model)
     assert plan_step(model, task) is None

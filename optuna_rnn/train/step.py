@@ -31,10 +31,11 @@ and zero-filled buffers. :class:`TrainStep` runs the same step as straight-line 
 It is the same function as the autograd step (float rounding aside): the same loss and
 gradients, so training follows the same curve. It applies to a
 :class:`~optuna_rnn.train.SequenceModel` on the CPU whose :class:`~optuna_rnn.nn.CellRNN`
-runs the fused backend (``"fused"``, or ``"auto"`` where that picks fused), whose cell has
-no ``pre`` leaves and whose layers need no input projection, with every parameter
+runs the fused backend (``"fused"``, or ``"auto"``: see :func:`fused_core`), whose cell
+has no ``pre`` leaves and whose layers need no input projection, with every parameter
 trainable and in one flat buffer, on a task scored by the shared categorical loss; any
-number of layers, dropout, token or dense inputs and carried state. Elsewhere
+number of layers, dropout and carried state, token inputs (no task scored by the
+shared categorical loss reads dense inputs). Elsewhere
 :func:`plan_step` says ``None`` and the trainer runs the autograd step.
 """
 
@@ -69,7 +70,10 @@ from optuna_rnn.train.model import SequenceModel
 __all__ = ["FUSED_LSTM", "StepPlan", "TrainStep", "plan_step"]
 
 #: Whether the step runs the exact LSTM fused under ``backend="auto"`` (where the model's
-#: own forward runs oneDNN's): at the trainer's shapes the fused step was the faster.
+#: own forward runs oneDNN's). ``benchmarks/trial_step.py`` (2026-12-06, 2 cores, one
+#: thread): this step with the fused LSTM took 0.64-0.74x the time of the autograd step
+#: with oneDNN's LSTM on memorisation, arithmetic and XML, 0.93-0.96x on PTB; a layer's
+#: autograd step alone (``benchmarks/lstm_backends.py``) is 0.89-1.15x oneDNN's.
 FUSED_LSTM = True
 
 #: The kernels of ``F.cross_entropy``'s negative log-likelihood and its gradient.
@@ -135,18 +139,14 @@ def plan_step(model: nn.Module, task: Task) -> StepPlan | None:
     if parameters[0].device.type != "cpu":
         return None
     encoder, decoder = model.encoder, model.decoder
-    if type(encoder) is nn.Embedding:
-        plain = (
-            encoder.padding_idx is None
-            and encoder.max_norm is None
-            and not encoder.scale_grad_by_freq
-            and not encoder.sparse
-        )
-        if not plain:
-            return None
-    elif type(encoder) is not nn.Linear or encoder.bias is None:
-        return None
-    if type(decoder) is not nn.Linear or decoder.bias is None:
+    plain_embedding = (
+        type(encoder) is nn.Embedding
+        and encoder.padding_idx is None
+        and encoder.max_norm is None
+        and not encoder.scale_grad_by_freq
+        and not encoder.sparse
+    )
+    if not plain_embedding or type(decoder) is not nn.Linear or decoder.bias is None:
         return None
     core = fused_core(model, parameters[0])
     if core is None or core.plan.pre or core.call_graphs(False, parameters[0]) is not None:
@@ -185,7 +185,6 @@ class TrainStep:
         self.model = model = plan.model
         self.core = core = plan.core
         self.optimizer = optimizer
-        self.tokens = isinstance(model.encoder, nn.Embedding)
         self.dropout = model.rnn.dropout
         self.output_dropout = model.drop.p
         self.n_states = len(core.plan.states)
@@ -238,13 +237,8 @@ class TrainStep:
         T, B = inputs.shape[:2]
         H = model.rnn.hidden_size
         training = model.training
-        encoder = model.encoder
-        if self.tokens:
-            embedded = torch.index_select(encoder.weight, 0, inputs.reshape(-1)).view(T, B, H)
-        else:
-            embedded = torch.addmm(
-                encoder.bias, inputs.reshape(T * B, -1), encoder.weight.t()
-            ).view(T, B, H)
+        tokens = inputs.reshape(-1)
+        embedded = torch.index_select(model.encoder.weight, 0, tokens).view(T, B, H)
         x, first_noise = self._drop(embedded, self.output_dropout if training else 0.0)
         if state is None:
             zeros = x.new_zeros(B, H)
@@ -252,7 +246,6 @@ class TrainStep:
         else:
             given = (state,) if isinstance(state, torch.Tensor) else tuple(state)
             initial = [[s[k] for s in given] for k in range(len(self.layers))]
-        tokens = inputs.reshape(-1)
         lookup = self._lookup(first_noise, tokens)
         taken: list[torch.Tensor] = []
         passes, finals = [], []
@@ -293,7 +286,9 @@ class TrainStep:
         else:
             if first_noise is not None:
                 dout.mul_(first_noise)
-            self._encoder_grad(inputs, dout.view(T * B, H))
+            grad = model.encoder.weight.grad
+            grad.zero_()
+            grad.index_add_(0, tokens, dout.view(T * B, H))
         stacked = [torch.stack([f[i] for f in finals]) for i in range(self.n_states)]
         scratch.give(taken)
         return value, stacked[0] if self.n_states == 1 else tuple(stacked)
@@ -303,7 +298,7 @@ class TrainStep:
         than the batch's positions and the layer reads the embedding as it is (no
         dropout): the x maps of the batch are then rows of it, and their gradients sum
         into it, a product over the vocabulary instead of over every position."""
-        if not self.tokens or noise is not None or not self.core.x_names:
+        if noise is not None or not self.core.x_names:
             return None
         table = self.model.encoder.weight
         if table.shape[0] >= tokens.shape[0]:
@@ -398,14 +393,3 @@ class TrainStep:
         torch.mul(weights_grad[-1], scale, out=decoder.bias.grad)
         hidden_grad.mul_(scale)
         return float(losses.sum() / rows), hidden_grad
-
-    def _encoder_grad(self, inputs: torch.Tensor, dx: torch.Tensor) -> None:
-        """The embedding's (or input projection's) gradients from its output's, ``dx``."""
-        encoder = self.model.encoder
-        if self.tokens:
-            grad = encoder.weight.grad
-            grad.zero_()
-            grad.index_add_(0, inputs.reshape(-1), dx)
-            return
-        torch.mm(dx.t(), inputs.reshape(dx.shape[0], -1), out=encoder.weight.grad)
-        torch.sum(dx, 0, out=encoder.bias.grad)
