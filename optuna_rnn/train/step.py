@@ -378,7 +378,6 @@ class TrainStep:
         weights = torch.cat([decoder.weight, decoder.bias[:, None]], dim=1)
         hidden_grad = hidden.new_empty(hidden.shape)
         weights_grad = self.decoder_grad
-        weights_grad.zero_()
         losses = decode_blocks(
             inputs,
             weights,
