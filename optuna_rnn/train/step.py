@@ -71,9 +71,10 @@ __all__ = ["FUSED_LSTM", "StepPlan", "TrainStep", "plan_step"]
 
 #: Whether the step runs the exact LSTM fused under ``backend="auto"`` (where the model's
 #: own forward runs oneDNN's). ``benchmarks/trial_step.py`` (2026-12-06, 2 cores, one
-#: thread): this step with the fused LSTM took 0.64-0.74x the time of the autograd step
-#: with oneDNN's LSTM on memorisation, arithmetic and XML, 0.93-0.96x on PTB; a layer's
-#: autograd step alone (``benchmarks/lstm_backends.py``) is 0.89-1.15x oneDNN's.
+#: thread, two runs): this step with the fused LSTM took 0.65-0.70x the time of the
+#: autograd step with oneDNN's LSTM on memorisation, arithmetic and XML, 0.95-0.97x on
+#: PTB; a layer's autograd step alone (``benchmarks/lstm_backends.py``) is 0.89-1.15x
+#: oneDNN's at those shapes.
 FUSED_LSTM = True
 
 #: The kernels of ``F.cross_entropy``'s negative log-likelihood and its gradient.
