@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import functools
 import os
 import platform
 import time
@@ -29,6 +30,7 @@ import numpy as np
 import optuna
 
 from optuna_rnn.cell import Cell, CellError, live
+from optuna_rnn.cell.ir import DEFAULT_MAX_NODES
 from optuna_rnn.cell.mutate import mutate
 from optuna_rnn.samplers import PointMutation
 from optuna_rnn.spaces import CellSpace, GatedSpace, GraphSpace
@@ -57,19 +59,25 @@ def draw(
 
 def mutants_that_remember(space: CellSpace, parents: list[Cell], seed: int) -> tuple[str, str]:
     """The share of one point mutant, and of one paper mutant the space holds, of each
-    parent that can still remember."""
+    parent that can still remember (over the mutants made: a point of GraphSpace that
+    reads h' has no encoding to mutate, and most paper mutants leave GatedSpace)."""
     rng = np.random.default_rng(seed)
-    point = PointMutation(space)
-    kept = [live(point(p, rng)) for p in parents]
-    paper = []
-    for p in parents:
-        child = mutate(p, rng, max_nodes=getattr(space, "max_nodes", 64))
-        try:
-            space.encode(child)
-        except CellError:
-            continue
-        paper.append(live(child))
-    return f"{sum(kept) / len(kept):.1%}", f"{sum(paper) / len(paper):.1%} of {len(paper)}"
+    point, paper = (
+        PointMutation(space),
+        functools.partial(mutate, max_nodes=getattr(space, "max_nodes", DEFAULT_MAX_NODES)),
+    )
+    shares = []
+    for operator in (point, paper):
+        kept = []
+        for p in parents:
+            try:
+                child = operator(p, rng)
+                space.encode(child)
+            except CellError:
+                continue
+            kept.append(live(child))
+        shares.append(f"{sum(kept) / len(kept):.1%} of {len(kept)}")
+    return shares[0], shares[1]
 
 
 def main() -> None:
