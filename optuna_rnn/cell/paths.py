@@ -5,9 +5,9 @@ whose states form no cycle forgets everything after a fixed number of steps; one
 cycle the input never enters remembers nothing about the input. On a task that needs
 memory all three score at chance, yet all are valid cells (a search space or a mutation
 can make them), so searches ask here. The states start at zero (as
-:class:`~optuna_rnn.CellRNN` starts them), so a state whose update is zero whenever the
-states are (``h' = h * x``) stays zero for ever and carries nothing: paths run only
-through nodes that can be nonzero.
+:class:`~optuna_rnn.CellRNN` starts them unless given a state), so a state whose update
+is zero whenever the states are (``h' = h * x``) stays zero for ever and carries
+nothing: paths run only through nodes that can be nonzero.
 """
 
 from __future__ import annotations
@@ -21,13 +21,17 @@ __all__ = ["Paths", "live", "paths"]
 
 @dataclass(frozen=True)
 class Paths:
-    """What the unrolled cell connects (for weights in general position).
+    """What the unrolled cell's graph connects.
+
+    A structural test: where it finds no path, no weights make one; where it finds one,
+    some weights can still cut it (a ReLU that is zero for them, two routes that cancel).
 
     Attributes:
         input: ``x`` reaches h', in the same step or later through the states.
         recurrent: a state that h' depends on lies on a cycle of states, so a value can
             persist for any number of steps.
-        memory: ``x`` enters such a cycle, so an input reaches h' at every later step.
+        memory: ``x`` enters such a cycle, so an input reaches h' again and again, for
+            as many steps as the sequence lasts.
     """
 
     input: bool
@@ -56,15 +60,15 @@ def live(cell: Cell) -> bool:
     return paths(cell).memory
 
 
-def _zero(node: Node, inputs: tuple[int, ...], zero: set[int]) -> bool:
+def _zero(node: Node, zero: set[int]) -> bool:
     """Whether a node is zero when the nodes in ``zero`` are (biases train away from 0)."""
     if node.op in (X, ONE, BIAS, SIGMOID):
         return False
     if node.op == MUL:
-        return any(j in zero for j in inputs)
-    if node.op == SUB and len(set(inputs)) == 1:
+        return any(j in zero for j in node.inputs)
+    if node.op == SUB and len(set(node.inputs)) == 1:
         return True  # s - s
-    return all(j in zero for j in inputs)  # sums, linear maps (no bias), tanh, relu
+    return all(j in zero for j in node.inputs)  # sums, linear maps (no bias), tanh, relu
 
 
 def _zero_for_ever(cell: Cell) -> set[int]:
@@ -74,7 +78,7 @@ def _zero_for_ever(cell: Cell) -> set[int]:
     while True:
         zero: set[int] = set()
         for i, n in enumerate(nodes):  # canonical order: operands before readers
-            if (n.op == STATE and n.name in states) or (n.op != STATE and _zero(n, n.inputs, zero)):
+            if (n.op == STATE and n.name in states) or (n.op != STATE and _zero(n, zero)):
                 zero.add(i)
         still = {s for s in states if cell.updates[s] in zero}
         if still == states:  # fewer zero states each round, so this ends
