@@ -6,35 +6,39 @@ parameter budget, three learning rates), for the same ``--trials`` per study and
 as the paper did, would hand it the target). The tasks (``--tasks``):
 
 - ``memorization``: 3 symbols of 6, 140 SGD steps, validated every 20;
-- ``xml``: the tiny preset, 300 SGD steps, validated every 50;
+- ``memorization2``: 2 symbols of 8, 140 SGD steps, validated every 20;
 - ``arithmetic`` (not run by default): the tiny preset (one-digit sums), 120 SGD steps,
-  validated every 20.
+  validated every 20;
+- ``xml`` (not run by default): the tiny preset, 300 SGD steps, validated every 50.
 
-In a quick RandomSampler run on GraphSpace (2 seeds x 10 trials, 2026-12-06) random
-cells of both spread over many scores below the GRU's (memorisation: 12 distinct scores,
-0.15 to 0.56, GRU 0.61; XML: 8 distinct, 0.40 to 0.465, GRU 0.47) and none reached it.
-The full run (10 seeds x 20 trials) showed memorisation graded (RandomSampler's best per
-seed from 0.29 to 0.68), but XML not, for GraphSpace: the best of nearly every GraphSpace
-study is the same 0.4326, a ceiling that the GatedSpace cells (all gated) pass at once.
-At shorter budgets memorisation (60 steps) and arithmetic (120 steps; longer runs stop
-early at the same scores, their learning rate decayed) are needle searches: most cells
-sit at one floor score and a few jump past the GRU.
+Both memorisation tasks are graded for GraphSpace: random cells that can remember
+(:func:`optuna_rnn.cell.live`; about 27% of GraphSpace's random cells) spread over many
+scores and some pass the GRU, while the cells that cannot all score at or below the
+floor that chance reaches (RandomSampler probes, 2026-12-06: memorisation, 40 trials,
+floor 0.29, GRU 0.61; memorisation2, 80 trials, floor 0.28, GRU 0.775, cells that
+remember up to 1.0). Arithmetic is a needle search (most cells sit at one floor score,
+0.5957, and a few jump to the GRU's 0.695), and XML at 300 steps has a ceiling for
+GraphSpace (the best of nearly every GraphSpace study of 20 trials was the same
+0.4326, a ceiling the GatedSpace cells pass at once; at 600 steps no random GraphSpace
+cell of 60 came near the GRU's 0.65).
 
 The pairs, with every setting that differs from the class's default:
 
 - CellEvolutionSampler on GraphSpace: ``population_size=10, tournament_size=10,
   mutation=PointMutation(GRAPH), n_startup_trials=5``: each child is a point mutation
-  (one parameter of the encoding changed) of the best architecture so far. A study of
-  20 trials needs that pressure: the default tournament of 1 is the paper's uniform pick
+  (one parameter of the encoding changed) of the best architecture so far, and every
+  proposed cell, random or mutant, can remember (the default ``viable``). A study of
+  40 trials needs that pressure: the default tournament of 1 is the paper's uniform pick
   from a population of 100, whose pressure comes from the many it keeps out;
+- the same with ``viable=None`` (proposing any cell, as before 2026-12-06), for scale;
 - RandomSampler, TPESampler (``multivariate=True, group=True, n_startup_trials=5``) and
   NSGAIISampler (``population_size=10``) on GraphSpace;
 - RandomSampler, TPESampler (as above) and GPSampler (``n_startup_trials=5``) on
   GatedSpace.
 
 The model-based samplers start after 5 random trials, not Optuna's default 10, as the
-docs recommend for budgets of about 20 trials: with 10 they would be random search for
-half the budget. Every study uses ``NopPruner``, so each trial is measured whole (a
+docs recommend for small budgets: with 10 they would be random search for a quarter
+of a 40-trial budget. Every study uses ``NopPruner``, so each trial is measured whole (a
 pruned trial would count as not reaching the target).
 
 The target on each task is the GRU's best score over the three learning rates (trained
@@ -43,8 +47,9 @@ first, same settings). Printed per task and pair: the median trials to reach the
 that reach it, the median best score at the budget with a bootstrap 90% interval
 (resampling seeds), and the share of trials that FAILed.
 
-    python benchmarks/search_efficiency.py                    # 10 seeds x 20 trials
-    python benchmarks/search_efficiency.py --seeds 2 --trials 8 --jobs 2
+    python benchmarks/search_efficiency.py                    # 10 seeds x 40 trials
+    python benchmarks/search_efficiency.py --seeds 2 --trials 8 --tasks arithmetic
+    python benchmarks/search_efficiency.py --pairs 0 2        # evolution and Random only
 
 Bars (issue 19), on both tasks: TPE on GraphSpace needs fewer trials than RandomSampler
 on GraphSpace (median over seeds); CellEvolutionSampler at most half of RandomSampler's;
@@ -76,6 +81,7 @@ from optuna_rnn.tasks import XML, Arithmetic, Memorization
 #: Each task, its SGD steps per trial and the steps between validations.
 TASKS = {
     "memorization": (lambda: Memorization(length=3, alphabet=6, eval_size=60), 140, 20),
+    "memorization2": (lambda: Memorization(length=2, alphabet=8, eval_size=60), 140, 20),
     "xml": (lambda: XML("tiny", eval_size=60), 300, 50),
     "arithmetic": (lambda: Arithmetic("tiny", eval_size=60), 120, 20),
 }
@@ -107,17 +113,23 @@ def _tpe(seed: int) -> optuna.samplers.BaseSampler:
     )
 
 
+def _evolution(seed: int, **kwargs) -> CellEvolutionSampler:
+    return CellEvolutionSampler(
+        space=GRAPH,
+        population_size=10,
+        tournament_size=10,
+        mutation=PointMutation(GRAPH),
+        n_startup_trials=STARTUP,
+        seed=seed,
+        **kwargs,
+    )
+
+
 PAIRS: dict[str, tuple[CellSpace, Make]] = {
-    "CellEvolutionSampler, GraphSpace": (
+    "CellEvolutionSampler, GraphSpace": (GRAPH, _evolution),
+    "CellEvolutionSampler (viable=None), GraphSpace": (
         GRAPH,
-        lambda s: CellEvolutionSampler(
-            space=GRAPH,
-            population_size=10,
-            tournament_size=10,
-            mutation=PointMutation(GRAPH),
-            n_startup_trials=STARTUP,
-            seed=s,
-        ),
+        lambda s: _evolution(s, viable=None),
     ),
     "RandomSampler, GraphSpace": (GRAPH, lambda s: optuna.samplers.RandomSampler(seed=s)),
     "TPESampler, GraphSpace": (GRAPH, _tpe),
@@ -176,12 +188,16 @@ def bootstrap_median(values: list[float], *, level: float = 0.9, n: int = 2000) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument(
-        "--tasks", nargs="+", choices=sorted(TASKS), default=["memorization", "xml"]
+        "--tasks", nargs="+", choices=sorted(TASKS), default=["memorization", "memorization2"]
+    )
+    parser.add_argument(
+        "--pairs", nargs="+", metavar="N", type=int, help="run only these rows (0 first)"
     )
     args = parser.parse_args()
+    pairs = [p for i, p in enumerate(PAIRS) if args.pairs is None or i in args.pairs]
     start = time.perf_counter()
     print(
         f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC "
@@ -189,7 +205,7 @@ def main() -> None:
         f"{args.seeds} seeds x {args.trials} trials, {args.jobs} processes",
         flush=True,
     )
-    units = [(t, p, s, args.trials) for t in args.tasks for p in PAIRS for s in range(args.seeds)]
+    units = [(t, p, s, args.trials) for t in args.tasks for p in pairs for s in range(args.seeds)]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         targets = dict(zip(args.tasks, pool.map(gru_target, args.tasks)))
         results: dict[tuple[str, str], list[tuple[list[float], int]]] = {}
@@ -201,7 +217,7 @@ def main() -> None:
             "sampler, space | median trials to target | reached | median best [90% CI] "
             "| FAIL share | trials to target per seed (-: not reached)"
         )
-        for pair in PAIRS:
+        for pair in pairs:
             runs = [(v, f) for _, v, f in sorted(results[task, pair])]  # in seed order
             bests = [max(v) for v, _ in runs]
             reach = [

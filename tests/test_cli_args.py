@@ -51,6 +51,7 @@ def test_each_command_explains_itself(command: str, capsys: pytest.CaptureFixtur
         (["search", "--population-size", "0"], "--population-size: must be a positive int"),
         (["search", "--n-startup-trials", "-1"], "--n-startup-trials: must be a non-negative"),
         (["search", "--sampler", "tpe", "--n-startup-trials", "0"], "set the evolution sampler"),
+        (["search", "--sampler", "random", "--any-cell"], "set the evolution sampler"),
         (["search", "--grace-period", "5", "--heartbeat-interval", "10"], "must exceed"),
         (["baselines", "--n-trials", "3"], "unrecognized arguments: --n-trials"),
         (["show"], "name a cell"),
@@ -186,3 +187,15 @@ def test_evolution_options_reach_the_sampler() -> None:
     argv = ["search", "--population-size", "7", "--aging", "--tournament-size", "3"]
     args = build_parser().parse_args([*argv, "--n-startup-trials", "2"])
     assert spec_from_args(args, seed=0) == spec
+
+
+def test_any_cell_lets_evolution_propose_cells_that_cannot_remember() -> None:
+    from optuna_rnn.cell import live
+
+    assert SearchSpec().build_sampler(0)._viable is live
+    spec = spec_from_args(build_parser().parse_args(["search", "--any-cell"]), seed=0)
+    assert spec.any_cell and SearchSpec.from_json(spec.to_json()) == spec
+    assert spec.build_sampler(0)._viable is None
+    old = json.loads(SearchSpec().to_json())
+    del old["any_cell"]  # a spec stored before the option existed: the default
+    assert SearchSpec.from_json(json.dumps(old)).build_sampler(0)._viable is live

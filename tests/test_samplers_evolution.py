@@ -19,11 +19,13 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from optuna_rnn import zoo
+from optuna_rnn.cell import live
 from optuna_rnn.cell.mutate import mutate
 from optuna_rnn.samplers import (
     AgingPopulation,
     CellEvolutionSampler,
     ElitePopulation,
+    MutationProposal,
     PointMutation,
     Reevaluation,
     TournamentSelection,
@@ -465,3 +467,44 @@ def test_no_reevaluation_until_the_population_is_full() -> None:
     # Two seeds, four mutants fill the population of six; then re-evaluations.
     assert actions[:6] == ["enqueued"] * 2 + ["mutate"] * 4
     assert "reevaluate" in actions[6:]
+
+
+def test_an_unseeded_study_proposes_only_cells_that_can_remember() -> None:
+    """Most random cells of the open space, and many of its mutants, never carry the input
+    from step to step (:func:`optuna_rnn.cell.live`); the sampler proposes none of them,
+    at the random start or after, unless told to (``viable=None``)."""
+    space = GraphSpace(max_nodes=24)
+
+    def run(**kwargs) -> list[bool]:
+        sampler = CellEvolutionSampler(
+            space=space, population_size=4, tournament_size=4, seed=5, **kwargs
+        )
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        study.optimize(lambda t: -abs(space.suggest(t).num_inner_nodes - 8), n_trials=30)
+        assert all(t.state == TrialState.COMPLETE for t in study.trials)
+        assert {read_plan(t).action for t in study.trials} >= {"random", "mutate"}
+        return [live(space.decode(t.params)) for t in study.trials]
+
+    assert all(run())
+    assert not all(run(viable=None))
+
+
+def test_viable_takes_any_test_of_a_cell() -> None:
+    small = lambda cell: cell.num_inner_nodes <= 6  # noqa: E731
+    space = GraphSpace(max_nodes=24)
+    study = optuna.create_study(
+        sampler=CellEvolutionSampler(space=space, population_size=4, seed=0, viable=small)
+    )
+    study.optimize(lambda t: space.suggest(t).num_inner_nodes, n_trials=20)
+    assert all(small(space.decode(t.params)) for t in study.trials)
+    assert len({space.decode(t.params) for t in study.trials}) == 20
+
+
+def test_mutation_proposal_draws_again_until_the_mutant_is_viable() -> None:
+    proposal = MutationProposal(PointMutation(SPACE), encode=SPACE.encode, viable=live)
+    rng = np.random.default_rng(0)
+    parent = SPACE.decode(SPACE.encode(zoo.get("tanh")))
+    mutants = [proposal(parent, rng, set()) for _ in range(100)]
+    assert all(m is not None and live(m.cell) for m in mutants)
+    unfiltered = MutationProposal(PointMutation(SPACE), encode=SPACE.encode)
+    assert not all(live(unfiltered(parent, rng, set()).cell) for _ in range(100))

@@ -174,6 +174,12 @@ def add_spec_options(parser: argparse.ArgumentParser, *, n_trials: int | None = 
         help="trials of an unseeded evolution study that train random cells before "
         f"evolution starts (default: {defaults.n_startup_trials})",
     )
+    parser.add_argument(
+        "--any-cell",
+        action="store_true",
+        help="evolution may propose cells that cannot remember (default: only cells whose "
+        "input reaches a loop of states that h' reads)",
+    )
     if n_trials is not None:
         parser.add_argument(
             "--n-trials",
@@ -223,6 +229,7 @@ def spec_from_args(args: argparse.Namespace, **fields: Any) -> SearchSpec:
         "aging": args.aging,
         "tournament_size": args.tournament_size,
         "n_startup_trials": args.n_startup_trials,
+        "any_cell": args.any_cell,
         "seed": args.seed,
         "objective": dict(args.objective),
     }

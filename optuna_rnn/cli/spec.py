@@ -92,6 +92,8 @@ class SearchSpec:
             parent selection (:class:`~optuna_rnn.CellEvolutionSampler`).
         n_startup_trials: trials of an unseeded evolution study that train random cells
             before evolution starts (the sampler's ``n_startup_trials``).
+        any_cell: evolution may propose cells that cannot remember (the sampler's
+            ``viable=None``); by default it proposes only :func:`optuna_rnn.cell.live` ones.
         objective: keyword arguments of :func:`optuna_rnn.make_objective`;
             ``hyperparameters`` is a dict of some
             :class:`~optuna_rnn.hyperparameters.Hyperparameters` choice lists, which
@@ -111,6 +113,7 @@ class SearchSpec:
     aging: bool = False
     tournament_size: int | None = None
     n_startup_trials: int = 5
+    any_cell: bool = False
     reference: str = "gru"
     objective: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     objectives: tuple[str, ...] = ("score",)
@@ -155,10 +158,11 @@ class SearchSpec:
             self.aging,
             self.tournament_size,
             self.n_startup_trials,
-        ) != (100, False, None, 5)
+            self.any_cell,
+        ) != (100, False, None, 5, False)
         if evolution and self.sampler != "evolution":
             raise ValueError(
-                "population_size, aging, tournament_size and n_startup_trials set the "
+                "population_size, aging, tournament_size, n_startup_trials and any_cell set the "
                 f"evolution sampler; this search uses {self.sampler!r}"
             )
         if self.population_size < 1 or (self.tournament_size or 1) < 1:
@@ -241,6 +245,7 @@ class SearchSpec:
                 tournament_size=self.tournament_size,
                 n_startup_trials=self.n_startup_trials,
                 seed=seed,
+                **({"viable": None} if self.any_cell else {}),
             )
         if self.sampler == "tpe":
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)

@@ -39,6 +39,8 @@ class MutationProposal:
         encode: the cell's params in the search space, CellError if the space does not
             hold it (such a mutant is useless: the objective suggests cells through it).
         max_attempts: mutants drawn before giving up on this parent.
+        viable: a test every mutant must pass (e.g. :func:`optuna_rnn.cell.live`); one
+            that fails is drawn again, as one that the study has seen is. ``None``: none.
     """
 
     def __init__(
@@ -47,15 +49,17 @@ class MutationProposal:
         *,
         encode: Callable[[Cell], dict[str, Any]],
         max_attempts: int = 50,
+        viable: Callable[[Cell], bool] | None = None,
     ) -> None:
         self.mutation = mutation
         self.encode = encode
         self.max_attempts = max_attempts
+        self.viable = viable
 
     def __call__(
         self, parent: Cell, rng: np.random.Generator, taken: Container[str], *, steps: int = 1
     ) -> Mutant | None:
-        """A mutant, ``steps`` mutations away, whose fingerprint is not in ``taken``
+        """A viable mutant, ``steps`` mutations away, whose fingerprint is not in ``taken``
         (and differs from the parent's), or ``None``."""
         for _ in range(self.max_attempts):
             cell, log = parent, []
@@ -65,6 +69,8 @@ class MutationProposal:
             except CellError:
                 return None  # the operator finds no mutant of this parent
             if cell.fingerprint in taken or cell.fingerprint == parent.fingerprint:
+                continue
+            if self.viable is not None and not self.viable(cell):
                 continue
             try:
                 return Mutant(cell, self.encode(cell), tuple(log))
