@@ -12,15 +12,14 @@ as the paper did, would hand it the target). The tasks (``--tasks``):
 - ``xml`` (not run by default): the tiny preset, 300 SGD steps, validated every 50.
 
 Both memorisation tasks are graded for GraphSpace: random cells that can remember
-(:func:`optuna_rnn.cell.live`; about 27% of GraphSpace's random cells) spread over many
-scores and some pass the GRU, while the cells that cannot all score at or below the
-floor that chance reaches (RandomSampler probes, 2026-12-06: memorisation, 40 trials,
-floor 0.29, GRU 0.61; memorisation2, 80 trials, floor 0.28, GRU 0.775, cells that
-remember up to 1.0). Arithmetic is a needle search (most cells sit at one floor score,
-0.5957, and a few jump to the GRU's 0.695), and XML at 300 steps has a ceiling for
-GraphSpace (the best of nearly every GraphSpace study of 20 trials was the same
-0.4326, a ceiling the GatedSpace cells pass at once; at 600 steps no random GraphSpace
-cell of 60 came near the GRU's 0.65).
+(:func:`optuna_rnn.cell.live`; about 27% of GraphSpace's random cells,
+``space_draws.py``) spread over many scores and some pass the GRU, while the cells that
+cannot score at the floor that chance reaches (RandomSampler's rows show the spread:
+on 2026-12-06 its median best at 40 trials was 0.54 [0.39, 0.99] against the GRU's 0.61
+on memorisation). Arithmetic is a needle search (most cells sit at one floor score and a
+few jump to the GRU's), and XML at 300 steps has a ceiling for GraphSpace (the best of
+nearly every GraphSpace study of 20 trials was the same 0.4326, a ceiling the GatedSpace
+cells pass at once).
 
 The pairs, with every setting that differs from the class's default:
 
