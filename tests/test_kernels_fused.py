@@ -219,6 +219,30 @@ def test_each_time_loop_is_one_c_call(monkeypatch):
     assert ran and all(ran)
 
 
+@pytest.mark.skipif(shutil.which(compiler()) is None, reason="no C compiler")
+def test_a_time_loop_binds_only_the_buffers_it_uses():
+    """A schedule built on a call that held a buffer no step reads still runs a later
+    call of the same layout without it (it raised KeyError: every name was bound)."""
+    from optuna_rnn.kernels import passes
+    from optuna_rnn.kernels.layer import fused_backend
+
+    cell, T, B, H = zoo.get("gru"), 5, 3, 8
+    torch.manual_seed(0)
+    module = CellRNN(cell, H, H, backend="fused")
+    core, layer = fused_backend(cell).core, module.layers[0]
+    stacks = core.stacks([layer.weight[n].detach() for n in core.map_names])
+    biases = [layer.bias[n].detach() for n in core.biases]
+    x, taken = torch.randn(T, B, H), []
+    kept, _ = passes.forward_buffers(core, x, [torch.zeros(B, H)], stacks, (), biases, taken)
+    kept["not read by any step"] = torch.zeros(3)
+    needs = (True, False, *[True] * (len(core.map_names) + len(biases)))
+    passes.gradients(core, kept, x, stacks, torch.randn(T, B, H), [None], needs, taken)
+    x.requires_grad_()
+    out, _ = module(x)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 @pytest.fixture
 def torch_pointwise():
     """A backend running the fused plan's pointwise programs as torch ops."""

@@ -87,10 +87,10 @@ class Schedule:
         self.T = T
         self._width = H
         self._runner, self._gemm, self._pack = runner, gemm, pack
-        self.names = sorted({*buffers, PACKED})
-        self._bases = ctypes.c_void_p * len(self.names)
-        index = {name: i for i, name in enumerate(self.names)}
+        every = sorted({*buffers, PACKED})
+        index = {name: i for i, name in enumerate(every)}
         self._keep: list[np.ndarray] = []
+        arguments: list[np.ndarray] = []  # each step's buffer indices
         ops: list[Op] = []
         jobs: list[PackJob] = []
         at: list[int] = []  # where each weight's panels start in PACKED
@@ -127,6 +127,7 @@ class Schedule:
                 [0 if s.vec else buffers[s.buffer].stride(1) for s in slots], dtype=np.int64
             )
             self._keep += [table, bufs, rows]
+            arguments.append(bufs)
             ops.append(
                 Op(
                     kind=kind,
@@ -166,6 +167,18 @@ class Schedule:
                 for p in by_round[k]:
                     product(p)
         self.ops = (Op * len(ops))(*ops)
+        # Bind only the buffers the steps and the packing use: a later call may lack the
+        # others (the buffers a call holds differ with what it differentiates).
+        used = {int(i) for bufs in arguments for i in bufs} | {j.src for j in jobs}
+        order = sorted(used | {self._packed})
+        renumber = {old: new for new, old in enumerate(order)}
+        for bufs in arguments:
+            bufs[:] = [renumber[int(i)] for i in bufs]
+        for job in self.jobs:
+            job.src = renumber[job.src]
+        self._packed = renumber[self._packed]
+        self.names = [every[i] for i in order]
+        self._bases = ctypes.c_void_p * len(self.names)
 
     def run(self, buffers: Mapping[str, torch.Tensor], T: int, B: int) -> None:
         """Pack the weights into ``buffers[PACKED]`` (:attr:`packed_size` elements) and run
