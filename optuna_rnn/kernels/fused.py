@@ -36,6 +36,7 @@ from optuna_rnn.kernels.buffers import PACKED, X_MAPS, X_MAPS_GRAD, X, grad
 from optuna_rnn.kernels.build import load_library
 from optuna_rnn.kernels.codegen_c import RUNNER, c_source, function_name
 from optuna_rnn.kernels.codegen_triton import load_triton_module, triton_source
+from optuna_rnn.kernels.gemm import C_DTYPES
 from optuna_rnn.kernels.graphs import CallGraphs
 from optuna_rnn.kernels.layout import bias_blocks, slot
 from optuna_rnn.kernels.passes import Stacks, backward_call, forward_call, stack
@@ -46,9 +47,6 @@ from optuna_rnn.kernels.sequence import Op, PackJob, Schedule
 from optuna_rnn.kernels.workspace import scratch
 
 __all__ = ["FusedCell"]
-
-_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
-
 
 POINTWISE = ("auto", "c", "triton", "torch")
 
@@ -174,7 +172,7 @@ class FusedCell:
         if self.pointwise != "auto":
             return self.pointwise
         if device.type == "cpu":
-            return "c" if dtype in _DTYPES else "torch"
+            return "c" if dtype in C_DTYPES else "torch"
         return "triton" if device.type == "cuda" else "torch"
 
     def step_fn(
@@ -222,7 +220,7 @@ class FusedCell:
         once per device type and dtype: a fused call asks twice."""
         where = (ref.device.type, ref.dtype)
         if where not in self._c_products:
-            key = _DTYPES.get(ref.dtype)
+            key = C_DTYPES.get(ref.dtype)
             runs_c = (
                 key is not None
                 and self._executor(ref.device, ref.dtype) == "c"
@@ -274,7 +272,7 @@ class FusedCell:
     ) -> Schedule:
         """A new :class:`Schedule` of one direction for ``buffers``' layout, bound to the
         compiled kernels and runner for ``dtype``."""
-        key = _DTYPES[dtype]
+        key = C_DTYPES[dtype]
         lib = self.library(key)
         assert lib is not None
         programs = self.backward_programs if backward else self.forward_programs

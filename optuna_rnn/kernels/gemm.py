@@ -27,7 +27,7 @@ import torch
 
 from optuna_rnn.kernels.build import load_library
 
-__all__ = ["address", "pack", "packed_shape", "panel_width", "source"]
+__all__ = ["C_DTYPES", "address", "pack", "packed_shape", "panel_width", "source"]
 
 # Row tiles of up to this many rows are generated: with 32 vector registers (AVX-512,
 # AArch64), 12 rows of two accumulators plus the panel's two vectors fit. Targets with 16
@@ -139,7 +139,8 @@ def source(dtype: str) -> str:
     return "\n".join([_PRELUDE.format(**fmt), *tiles, driver])
 
 
-_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+#: The name of the C code built for each dtype (every compiled kernel uses these).
+C_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 
 @functools.cache
@@ -170,7 +171,7 @@ def address(dtype: str, function: str = "gemm") -> int | None:
 def panel_width(dtype: torch.dtype) -> int:
     """Columns per panel (NR) of the library built for ``dtype`` on this machine: two of
     its vectors. Needs the library (:func:`address`)."""
-    key = _DTYPES[dtype]
+    key = C_DTYPES[dtype]
     fn = getattr(_library(key), f"ornn_panel_{key}")
     fn.restype = ctypes.c_long
     return fn()
@@ -187,7 +188,7 @@ def pack(b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``b`` (k x n, any strides, float32 or float64 on the CPU) as ``ornn_gemm``'s panels,
     panel ``j`` holding columns ``j * NR`` onwards, zero past ``n``; written into ``out``
     (contiguous, :func:`packed_shape`) where given. Needs the library (:func:`address`)."""
-    dtype = _DTYPES[b.dtype]
+    dtype = C_DTYPES[b.dtype]
     shape = packed_shape(b)
     if out is None:
         out = b.new_empty(shape)

@@ -26,6 +26,7 @@ import torch
 
 from optuna_rnn.kernels.build import load_library
 from optuna_rnn.kernels.codegen_c import DTYPES, MATH
+from optuna_rnn.kernels.gemm import C_DTYPES
 
 __all__ = ["available", "cross_entropy_"]
 
@@ -82,9 +83,6 @@ def source(dtype: str) -> str:
     return header + MATH + _BODY.format(d=dtype, real=real, exp=exp, lanes=_LANES)
 
 
-_KEYS = {torch.float32: "f32", torch.float64: "f64"}
-
-
 @functools.cache
 def _function(dtype: str) -> ctypes._CFuncPtr | None:
     lib = load_library(source(dtype))
@@ -100,7 +98,7 @@ def _function(dtype: str) -> ctypes._CFuncPtr | None:
 def available(like: torch.Tensor) -> bool:
     """Whether :func:`cross_entropy_` runs for tensors like ``like``: float32 or float64 on
     the CPU, with a working compiler (built on first ask)."""
-    key = _KEYS.get(like.dtype)
+    key = C_DTYPES.get(like.dtype)
     return like.device.type == "cpu" and key is not None and _function(key) is not None
 
 
@@ -116,7 +114,7 @@ def cross_entropy_(logits: torch.Tensor, labels: torch.Tensor, losses: torch.Ten
         or not (losses.is_contiguous() and losses.numel() == rows and losses.dtype == logits.dtype)
     ):
         raise ValueError("cross_entropy_: rows must be contiguous and labels, losses one per row")
-    fn = _function(_KEYS[logits.dtype])
+    fn = _function(C_DTYPES[logits.dtype])
     assert fn is not None
     bad = fn(rows, n, logits.data_ptr(), logits.stride(0), labels.data_ptr(), losses.data_ptr())
     if bad:

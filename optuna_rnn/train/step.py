@@ -51,6 +51,7 @@ from torch import nn
 from optuna_rnn.kernels import buffers as names
 from optuna_rnn.kernels.buffers import X_GRAD, X_MAPS_GRAD
 from optuna_rnn.kernels.fused import FusedCell
+from optuna_rnn.kernels.gemm import C_DTYPES
 from optuna_rnn.kernels.layer import fused_backend
 from optuna_rnn.kernels.native import native_kind
 from optuna_rnn.kernels.passes import Stacks, forward_buffers, gradients
@@ -80,9 +81,6 @@ FUSED_LSTM = True
 #: The kernels of ``F.cross_entropy``'s negative log-likelihood and its gradient.
 _NLL = torch.ops.aten.nll_loss_forward.default
 _NLL_BACKWARD = torch.ops.aten.nll_loss_backward.default
-
-#: The dtypes the fused time loops run in C, by the name of their generated code.
-C_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 
 def fused_core(model: SequenceModel, like: torch.Tensor) -> FusedCell | None:
