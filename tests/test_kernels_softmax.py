@@ -46,6 +46,45 @@ def test_matches_torch_for_every_shape_and_spread(
     assert torch.allclose(grad, want_grad, rtol=tol, atol=tol)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 60),
+    classes=st.integers(1, 40),
+    double=st.booleans(),
+    mean=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_a_mask_scores_some_rows_as_torchs_ignored_targets_do(
+    rows: int, classes: int, double: bool, mean: bool, seed: int
+) -> None:
+    """The small decoders' loss: unscored rows (with any label, even a bad one) get zero
+    loss and gradient; with ``mean`` the gradient is that of ``F.cross_entropy``'s mean
+    over the scored rows, ``ignore_index`` marking the others."""
+    dtype = torch.float64 if double else torch.float32
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, classes, generator=g, dtype=dtype, requires_grad=True)
+    labels = torch.randint(0, classes, (rows,), generator=g)
+    mask = torch.rand(rows, generator=g) < 0.6
+    reference = F.cross_entropy(
+        logits, torch.where(mask, labels, -100), reduction="mean" if mean else "sum"
+    )
+    losses = logits.new_empty(rows, requires_grad=False)
+    grad = logits.detach().clone()
+    scored = softmax.cross_entropy_(
+        grad, torch.where(mask, labels, classes + 7), losses, mask=mask, mean=mean
+    )
+    assert scored == int(mask.sum())
+    assert torch.equal(losses[~mask], torch.zeros_like(losses[~mask]))
+    tol = 1e-12 if double else 1e-5
+    if scored:
+        reference.backward()
+        total = losses.sum() / (scored if mean else 1)
+        assert torch.allclose(total, reference.detach(), rtol=tol, atol=tol)
+        assert torch.allclose(grad, logits.grad, rtol=tol, atol=tol)
+    else:
+        assert torch.equal(grad, torch.zeros_like(grad))
+
+
 def test_rows_of_a_strided_block_are_written_in_place() -> None:
     """A block of a larger buffer (row stride above its width), as the loss hands it."""
     base = torch.randn(8, 50)
@@ -85,6 +124,10 @@ def test_mismatched_buffers_are_refused() -> None:
         softmax.cross_entropy_(torch.randn(3, 5), torch.tensor([0, 1]), torch.empty(3))
     with pytest.raises(ValueError, match="one per row"):
         softmax.cross_entropy_(torch.randn(3, 5), torch.tensor([0, 1, 2]), torch.empty(3).double())
+    with pytest.raises(ValueError, match="one per row"):
+        softmax.cross_entropy_(
+            torch.randn(3, 5), torch.tensor([0, 1, 2]), torch.empty(3), mask=torch.ones(3)
+        )
 
 
 @pytest.mark.parametrize("rows", [1, 63, 64, 150])
