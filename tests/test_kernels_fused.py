@@ -233,7 +233,9 @@ def test_a_time_loop_binds_only_the_buffers_it_uses():
     stacks = core.stacks([layer.weight[n].detach() for n in core.map_names])
     biases = [layer.bias[n].detach() for n in core.biases]
     x, taken = torch.randn(T, B, H), []
-    kept, _ = passes.forward_buffers(core, x, [torch.zeros(B, H)], stacks, (), biases, taken)
+    given = passes._given(core, stacks[1], (), biases)
+    kept = passes._forward(core, x, stacks[0], [torch.zeros(B, H)], given, taken)
+    kept = {n: b for n, b in kept.items() if n in core.kept or n in core.saved}
     kept["not read by any step"] = torch.zeros(3)
     needs = (True, False, *[True] * (len(core.map_names) + len(biases)))
     passes.gradients(core, kept, x, stacks, torch.randn(T, B, H), [None], needs, taken)

@@ -19,15 +19,17 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from torch import nn
 
-from optuna_rnn.cell import zoo
+from optuna_rnn.cell import Cell, zoo
+from optuna_rnn.spaces import GatedSpace, GraphSpace
 from optuna_rnn.tasks import Task
 from optuna_rnn.tasks.memorization import Memorization
 from optuna_rnn.tasks.stream import StreamTask
 from optuna_rnn.tasks.vocab import Vocabulary
 from optuna_rnn.train import SequenceModel, TrainConfig, build_model, train
+from optuna_rnn.train import step as step_module
 from optuna_rnn.train.flat import FlatOptimizer
 from optuna_rnn.train.loss import FUSED_MIN_CLASSES, LogitBuffer, training_loss
 from optuna_rnn.train.step import plan_step
@@ -54,10 +56,12 @@ def words() -> StreamTask:
     return StreamTask(Vocabulary([f"w{i}" for i in range(600)]), streams, bptt=9)
 
 
-def _model(cell: str, task: Task, **kwargs: Any) -> nn.Module:
+def _model(cell: str | Cell, task: Task, **kwargs: Any) -> nn.Module:
     torch.manual_seed(0)
     kwargs.setdefault("hidden_size", 20)
-    return build_model(zoo.get(cell), task, backend="fused", **kwargs)
+    return build_model(
+        zoo.get(cell) if isinstance(cell, str) else cell, task, backend="fused", **kwargs
+    )
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -69,13 +73,14 @@ def _as_tuple(state: Any) -> tuple[torch.Tensor, ...]:
 
 
 def _compare_steps(
-    task: Task, cell: str, batches: list[Any], **kwargs: Any
+    task: Task, cell: str | Cell, batches: list[Any], **kwargs: Any
 ) -> list[tuple[float, float, float]]:
     """Both steps over ``batches`` (state carried where the batch says), the weights
     left as they are: per batch, the two losses and the worst parameter gradient's
     relative difference; asserts the next states agree."""
     fast_model, reference = _model(cell, task, **kwargs), _model(cell, task, **kwargs)
     plan = plan_step(fast_model, task)
+    assume(plan is not None)
     assert plan is not None
     out = []
     with (
@@ -121,6 +126,18 @@ def test_the_step_gives_the_autograd_steps_loss_and_gradients(
         assert worst <= 1e-5
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_small_loss_without_a_compiler_gives_the_same_step(
+    cell: str, memorization: Memorization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the C loss cannot be built, the small decoders' loss runs torch's kernels."""
+    monkeypatch.setattr(step_module.softmax, "available", lambda like: False)
+    batches = list(itertools.islice(memorization.train_batches(8, seed=3), 2))
+    for value, reference, worst in _compare_steps(memorization, cell, batches):
+        assert value == pytest.approx(reference, rel=1e-5)
+        assert worst <= 1e-5
+
+
 def test_the_tasks_cover_both_losses_and_both_input_paths(
     memorization: Memorization, words: StreamTask
 ) -> None:
@@ -135,7 +152,7 @@ def test_the_tasks_cover_both_losses_and_both_input_paths(
             step = plan.bind(flat)
             assert step is not None
             tokens = next(task.train_batches(8, seed=3)).inputs.reshape(-1)
-            assert (step._lookup(None, tokens) is not None) == looked_up
+            assert step._looks_up(tokens.shape[0]) == looked_up
     first = list(itertools.islice(words.train_batches(8, seed=3), 3))
     assert [b.carry_state for b in first] == [False, True, True]
 
@@ -166,6 +183,36 @@ def test_any_width_batch_and_depth_gives_the_autograd_gradients(
     )
     assert value == pytest.approx(reference, rel=1e-5)
     assert worst <= 1e-5
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    space=st.sampled_from([GatedSpace(), GraphSpace()]),
+    seed=st.integers(0, 2**32 - 1),
+    layers=st.integers(1, 2),
+    dropout=st.sampled_from([0.0, 0.25]),
+)
+def test_any_cell_of_the_spaces_gives_the_autograd_gradients(
+    memorization: Memorization,
+    words: StreamTask,
+    space: Any,
+    seed: int,
+    layers: int,
+    dropout: float,
+) -> None:
+    """Whatever a search proposes: cells with no recurrent product, cells that read raw
+    x, that feed x through a diagonal only, that export nodes; two batch lengths, so
+    a second shape's buffers are made beside the first's."""
+    cell, _ = space.sample(np.random.default_rng(seed))
+    for task in (memorization, words):
+        batches = [next(task.train_batches(b, seed=seed % 7)) for b in (5, 6, 5)]
+        for value, reference, worst in _compare_steps(
+            task, cell, batches, num_layers=layers, dropout=dropout
+        ):
+            assert value == pytest.approx(reference, rel=1e-5, abs=1e-6)
+            assert worst <= 1e-5
 
 
 def test_a_batch_with_nothing_scored_has_zero_loss_and_gradients(

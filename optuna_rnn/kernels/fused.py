@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from types import ModuleType
 from typing import Any
@@ -240,18 +240,9 @@ class FusedCell:
     ) -> bool:
         """Run one direction's whole time loop in C; ``False`` (nothing run) where that is
         not possible here: not C on the CPU, or no working compiler."""
-        product = self._c_product(buffers[names.state(0)])
-        if product is None:
+        found = self._schedule_for(backward, buffers, T, B, H)
+        if found is None:
             return False
-        # Every buffer's layout follows from these (the raw input's from its width; the
-        # weights are contiguous, transposed in the forward).
-        layout = (backward, dtype, B, H, buffers[X].shape[-1] if X in buffers else 0)
-        found = self._schedules.get(layout)
-        if found is None or found.T < T:
-            found = self._schedule(backward, buffers, T, B, H, dtype, product)
-            if len(self._schedules) >= 64:
-                self._schedules.clear()
-            self._schedules[layout] = found
         packed = buffers[PACKED] = scratch.take((max(found.packed_size, 1),), dtype)
         try:
             found.run(buffers, T, B)
@@ -259,6 +250,41 @@ class FusedCell:
             del buffers[PACKED]
             scratch.give([packed])
         return True
+
+    def bind_loop(
+        self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int
+    ) -> Callable[[], None]:
+        """One direction's whole time loop on ``buffers`` as they are now, to run again
+        and again on the same tensors (written in place between runs): a call into C with
+        its arguments made once, where it runs (``buffers`` gains the packed weights'
+        scratch), else the Python loop."""
+        found = self._schedule_for(backward, buffers, T, B, H)
+        if found is None:
+            return partial(python_loop, self, backward, buffers)
+        ref = buffers[names.state(0)]
+        buffers[PACKED] = ref.new_empty(max(found.packed_size, 1))
+        return partial(found.launch, found.bases(buffers), T, B)
+
+    def _schedule_for(
+        self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int
+    ) -> Schedule | None:
+        """The :class:`Schedule` of one direction for ``buffers``' layout (made on first
+        use); ``None`` where the loop does not run in C here: not C on the CPU, or no
+        working compiler."""
+        ref = buffers[names.state(0)]
+        product = self._c_product(ref)
+        if product is None:
+            return None
+        # Every buffer's layout follows from these (the raw input's from its width; the
+        # weights are contiguous, transposed in the forward).
+        layout = (backward, ref.dtype, B, H, buffers[X].shape[-1] if X in buffers else 0)
+        found = self._schedules.get(layout)
+        if found is None or found.T < T:
+            found = self._schedule(backward, buffers, T, B, H, ref.dtype, product)
+            if len(self._schedules) >= 64:
+                self._schedules.clear()
+            self._schedules[layout] = found
+        return found
 
     def _schedule(
         self,

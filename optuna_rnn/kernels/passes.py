@@ -37,11 +37,14 @@ __all__ = [
     "Stacks",
     "backward",
     "backward_call",
+    "folded_views",
     "forward",
-    "forward_buffers",
     "forward_call",
+    "forward_shapes",
+    "gradient_shapes",
     "gradients",
     "stack",
+    "weight_gradients",
 ]
 
 Stacks = tuple[
@@ -160,29 +163,39 @@ def _run_forward(
     return result
 
 
-def forward_buffers(
-    core: FusedCell,
-    x: torch.Tensor,
-    states: Sequence[torch.Tensor],
-    stacks: Stacks,
-    pres: Sequence[torch.Tensor],
-    biases: Sequence[torch.Tensor],
-    taken: list[torch.Tensor],
-    x_maps: torch.Tensor | None = None,
-) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-    """The forward pass without graphs, for a caller that runs :func:`gradients` itself
-    (the trainer's autograd-free step), given the stacked weights: the buffers the
-    backward reads, by name (those :func:`backward` is given), and each state after the
-    last step (a view: it lasts until the scratch in ``taken`` goes back). ``x_maps``:
-    the x maps, ``(T, B, n * H)`` and contiguous, computed by the caller (the loop adds
-    folded products into it)."""
-    wx, weights = stacks
-    given = _given(core, weights, pres, biases)
-    buffers = _forward(core, x, wx, states, given, taken, x_maps)
-    T = x.shape[0]
-    finals = [buffers[names.state(i)][T] for i in range(len(states))]
-    kept = {n: b for n, b in buffers.items() if n in core.kept or n in core.saved}
-    return kept, finals
+def forward_shapes(
+    core: FusedCell, T: int, B: int, H: int, wx_rows: int | None
+) -> dict[str, tuple[int, ...]]:
+    """The buffers a forward call makes besides state 0's (whose rows ``1..T`` are the
+    layer's output), by name and shape: the x maps (``wx_rows`` wide; ``None``: none
+    made), the other states', each unfolded product's and each stored node's."""
+    plan = core.plan
+    own: dict[str, tuple[int, ...]] = {}
+    if wx_rows is not None:
+        own[X_MAPS] = (T, B, wx_rows)
+    for i in range(1, len(plan.states)):
+        own[names.state(i)] = (T + 1, B, H)
+    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+        if block is None:
+            own[names.product(p)] = (T, B, len(prod.linears) * H)
+    for n in core.stored:
+        own[names.stored(n)] = (T, B, H)
+    return own
+
+
+def folded_views(core: FusedCell, buffers: dict[str, torch.Tensor], H: int, gradient: bool) -> None:
+    """Add each folded product's buffer (or, with ``gradient``, its gradient's) to
+    ``buffers``: its column blocks of the x maps' (or of their gradient's); in a backward,
+    a product's values only where the backward reads them."""
+    plan = core.plan
+    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+        if block is None:
+            continue
+        width = len(prod.linears) * H
+        if gradient:
+            buffers[grad(names.product(p))] = buffers[X_MAPS_GRAD].narrow(2, block * H, width)
+        if not gradient or names.product(p) in core.kept:
+            buffers[names.product(p)] = buffers[X_MAPS].narrow(2, block * H, width)
 
 
 def _forward(
@@ -192,39 +205,24 @@ def _forward(
     states: Sequence[torch.Tensor],
     given: dict[str, torch.Tensor],
     taken: list[torch.Tensor] | None,
-    x_maps: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The forward pass: the x maps for all steps as one product (or ``x_maps``, given),
-    then the time loop. Returns the buffers (see :mod:`optuna_rnn.kernels.buffers`)."""
-    plan = core.plan
+    """The forward pass: the x maps for all steps as one product, then the time loop.
+    Returns the buffers (see :mod:`optuna_rnn.kernels.buffers`)."""
     ref = states[0]
     T, B, H = x.shape[0], *ref.shape
     buffers = dict(given)
-    # The call's own buffers (all but state 0's, whose rows 1..T are the output), taken
-    # at once; a folded product accumulates into its XW blocks instead.
-    own: dict[str, tuple[int, ...]] = {}
-    if wx is not None and x_maps is None:
-        own[X_MAPS] = (T, B, wx.shape[0])
-    for i in range(1, len(states)):
-        own[names.state(i)] = (T + 1, B, H)
-    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
-        if block is None:
-            own[names.product(p)] = (T, B, len(prod.linears) * H)
-    for n in core.stored:
-        own[names.stored(n)] = (T, B, H)
+    # The call's own buffers, taken at once; a folded product accumulates into its XW
+    # blocks instead.
+    own = forward_shapes(core, T, B, H, None if wx is None else wx.shape[0])
     buffers.update(zip(own, _scratch_all(ref, list(own.values()), taken)))
-    if x_maps is not None:
-        buffers[X_MAPS] = x_maps
-    elif wx is not None:
+    if wx is not None:
         torch.mm(x.view(T * B, -1), wx.t(), out=buffers[X_MAPS].view(T * B, -1))
-    if plan.reads_x:
+    if core.plan.reads_x:
         buffers[X] = x
     buffers[names.state(0)] = ref.new_empty(T + 1, B, H)
     for i, s in enumerate(states):
         buffers[names.state(i)][0].copy_(s)
-    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
-        if block is not None:
-            buffers[names.product(p)] = buffers[X_MAPS].narrow(2, block * H, len(prod.linears) * H)
+    folded_views(core, buffers, H, gradient=False)
     core.run_loop(False, buffers, T, B, H)
     return buffers
 
@@ -271,6 +269,40 @@ def backward_call(
     return gradients(core, kept, inputs[X], stacks, inputs.get(OUT_GRAD), dfinals, needs, None)
 
 
+def gradient_shapes(
+    core: FusedCell, T: int, B: int, H: int, x_width: int, wx_rows: int | None
+) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """The gradient buffers a backward call makes, by name and shape, as two maps: those
+    some kernel stores whole at every step, and those that start at zero (kernels
+    accumulate into them): the x maps' (``wx_rows`` wide; ``None``: none), each unfolded
+    product's, raw x's (``x_width`` wide, where the cell reads it), the ``pre`` leaves',
+    the exported nodes', the states' carries and the biases'."""
+    plan = core.plan
+    stored: dict[str, tuple[int, ...]] = {}
+    zeroed: dict[str, tuple[int, ...]] = {}
+
+    def add(name: str, shape: tuple[int, ...], whole: bool) -> None:
+        (stored if whole else zeroed)[name] = shape
+
+    if wx_rows is not None:
+        add(X_MAPS_GRAD, (T, B, wx_rows), all(n in plan.stored_grads for n in plan.x_linears))
+    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
+        if block is None:
+            whole = all(n in plan.stored_grads for n in prod.linears)
+            add(grad(names.product(p)), (T, B, len(prod.linears) * H), whole)
+    if plan.reads_x:
+        add(X_GRAD, (T, B, x_width), plan.x_index in plan.stored_grads)
+    for leaf in plan.pre:
+        add(grad(names.pre(leaf)), (1, B, H), False)
+    for n in plan.grad_exports:
+        add(grad(names.stored(n)), (1, B, H), False)
+    for i in range(len(plan.states)):
+        add(grad(names.state(i)), (2, B, H), False)
+    if core.biases:
+        add(BIAS_GRADS, (1, B, core.bias_blocks[0] * H), False)
+    return stored, zeroed
+
+
 def gradients(
     core: FusedCell,
     buffers: dict[str, torch.Tensor],
@@ -280,83 +312,87 @@ def gradients(
     dfinals: Sequence[torch.Tensor | None],
     needs: Sequence[bool],
     taken: list[torch.Tensor] | None,
-    out: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The backward, given ``buffers`` (what the forward kept; the backward's own are added
     to it), the stacked weights, the outputs' gradients (``None``: zero) and which of the
     layer's inputs ``needs`` a gradient (see :meth:`FusedCell.gradient_outputs
-    <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`, which names the result).
-    ``out``: tensors that a ``dstack{j}`` or ``dbias`` result is written into (the
-    result is then that tensor)."""
-    out = out or {}
+    <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`, which names the result)."""
     plan = core.plan
     wx, weights = stacks
     for p, w in enumerate(weights):
         buffers[names.weight(p)] = w
     ref = buffers[names.state(0)]
     T, B, H = x.shape[0], *ref.shape[1:]
-    for p, block in enumerate(plan.xw_blocks):
-        if names.product(p) in core.kept and block is not None:  # a view of the x maps'
-            buffers[names.product(p)] = buffers[X_MAPS].narrow(
-                2, block * H, len(plan.products[p].linears) * H
-            )
-    # The gradient buffers only this call reads, taken at once: the output's where it
-    # comes expanded (as from out.sum()), the x maps' and each unfolded product's. Those
-    # that some kernel accumulates into start at zero; the others are stored whole by
-    # one kernel per step.
-    own: dict[str, tuple[int, ...]] = {}
+    # The gradient buffers only this call reads come from the workspace, taken at once
+    # (the output's too, where it comes expanded, as from out.sum()); those it returns
+    # (raw x's, the states') are its own.
+    stored, zeroed = gradient_shapes(
+        core, T, B, H, x.shape[-1], None if wx is None else wx.shape[0]
+    )
+    made = {**stored, **zeroed}
+    if dout is not None and not dout.is_contiguous():
+        made[OUT_GRAD] = (T, B, H)
+    returned = {X_GRAD, *(grad(names.state(i)) for i in range(len(plan.states)))}
+    pooled = {n: shape for n, shape in made.items() if n not in returned}
+    buffers.update(zip(pooled, _scratch_all(ref, list(pooled.values()), taken)))
+    for name, shape in made.items():
+        if name not in pooled:
+            buffers[name] = ref.new_empty(shape)
+    for name in zeroed:
+        buffers[name].zero_()
     if dout is None:
         buffers[OUT_GRAD] = ref.new_zeros(T, B, H)
-    elif dout.is_contiguous():
-        buffers[OUT_GRAD] = dout
-    else:
-        own[OUT_GRAD] = (T, B, H)
-    if wx is not None:
-        own[X_MAPS_GRAD] = (T, B, wx.shape[0])
-    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
-        if block is None:
-            own[grad(names.product(p))] = (T, B, len(prod.linears) * H)
-    buffers.update(zip(own, _scratch_all(ref, list(own.values()), taken)))
-    if OUT_GRAD in own:
+    elif OUT_GRAD in made:
         buffers[OUT_GRAD].copy_(dout)
-    if wx is not None and not all(n in plan.stored_grads for n in plan.x_linears):
-        buffers[X_MAPS_GRAD].zero_()
-    if plan.reads_x:  # dx is returned
-        dx = buffers[X_GRAD] = ref.new_empty(x.shape)
-        if plan.x_index not in plan.stored_grads:
-            dx.zero_()
-    for leaf in plan.pre:
-        buffers[grad(names.pre(leaf))] = ref.new_zeros(1, B, H)
-    for p, (prod, block) in enumerate(zip(plan.products, plan.xw_blocks)):
-        width = len(prod.linears) * H
-        if block is not None:
-            buffers[grad(names.product(p))] = buffers[X_MAPS_GRAD].narrow(2, block * H, width)
-        elif not all(n in plan.stored_grads for n in prod.linears):
-            buffers[grad(names.product(p))].zero_()
-    for n in plan.grad_exports:
-        buffers[grad(names.stored(n))] = ref.new_zeros(1, B, H)
-    for i in range(len(plan.states)):
-        carry = buffers[grad(names.state(i))] = ref.new_zeros(2, B, H)
-        if dfinals[i] is not None:
-            carry[T % 2].copy_(dfinals[i])
-    if core.biases:
-        buffers[BIAS_GRADS] = ref.new_zeros(1, B, core.bias_blocks[0] * H)
+    else:
+        buffers[OUT_GRAD] = dout
+    folded_views(core, buffers, H, gradient=True)
+    for i, d in enumerate(dfinals):
+        if d is not None:
+            buffers[grad(names.state(i))][T % 2].copy_(d)
     core.run_loop(True, buffers, T, B, H)
-    wanted = core.gradient_outputs(needs)
+    return weight_gradients(core, buffers, x, stacks, core.gradient_outputs(needs))
+
+
+def weight_gradients(
+    core: FusedCell,
+    buffers: Mapping[str, torch.Tensor],
+    x: torch.Tensor | None,
+    stacks: Stacks,
+    wanted: Sequence[str],
+    out: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The ``wanted`` gradients (see :meth:`FusedCell.gradient_outputs
+    <optuna_rnn.kernels.fused.FusedCell.gradient_outputs>`) once the backward loop has
+    run on ``buffers``: each stack's as one product over all steps, the biases' as one
+    sum, ``dx`` from the x maps' gradient. ``x``: the layer's input (``None`` where
+    neither ``dx`` nor the x maps' stack is wanted). ``out``: tensors that a ``dx``, ``dstack{j}``
+    or ``dbias`` result is written into (the result is then that tensor)."""
+    out = out or {}
+    wx, _ = stacks
+    T, B, H = buffers[names.state(0)].shape
+    T -= 1
     grads: dict[str, torch.Tensor] = {}
     if "dx" in wanted:
         dx = buffers.get(X_GRAD)
+        target = out.get("dx")
         if wx is not None:
+            assert x is not None
             dxw = buffers[X_MAPS_GRAD].view(T * B, -1)
-            dx = (
-                (dxw @ wx).view(x.shape)
-                if dx is None
-                else dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
-            )
+            flat = None if target is None else target.view(T * B, -1)
+            if dx is None:
+                dx = torch.mm(dxw, wx, out=flat).view(x.shape)
+            elif flat is None:
+                dx = dx.view(T * B, -1).addmm_(dxw, wx).view(x.shape)
+            else:
+                dx = torch.addmm(dx.view(T * B, -1), dxw, wx, out=flat).view(x.shape)
+        elif target is not None:
+            dx = target.copy_(dx)
         grads["dx"] = dx
     for j, (dy, source) in enumerate(core.stack_sources):
         if f"dstack{j}" in wanted:  # the stack's product over all steps: d(x or source) W^T
             operand = x if source is None else source.rows(buffers, T, H)
+            assert operand is not None
             grads[f"dstack{j}"] = torch.mm(
                 buffers[dy].view(T * B, -1).T,
                 operand.reshape(T * B, -1),
@@ -364,10 +400,10 @@ def gradients(
             )
     if "dbias" in wanted:
         grads["dbias"] = torch.sum(buffers[BIAS_GRADS][0], 0, out=out.get("dbias"))
-    for i in range(len(plan.states)):
+    for i in range(len(core.plan.states)):
         if f"dh{i}" in wanted:
             grads[f"dh{i}"] = buffers[grad(names.state(i))][0]  # this call's own
-    for j, leaf in enumerate(sorted(plan.pre)):
+    for j, leaf in enumerate(sorted(core.plan.pre)):
         if f"dP{j}" in wanted:
             grads[f"dP{j}"] = buffers[grad(names.pre(leaf))][0].sum(0)
     return grads

@@ -184,8 +184,17 @@ class Schedule:
         """Pack the weights into ``buffers[PACKED]`` (:attr:`packed_size` elements) and run
         ``T`` steps (at most the length this schedule was built for), the batch rows split
         across torch's threads where there is enough work per step to share."""
-        assert T <= self.T and buffers[PACKED].numel() >= self.packed_size
-        bases = self._bases(*[buffers[n].data_ptr() for n in self.names])
+        assert buffers[PACKED].numel() >= self.packed_size
+        self.launch(self.bases(buffers), T, B)
+
+    def bases(self, buffers: Mapping[str, torch.Tensor]) -> ctypes.Array:
+        """The base pointers of ``buffers`` that the steps read: a call's argument, good
+        as long as those tensors hold their storage."""
+        return self._bases(*[buffers[n].data_ptr() for n in self.names])
+
+    def launch(self, bases: ctypes.Array, T: int, B: int) -> None:
+        """:meth:`run` on buffers given by :meth:`bases`."""
+        assert T <= self.T
         threads = min(torch.get_num_threads(), B) if B * self._width >= PARALLEL_ELEMENTS else 1
         self._runner(
             T,

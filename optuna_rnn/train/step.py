@@ -5,18 +5,21 @@ autograd nodes of each fused layer (about 150 µs each), accumulating ~15 gradie
 the engine, the weight maps concatenated into stacks every call, some fifty small ops
 and zero-filled buffers. :class:`TrainStep` runs the same step as straight-line code:
 
-- the forward of each layer and the backward are the fused backend's own passes
-  (:func:`~optuna_rnn.kernels.passes.forward_buffers`,
-  :func:`~optuna_rnn.kernels.passes.gradients`), called directly; each layer's buffers
-  come from the kernels' workspace and go back after the backward;
+- each layer runs as a :class:`~optuna_rnn.kernels.bound.BoundLayer`: the fused
+  backend's passes on buffers of its own, made on the first batch of a shape with the
+  time loops' C arguments and kept for the next (a synthetic task's batches come in a
+  few lengths; the last :attr:`TrainStep.SHAPES` shapes are kept); each layer's input
+  gradient is written straight into the output gradient of the layer below, and the
+  loss's into the top layer's;
 - the parameters lie in the :class:`~optuna_rnn.train.flat.FlatOptimizer`'s flat buffer
   with each product's maps back to back (:func:`plan_step` gives the groups), so a
   layer's stacked weights and their gradients are views of the flat buffers: no copy in,
   and the weight and bias gradients' products write into the flat gradient (``out=``),
   with nothing to zero or accumulate;
 - the decoder and the loss: below :data:`~optuna_rnn.train.loss.FUSED_MIN_CLASSES`
-  classes all logits at once, through the kernels ``F.cross_entropy`` and its gradient
-  run (the unscored positions ignored), as ``masked_cross_entropy`` does; at or above it
+  classes all logits at once, as ``masked_cross_entropy`` decodes them, the loss and its
+  gradient in one C pass over them (:mod:`~optuna_rnn.kernels.softmax`, the unscored
+  positions masked); at or above it
   the scored positions only, a block of logits at a time
   (:func:`~optuna_rnn.train.loss.decode_blocks`, the fused loss's); either way the
   decoder's gradients are written into the flat gradient;
@@ -48,14 +51,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from optuna_rnn.kernels import buffers as names
+from optuna_rnn.kernels import softmax
+from optuna_rnn.kernels.bound import BoundLayer
 from optuna_rnn.kernels.buffers import X_GRAD, X_MAPS_GRAD
 from optuna_rnn.kernels.fused import FusedCell
 from optuna_rnn.kernels.gemm import C_DTYPES
 from optuna_rnn.kernels.layer import fused_backend
 from optuna_rnn.kernels.native import native_kind
-from optuna_rnn.kernels.passes import Stacks, forward_buffers, gradients
-from optuna_rnn.kernels.workspace import scratch
+from optuna_rnn.kernels.passes import Stacks
 from optuna_rnn.tasks import Batch, Task
 from optuna_rnn.train.flat import FlatOptimizer
 from optuna_rnn.train.loss import (
@@ -180,12 +183,19 @@ class TrainStep:
     the next state in :attr:`state` (the model's format, as ``model(batch, state)``
     returns it)."""
 
+    #: Batch shapes whose layers' buffers are kept at once (a synthetic task's batches
+    #: come in a few lengths).
+    SHAPES = 32
+
     def __init__(self, plan: StepPlan, optimizer: FlatOptimizer) -> None:
         self.model = model = plan.model
         self.core = core = plan.core
         self.optimizer = optimizer
         self.dropout = model.rnn.dropout
         self.output_dropout = model.drop.p
+        self.hidden_size = model.rnn.hidden_size
+        self.embedding = model.encoder.weight
+        self.decoder_weight, self.decoder_bias = model.decoder.weight, model.decoder.bias
         self.n_states = len(core.plan.states)
         n_maps, n_biases = len(core.map_names), len(core.biases)
         self.needs = (True, *[False] * self.n_states, *[True] * (n_maps + n_biases))
@@ -199,6 +209,13 @@ class TrainStep:
         )
         self.logits = LogitBuffer()
         self._one = model.decoder.weight.new_ones(())
+        self.loss_in_c = softmax.available(model.decoder.weight)
+        self._bound: dict[tuple[int, int, bool], list[BoundLayer]] = {}
+        wx = self.layers[0].stacks[0]
+        vocabulary = self.embedding.shape[0]
+        # The first layer's x maps of every word, and their gradients summed per word.
+        self._table = self.embedding.new_empty(0 if wx is None else (vocabulary, wx.shape[0]))
+        self._summed = torch.empty_like(self._table)
 
     def _layer(self, layer: nn.Module) -> _Layer:
         core, flat = self.core, self.optimizer
@@ -218,6 +235,38 @@ class TrainStep:
             bias_grads = [(b.grad, k) for b, k in zip(biases, blocks, strict=True)]
         return _Layer(core.unlist_stacks(stacks), biases, out, bias_grads)
 
+    def bound(self, T: int, B: int, lookup: bool) -> list[BoundLayer]:
+        """The layers on buffers of their own for batches of ``T x B`` (made on first
+        use): each layer writes its input's gradient into the gradient of the output of
+        the layer below; ``lookup``: the first layer's x maps come from the vocabulary's."""
+        key = (T, B, lookup)
+        found = self._bound.get(key)
+        if found is not None:
+            return found
+        if len(self._bound) >= self.SHAPES:
+            self._bound.clear()
+        found, H = [], self.hidden_size
+        for k, layer in enumerate(self.layers):
+            out = dict(layer.out)
+            if k:
+                out["dx"] = found[-1].out_grad
+            needs = self.lookup_needs if k == 0 and lookup else self.needs
+            bound = BoundLayer(
+                self.core,
+                T=T,
+                B=B,
+                H=H,
+                x_width=H,
+                stacks=layer.stacks,
+                biases=layer.biases,
+                needs=needs,
+                out=out,
+                like=self.embedding,
+            )
+            found.append(bound)
+        self._bound[key] = found
+        return found
+
     @staticmethod
     def _drop(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``F.dropout(x, p)`` as the CPU runs it (the same draws), and its scaled mask."""
@@ -231,163 +280,164 @@ class TrainStep:
     def __call__(self, batch: Batch, state: Any = None) -> tuple[float, Any]:
         """The step on ``batch`` from ``state`` (``None``: zeros): the loss and the next
         state; every parameter's gradient is in the optimizer's flat gradient."""
-        model, core = self.model, self.core
         inputs, targets, mask = batch.inputs, batch.targets, batch.mask
         T, B = inputs.shape[:2]
-        H = model.rnn.hidden_size
-        training = model.training
+        H = self.hidden_size
+        training = self.model.training
+        p_out = self.output_dropout if training else 0.0
+        p_between = self.dropout if training else 0.0
         tokens = inputs.reshape(-1)
-        embedded = torch.index_select(model.encoder.weight, 0, tokens).view(T, B, H)
-        x, first_noise = self._drop(embedded, self.output_dropout if training else 0.0)
-        if state is None:
-            zeros = x.new_zeros(B, H)
-            initial = [[zeros] * self.n_states for _ in self.layers]
-        else:
+        lookup = self._looks_up(T * B)
+        layers = self.bound(T, B, lookup)
+        initial: list[list[torch.Tensor] | None] = [None] * len(layers)
+        if state is not None:
             given = (state,) if isinstance(state, torch.Tensor) else tuple(state)
-            initial = [[s[k] for s in given] for k in range(len(self.layers))]
-        lookup = self._lookup(first_noise, tokens)
-        taken: list[torch.Tensor] = []
-        passes, finals = [], []
-        for k, layer in enumerate(self.layers):
-            noise, x_maps = None, None
-            if k:
-                x, noise = self._drop(x, self.dropout if training else 0.0)
-            elif lookup is not None:
-                x_maps = torch.index_select(lookup, 0, tokens).view(T, B, -1)
-            buffers, final = forward_buffers(
-                core, x, initial[k], layer.stacks, (), layer.biases, taken, x_maps
-            )
-            passes.append((x, buffers, noise))
-            finals.append(final)
-            x = buffers[names.state(0)][1:]
-        top, top_noise = self._drop(x, self.output_dropout if training else 0.0)
-        value, dtop = self._loss(top.reshape(T * B, H), targets.reshape(-1), mask.reshape(-1))
+            initial = [[s[k] for s in given] for k in range(len(layers))]
+        first = layers[0]
+        first_noise = None
+        if lookup:
+            assert first.x_maps is not None
+            torch.mm(self.embedding, self.layers[0].stacks[0].t(), out=self._table)
+            torch.index_select(self._table, 0, tokens, out=first.x_maps.view(T * B, -1))
+            if first.x is not None:
+                torch.index_select(self.embedding, 0, tokens, out=first.x.view(T * B, H))
+            x = first.x
+            first.forward(None, initial[0])
+        else:
+            embedded = torch.index_select(self.embedding, 0, tokens).view(T, B, H)
+            x, first_noise = self._drop(embedded, p_out)
+            first.forward(x, initial[0])
+        inputs_of: list[tuple[torch.Tensor | None, torch.Tensor | None]] = [(x, first_noise)]
+        for k in range(1, len(layers)):
+            x, noise = self._drop(layers[k - 1].output, p_between)
+            layers[k].forward(x, initial[k])
+            inputs_of.append((x, noise))
+        top, top_noise = self._drop(layers[-1].output, p_out)
+        dtop = layers[-1].out_grad.view(T * B, H)
+        value = self._loss(top.reshape(T * B, H), targets.reshape(-1), mask.reshape(-1), dtop)
         if top_noise is not None:
             dtop.mul_(top_noise.view(T * B, H))
-        dout = dtop.view(T, B, H)
-        dfinals = [None] * self.n_states
-        for k in reversed(range(len(self.layers))):
-            layer, (x, buffers, noise) = self.layers[k], passes[k]
-            needs = self.lookup_needs if k == 0 and lookup is not None else self.needs
-            grads = gradients(
-                core, buffers, x, layer.stacks, dout, dfinals, needs, taken, layer.out
-            )
-            if layer.bias_grads:
+        for k in reversed(range(len(layers))):
+            x, noise = inputs_of[k]
+            grads = layers[k].backward(x)
+            bias_grads = self.layers[k].bias_grads
+            if bias_grads:
                 rows = grads["dbias"].view(-1, H)
-                for grad, block in layer.bias_grads:
+                for grad, block in bias_grads:
                     grad.copy_(rows[block])
-            if k == 0 and lookup is not None:
-                self._lookup_grads(tokens, buffers)
-                break
-            dout = grads["dx"]
-            if noise is not None:
-                dout.mul_(noise)
+            if k and noise is not None:
+                layers[k - 1].out_grad.mul_(noise)
+        if lookup:
+            self._lookup_grads(tokens, first.backward_buffers)
         else:
+            dx = grads["dx"]
             if first_noise is not None:
-                dout.mul_(first_noise)
-            grad = model.encoder.weight.grad
-            grad.zero_()
-            grad.index_add_(0, tokens, dout.view(T * B, H))
+                dx.mul_(first_noise)
+            self.embedding.grad.zero_()
+            self.embedding.grad.index_add_(0, tokens, dx.view(T * B, H))
+        finals = [layer.finals() for layer in layers]
         stacked = [torch.stack([f[i] for f in finals]) for i in range(self.n_states)]
-        scratch.give(taken)
         return value, stacked[0] if self.n_states == 1 else tuple(stacked)
 
-    def _lookup(self, noise: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor | None:
-        """The first layer's x maps of every word, ``(V, n * H)``, where they are fewer
-        than the batch's positions and the layer reads the embedding as it is (no
-        dropout): the x maps of the batch are then rows of it, and their gradients sum
-        into it, a product over the vocabulary instead of over every position."""
-        if noise is not None or not self.core.x_names:
-            return None
-        table = self.model.encoder.weight
-        if table.shape[0] >= tokens.shape[0]:
-            return None
-        wx = self.layers[0].stacks[0]
-        assert wx is not None
-        return torch.mm(table, wx.t())
+    def _looks_up(self, positions: int) -> bool:
+        """Whether the first layer's x maps of a batch of ``positions`` tokens are rows of
+        the vocabulary's: where it has fewer words than the batch has positions and the
+        embedding reaches the layer as it is (no dropout)."""
+        dropped = self.model.training and self.output_dropout
+        return not dropped and bool(self.core.x_names) and self.embedding.shape[0] < positions
 
     def _lookup_grads(self, tokens: torch.Tensor, buffers: dict[str, torch.Tensor]) -> None:
         """The first layer's x maps' and the embedding's gradients, through the
-        vocabulary (see :meth:`_lookup`), from the x maps' gradient at every position
-        (and raw x's, for a cell that reads it)."""
-        table, layer = self.model.encoder.weight, self.layers[0]
-        wx = layer.stacks[0]
+        vocabulary, from the x maps' gradient at every position (and raw x's, for a
+        cell that reads it): the per-position sums grouped per word before the products
+        with the embedding and the x maps' weights."""
+        table, wx = self.embedding, self.layers[0].stacks[0]
         assert wx is not None
-        dmaps = buffers[X_MAPS_GRAD]
-        summed = dmaps.new_zeros(table.shape[0], dmaps.shape[-1])
+        dmaps, summed = buffers[X_MAPS_GRAD], self._summed
+        summed.zero_()
         summed.index_add_(0, tokens, dmaps.view(tokens.shape[0], -1))
-        torch.mm(summed.t(), table, out=layer.out["dstack0"])
+        torch.mm(summed.t(), table, out=self.layers[0].out["dstack0"])
         torch.mm(summed, wx, out=table.grad)
         if X_GRAD in buffers:
             table.grad.index_add_(0, tokens, buffers[X_GRAD].view(tokens.shape[0], -1))
 
     def _loss(
-        self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[float, torch.Tensor]:
-        """The masked mean cross-entropy of the decoder over ``hidden``'s scored rows,
-        the decoder's gradients written into the flat gradient; the loss and the
-        gradient of ``hidden`` (every row)."""
+        self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, out: torch.Tensor
+    ) -> float:
+        """The masked mean cross-entropy of the decoder over ``hidden``'s scored rows, the
+        decoder's gradients written into the flat gradient and ``hidden``'s (every row)
+        into ``out``."""
         if self.small:
-            return self._small_loss(hidden, targets, mask)
+            return self._small_loss(hidden, targets, mask, out)
         index = mask.nonzero().squeeze(1)
         rows = index.shape[0]
         if rows == 0:
-            return self._nothing_scored(hidden)
+            return self._nothing_scored(out)
         if rows == mask.shape[0]:
-            return self._blockwise_loss(hidden, targets, rows)
-        value, hidden_grad = self._blockwise_loss(
-            hidden.index_select(0, index), targets.index_select(0, index), rows
+            return self._blockwise_loss(hidden, targets, rows, out)
+        scored = hidden.new_empty(rows, hidden.shape[1])
+        value = self._blockwise_loss(
+            hidden.index_select(0, index), targets.index_select(0, index), rows, scored
         )
-        full = hidden.new_zeros(hidden.shape)
-        return value, full.index_copy_(0, index, hidden_grad)
+        out.zero_().index_copy_(0, index, scored)
+        return value
 
-    def _nothing_scored(self, hidden: torch.Tensor) -> tuple[float, torch.Tensor]:
+    def _nothing_scored(self, out: torch.Tensor) -> float:
         """A batch with nothing scored: a zero loss with zero gradients."""
         self.optimizer.grad.zero_()
-        return 0.0, hidden.new_zeros(hidden.shape)
+        out.zero_()
+        return 0.0
 
     def _small_loss(
-        self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+        self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, out: torch.Tensor
+    ) -> float:
+        """The loss over a small output layer, as ``masked_cross_entropy`` computes it
+        (every row decoded, the mean over the scored rows), and its gradients: the loss
+        and the logits' gradient in one C pass (:mod:`~optuna_rnn.kernels.softmax`, the
+        unscored rows masked), or without a compiler by the kernels autograd runs."""
+        weight, bias = self.decoder_weight, self.decoder_bias
+        logits = torch.addmm(bias, hidden, weight.t())
+        if self.loss_in_c:  # the logits become the mean loss's gradient
+            losses = hidden.new_empty(hidden.shape[0])
+            scored = softmax.cross_entropy_(logits, targets, losses, mask=mask, mean=True)
+            if not scored:
+                return self._nothing_scored(out)
+            grad = logits
+            value = float(losses.sum()) / scored
+        else:
+            value, grad = self._small_loss_torch(logits, targets, mask)
+            if math.isnan(value) and not bool(mask.any()):
+                return self._nothing_scored(out)
+        torch.mm(grad.t(), hidden, out=weight.grad)
+        torch.sum(grad, 0, out=bias.grad)
+        torch.mm(grad, weight, out=out)
+        return value
+
+    def _small_loss_torch(
+        self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
     ) -> tuple[float, torch.Tensor]:
-        """The loss over a small output layer as ``masked_cross_entropy`` computes it
-        (every row decoded; a log-softmax, the mean of the scored targets' entries) and
-        its gradients by the same kernels as autograd's."""
-        decoder = self.model.decoder
+        """The loss and the logits' gradient by the kernels autograd runs (no C compiler)."""
         labels = torch.where(mask, targets, IGNORED)
-        logits = torch.addmm(decoder.bias, hidden, decoder.weight.t())
         log_probs = torch._log_softmax(logits, 1, False, out=logits)
         loss, total = _NLL(log_probs, labels, None, 1, IGNORED)
-        value = float(loss)
-        if math.isnan(value) and not bool(mask.any()):
-            return self._nothing_scored(hidden)
         grad = _NLL_BACKWARD(self._one, log_probs, labels, None, 1, IGNORED, total)
-        grad = torch._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype)
-        torch.mm(grad.t(), hidden, out=decoder.weight.grad)
-        torch.sum(grad, 0, out=decoder.bias.grad)
-        return value, torch.mm(grad, decoder.weight)
+        return float(loss), torch._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype)
 
     def _blockwise_loss(
-        self, hidden: torch.Tensor, targets: torch.Tensor, rows: int
-    ) -> tuple[float, torch.Tensor]:
+        self, hidden: torch.Tensor, targets: torch.Tensor, rows: int, out: torch.Tensor
+    ) -> float:
         """The mean loss over a large output layer, a block of logits at a time
-        (:func:`~optuna_rnn.train.loss.decode_blocks`, as ``linear_cross_entropy``)."""
-        decoder = self.model.decoder
+        (:func:`~optuna_rnn.train.loss.decode_blocks`, as ``linear_cross_entropy``), the
+        hidden rows' gradient written into ``out``."""
+        weight, bias = self.decoder_weight, self.decoder_bias
         scale = 1.0 / rows
         inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
-        weights = torch.cat([decoder.weight, decoder.bias[:, None]], dim=1)
-        hidden_grad = hidden.new_empty(hidden.shape)
+        weights = torch.cat([weight, bias[:, None]], dim=1)
         weights_grad = self.decoder_grad
         losses = decode_blocks(
-            inputs,
-            weights,
-            decoder.weight,
-            targets,
-            self.logits,
-            CHUNK_ROWS,
-            hidden_grad,
-            weights_grad,
+            inputs, weights, weight, targets, self.logits, CHUNK_ROWS, out, weights_grad
         )
-        torch.mul(weights_grad[:-1].t(), scale, out=decoder.weight.grad)
-        torch.mul(weights_grad[-1], scale, out=decoder.bias.grad)
-        hidden_grad.mul_(scale)
-        return float(losses.sum() / rows), hidden_grad
+        torch.mul(weights_grad[:-1].t(), scale, out=weight.grad)
+        torch.mul(weights_grad[-1], scale, out=bias.grad)
+        out.mul_(scale)
+        return float(losses.sum() / rows)
