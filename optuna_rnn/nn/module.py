@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -176,6 +177,17 @@ class CellRNN(nn.Module):
         """Re-draw every parameter at ``init_scale``."""
         for layer in self.layers:
             layer.reset_parameters(self.cell, self.init_scale)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The module without its backend's runner (compiled code, not data), for
+        ``copy.deepcopy`` and pickling: :meth:`__setstate__` resolves it again."""
+        state = dict(self.__dict__)
+        del state["_runner"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._runner = resolve_backend(self.backend, self.cell)
 
     def extra_repr(self) -> str:
         return (
