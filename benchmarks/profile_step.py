@@ -42,21 +42,21 @@ class LoopClock:
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.seconds = {False: 0.0, True: 0.0}
         self._clock = clock
-        self._run = Schedule.run
+        self._launch = Schedule.launch
 
     def __enter__(self) -> LoopClock:
-        run, seconds, clock = self._run, self.seconds, self._clock
+        launch, seconds, clock = self._launch, self.seconds, self._clock
 
         def timed(schedule: Schedule, *args: Any) -> None:
             t0 = clock()
-            run(schedule, *args)
+            launch(schedule, *args)
             seconds[schedule.backward] += clock() - t0
 
-        Schedule.run = timed
+        Schedule.launch = timed
         return self
 
     def __exit__(self, *exc: object) -> None:
-        Schedule.run = self._run
+        Schedule.launch = self._launch
 
 
 def profile_trainer(args: argparse.Namespace) -> None:

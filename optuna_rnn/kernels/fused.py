@@ -263,7 +263,8 @@ class FusedCell:
             return partial(python_loop, self, backward, buffers)
         ref = buffers[names.state(0)]
         buffers[PACKED] = ref.new_empty(max(found.packed_size, 1))
-        return partial(found.launch, found.bases(buffers), T, B)
+        bases = found.bases(buffers)
+        return lambda: found.launch(bases, T, B)
 
     def _schedule_for(
         self, backward: bool, buffers: dict[str, torch.Tensor], T: int, B: int, H: int
