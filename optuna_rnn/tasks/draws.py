@@ -26,6 +26,15 @@ def below(rng: random.Random, n: int) -> int:
 
 def word(rng: random.Random, symbols: str, length: int) -> str:
     """``length`` symbols of ``symbols``: ``"".join(rng.choice(symbols) for ...)``, drawn
-    the same way from the same stream."""
+    the same way from the same stream (:func:`below`'s loop, inline: half the cost)."""
     n = len(symbols)
-    return "".join([symbols[below(rng, n)] for _ in range(length)])
+    if n == 0:
+        raise ValueError("word needs at least one symbol to draw from")
+    k = n.bit_length()
+    getrandbits = rng.getrandbits
+    chars: list[str] = []
+    while len(chars) < length:
+        r = getrandbits(k)
+        if r < n:
+            chars.append(symbols[r])
+    return "".join(chars)

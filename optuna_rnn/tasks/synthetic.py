@@ -30,12 +30,15 @@ __all__ = ["SyntheticTask", "pad_batch", "resolve_preset"]
 
 SplitName = Literal["train", "valid", "test"]
 _MAX_REJECTIONS = 100_000
+# Splits remembered per task, by the problem's repr: all of a small problem space's
+# (arithmetic's "small" preset has 20,000 problems), a few MB at most.
+_SPLITS_REMEMBERED = 2**15
 
 
 @functools.cache
 def _keyed_hash(key: bytes) -> Any:
     """An empty keyed BLAKE2b of the split hash, to copy: a copy costs a third of keying
-    a new one."""
+    a new one (kept out of the task, which stays picklable)."""
     return hashlib.blake2b(digest_size=8, key=key)
 
 
@@ -50,29 +53,55 @@ def resolve_preset(
     return settings
 
 
+def _teacher_forced(ids: np.ndarray, scored: np.ndarray, lengths: Sequence[int]) -> Batch:
+    """The time-major batch of ``(B, W)`` rows of ids and scored flags, each row's first
+    ``lengths`` entries real and the rest padded with id 0 and ``False``.
+
+    Position ``t`` reads ``ids[:, t]`` (0 past a row's last input) and targets
+    ``ids[:, t + 1]``, counted iff ``scored[:, t + 1]``.
+    """
+    ids, scored = ids.T, scored.T
+    inputs = ids[:-1].copy()
+    short = [row for row, length in enumerate(lengths) if length < len(ids)]
+    if short:  # a row's last id is a target, never an input
+        inputs[[lengths[row] - 1 for row in short], short] = 0
+    return Batch(
+        torch.from_numpy(inputs),
+        torch.from_numpy(ids[1:].copy()),
+        torch.from_numpy(scored[1:].copy()),
+    )
+
+
 def pad_batch(sequences: Sequence[tuple[list[int], list[bool]]]) -> Batch:
     """Teacher-forced, time-major batch of ``(ids, scored)`` sequences, padded with id 0.
 
     Position ``t`` reads ``ids[t]`` and targets ``ids[t + 1]``, counted iff
-    ``scored[t + 1]``; padding is never counted. One tensor per field from padded rows:
-    a tensor per sequence and field cost a short trial step a fifth of its time.
+    ``scored[t + 1]``; padding is never counted.
     """
     for ids, scored in sequences:
         if len(scored) != len(ids):
             raise ValueError(f"a sequence of {len(ids)} ids has {len(scored)} scored flags")
-    steps = max(len(ids) for ids, _ in sequences) - 1
-
-    def field(rows: list[list[Any]], pad: object, dtype: type) -> torch.Tensor:
-        # numpy reads nested lists about three times faster than torch.tensor does
-        return torch.from_numpy(
-            np.array([row + [pad] * (steps - len(row)) for row in rows], dtype=dtype).T.copy()
-        )
-
-    return Batch(
-        field([ids[:-1] for ids, _ in sequences], 0, np.int64),
-        field([ids[1:] for ids, _ in sequences], 0, np.int64),
-        field([scored[1:] for _, scored in sequences], False, np.bool_),
+    lengths = [len(ids) for ids, _ in sequences]
+    width = max(lengths)
+    # numpy reads nested lists about three times faster than torch.tensor does
+    return _teacher_forced(
+        np.array([ids + [0] * (width - len(ids)) for ids, _ in sequences], dtype=np.int64),
+        np.array([s + [False] * (width - len(s)) for _, s in sequences], dtype=np.bool_),
+        lengths,
     )
+
+
+def _fraction_bound(fraction: float) -> bytes:
+    """The big-endian 8 bytes of the least ``x`` with ``x / 2**64 >= fraction``
+    (``0 < fraction < 1``): a digest is below them iff it reads as a ``u < fraction``."""
+    low, high = 0, 2**64
+    while low < high:
+        middle = (low + high) // 2
+        if middle / 2**64 >= fraction:
+            high = middle
+        else:
+            low = middle + 1
+    return low.to_bytes(8, "big")
 
 
 class SyntheticTask(Task):
@@ -116,7 +145,15 @@ class SyntheticTask(Task):
         self.seed = seed
         self.valid_fraction = valid_fraction
         self.test_fraction = test_fraction
-        self._eval_sets: dict[str, list[tuple[list[int], list[bool]]]] = {}
+        # Each character's id by its code point (-1: not a symbol; the last entry stands
+        # for every code point above the table).
+        self._ids = np.full(max(map(ord, symbols)) + 2, -1, dtype=np.int64)
+        self._ids[[ord(c) for c in symbols]] = np.arange(len(symbols))
+        self._split_key = f"{self.name}:{seed}".encode()
+        self._valid_bound = _fraction_bound(valid_fraction)
+        self._test_bound = _fraction_bound(valid_fraction + test_fraction)
+        self._splits: dict[str, SplitName] = {}
+        self._eval_sets: dict[str, list[tuple[str, list[bool]]]] = {}
         # Padded validation and test batches by (split, batch size): a trial validates
         # the same sequences every ``eval_every`` steps.
         self._eval_batches: dict[tuple[str, int], list[Batch]] = {}
@@ -130,16 +167,24 @@ class SyntheticTask(Task):
         """The problem as characters, and for each whether predicting it is scored."""
 
     def split_of(self, problem: Hashable) -> SplitName:
-        """The split that owns ``problem``, by a keyed hash of its ``repr``."""
-        hasher = _keyed_hash(f"{self.name}:{self.seed}".encode()).copy()
-        hasher.update(repr(problem).encode())
-        digest = hasher.digest()
-        u = int.from_bytes(digest, "big") / 2**64
-        if u < self.valid_fraction:
-            return "valid"
-        if u < self.valid_fraction + self.test_fraction:
-            return "test"
-        return "train"
+        """The split that owns ``problem``: ``u = int.from_bytes(d, "big") / 2**64`` of the
+        8-byte keyed BLAKE2b ``d`` of its ``repr`` is in ``[0, valid_fraction)`` for
+        validation, in ``[valid_fraction, valid_fraction + test_fraction)`` for testing."""
+        text = repr(problem)
+        split = self._splits.get(text)
+        if split is None:
+            hasher = _keyed_hash(self._split_key).copy()
+            hasher.update(text.encode())
+            digest = hasher.digest()
+            if digest < self._valid_bound:
+                split = "valid"
+            elif digest < self._test_bound:
+                split = "test"
+            else:
+                split = "train"
+            if len(self._splits) < _SPLITS_REMEMBERED:
+                self._splits[text] = split
+        return split
 
     def example(self, split: SplitName, rng: random.Random) -> tuple[str, list[bool]]:
         """One rendered problem of ``split``."""
@@ -147,7 +192,17 @@ class SyntheticTask(Task):
             problem = self.sample_problem(rng)
             if self.split_of(problem) == split:
                 return self.render(problem, rng)
-        raise ValueError(
+        raise self._no_problem(split)
+
+    def examples(
+        self, split: SplitName, rng: random.Random, count: int
+    ) -> list[tuple[str, list[bool]]]:
+        """``count`` rendered problems of ``split``, drawn as ``count`` calls of
+        :meth:`example` draw them (subclasses may draw them in fewer steps)."""
+        return [self.example(split, rng) for _ in range(count)]
+
+    def _no_problem(self, split: SplitName) -> ValueError:
+        return ValueError(
             f"{self!r}: no {split} problem in {_MAX_REJECTIONS} draws; the problem space "
             "is too small for the split fractions (make the problems longer or more varied)"
         )
@@ -159,25 +214,40 @@ class SyntheticTask(Task):
         for split in ("train", "valid", "test"):
             self.example(split, random.Random(f"{self.name}:{self.seed}:check"))
 
-    def _encoded(self, split: SplitName, rng: random.Random) -> tuple[list[int], list[bool]]:
-        text, scored = self.example(split, rng)
-        return self._vocabulary.encode(text), scored
+    def _batch(self, examples: Sequence[tuple[str, list[bool]]]) -> Batch:
+        """:func:`pad_batch` of the encoded ``examples``, encoded and padded as whole arrays:
+        per character and per sequence, that took two fifths of drawing a batch."""
+        lengths = [len(text) for text, _ in examples]
+        width = max(lengths)
+        texts, flags = [], []
+        for text, scored in examples:
+            if len(scored) != len(text):
+                raise ValueError(f"a text of {len(text)} characters has {len(scored)} scored flags")
+            texts.append(text.ljust(width, self.vocab[0]))
+            flags.append(bytes(scored) + bytes(width - len(text)))
+        codes = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+        ids = np.take(self._ids, codes, mode="clip")
+        if ids.size and ids.min() < 0:
+            unknown = sorted({chr(c) for c in codes[ids < 0].tolist()})
+            raise ValueError(f"{self!r} rendered characters outside its vocabulary: {unknown}")
+        scored = np.frombuffer(b"".join(flags), dtype=np.bool_)
+        return _teacher_forced(ids.reshape(-1, width), scored.reshape(-1, width), lengths)
 
     def train_batches(self, batch_size: int, *, seed: int) -> Iterator[Batch]:
         rng = random.Random(seed)
         while True:
-            yield pad_batch([self._encoded("train", rng) for _ in range(batch_size)])
+            yield self._batch(self.examples("train", rng, batch_size))
 
     def eval_batches(self, split: Split, batch_size: int) -> Iterator[Batch]:
         check_split(split)
         if split not in self._eval_sets:
             rng = random.Random(f"{self.name}:{self.seed}:{split}")
-            self._eval_sets[split] = [self._encoded(split, rng) for _ in range(self.eval_size)]
+            self._eval_sets[split] = self.examples(split, rng, self.eval_size)
         key = (split, batch_size)
         if key not in self._eval_batches:
-            sequences = self._eval_sets[split]
+            examples = self._eval_sets[split]
             self._eval_batches[key] = [
-                pad_batch(sequences[start : start + batch_size])
-                for start in range(0, len(sequences), batch_size)
+                self._batch(examples[start : start + batch_size])
+                for start in range(0, len(examples), batch_size)
             ]
         yield from self._eval_batches[key]
