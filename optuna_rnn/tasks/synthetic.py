@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import functools
 import hashlib
+import itertools
 import random
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -29,7 +30,6 @@ from optuna_rnn.tasks.vocab import Vocabulary
 __all__ = ["SyntheticTask", "pad_batch", "resolve_preset"]
 
 SplitName = Literal["train", "valid", "test"]
-_MAX_REJECTIONS = 100_000
 # Splits remembered per task, by the problem's repr: all of a small problem space's
 # (arithmetic's "small" preset has 20,000 problems), a few MB at most.
 _SPLITS_REMEMBERED = 2**15
@@ -53,22 +53,12 @@ def resolve_preset(
     return settings
 
 
-def _teacher_forced(ids: np.ndarray, scored: np.ndarray, lengths: Sequence[int]) -> Batch:
-    """The time-major batch of ``(B, W)`` rows of ids and scored flags, each row's first
-    ``lengths`` entries real and the rest padded with id 0 and ``False``.
-
-    Position ``t`` reads ``ids[:, t]`` (0 past a row's last input) and targets
-    ``ids[:, t + 1]``, counted iff ``scored[:, t + 1]``.
-    """
-    ids, scored = ids.T, scored.T
-    inputs = ids[:-1].copy()
-    short = [row for row, length in enumerate(lengths) if length < len(ids)]
-    if short:  # a row's last id is a target, never an input
-        inputs[[lengths[row] - 1 for row in short], short] = 0
+def _time_major(inputs: np.ndarray, targets: np.ndarray, scored: np.ndarray) -> Batch:
+    """The batch of ``(B, T)`` rows of input ids, target ids and scored flags."""
     return Batch(
-        torch.from_numpy(inputs),
-        torch.from_numpy(ids[1:].copy()),
-        torch.from_numpy(scored[1:].copy()),
+        torch.from_numpy(inputs.T.astype(np.int64, order="C")),
+        torch.from_numpy(targets.T.astype(np.int64, order="C")),
+        torch.from_numpy(scored.T.astype(np.bool_, order="C")),
     )
 
 
@@ -81,13 +71,16 @@ def pad_batch(sequences: Sequence[tuple[list[int], list[bool]]]) -> Batch:
     for ids, scored in sequences:
         if len(scored) != len(ids):
             raise ValueError(f"a sequence of {len(ids)} ids has {len(scored)} scored flags")
-    lengths = [len(ids) for ids, _ in sequences]
-    width = max(lengths)
-    # numpy reads nested lists about three times faster than torch.tensor does
-    return _teacher_forced(
-        np.array([ids + [0] * (width - len(ids)) for ids, _ in sequences], dtype=np.int64),
-        np.array([s + [False] * (width - len(s)) for _, s in sequences], dtype=np.bool_),
-        lengths,
+    steps = max(len(ids) for ids, _ in sequences) - 1
+
+    def rows(rows: list[list[Any]], pad: object) -> np.ndarray:
+        # numpy reads nested lists about three times faster than torch.tensor does
+        return np.array([row + [pad] * (steps - len(row)) for row in rows])
+
+    return _time_major(
+        rows([ids[:-1] for ids, _ in sequences], 0),
+        rows([ids[1:] for ids, _ in sequences], 0),
+        rows([scored[1:] for _, scored in sequences], False),
     )
 
 
@@ -121,6 +114,8 @@ class SyntheticTask(Task):
     output_kind = "categorical"
     score_name = "accuracy"
     higher_is_better = True
+    #: Problems drawn in a row for one example before its split is given up as empty.
+    max_rejections = 100_000
 
     def __init__(
         self,
@@ -138,6 +133,8 @@ class SyntheticTask(Task):
                 "valid_fraction and test_fraction must be positive and sum to less than 1, "
                 f"got {valid_fraction} and {test_fraction}"
             )
+        if len(symbols) > 255 or max(map(ord, symbols), default=0) > 255:
+            raise ValueError(f"symbols must be at most 255 Latin-1 characters, got {symbols!r}")
         self._vocabulary = Vocabulary(symbols)
         self.vocab = self._vocabulary.symbols
         self.input_size = self.output_size = len(self._vocabulary)
@@ -145,10 +142,10 @@ class SyntheticTask(Task):
         self.seed = seed
         self.valid_fraction = valid_fraction
         self.test_fraction = test_fraction
-        # Each character's id by its code point (-1: not a symbol; the last entry stands
-        # for every code point above the table).
-        self._ids = np.full(max(map(ord, symbols)) + 2, -1, dtype=np.int64)
-        self._ids[[ord(c) for c in symbols]] = np.arange(len(symbols))
+        # Each Latin-1 byte's id (255: not a symbol), to encode a batch in one translate.
+        self._ids = bytes(
+            map({ord(c): i for i, c in enumerate(symbols)}.get, range(256), [255] * 256)
+        )
         self._split_key = f"{self.name}:{seed}".encode()
         self._valid_bound = _fraction_bound(valid_fraction)
         self._test_bound = _fraction_bound(valid_fraction + test_fraction)
@@ -188,7 +185,7 @@ class SyntheticTask(Task):
 
     def example(self, split: SplitName, rng: random.Random) -> tuple[str, list[bool]]:
         """One rendered problem of ``split``."""
-        for _ in range(_MAX_REJECTIONS):
+        for _ in range(self.max_rejections):
             problem = self.sample_problem(rng)
             if self.split_of(problem) == split:
                 return self.render(problem, rng)
@@ -202,8 +199,9 @@ class SyntheticTask(Task):
         return [self.example(split, rng) for _ in range(count)]
 
     def _no_problem(self, split: SplitName) -> ValueError:
+        """The error for a split that ``max_rejections`` draws in a row missed."""
         return ValueError(
-            f"{self!r}: no {split} problem in {_MAX_REJECTIONS} draws; the problem space "
+            f"{self!r}: no {split} problem in {self.max_rejections} draws; the problem space "
             "is too small for the split fractions (make the problems longer or more varied)"
         )
 
@@ -215,23 +213,34 @@ class SyntheticTask(Task):
             self.example(split, random.Random(f"{self.name}:{self.seed}:check"))
 
     def _batch(self, examples: Sequence[tuple[str, list[bool]]]) -> Batch:
-        """:func:`pad_batch` of the encoded ``examples``, encoded and padded as whole arrays:
-        per character and per sequence, that took two fifths of drawing a batch."""
-        lengths = [len(text) for text, _ in examples]
+        """:func:`pad_batch` of the encoded ``examples``, encoded and padded as whole byte
+        strings: per character and per sequence, that took two fifths of drawing a batch."""
+        texts = [text for text, _ in examples]
+        flags = [scored for _, scored in examples]
+        lengths = list(map(len, texts))
+        if list(map(len, flags)) != lengths:
+            text, scored = next(e for e in examples if len(e[0]) != len(e[1]))
+            raise ValueError(f"a text of {len(text)} characters has {len(scored)} scored flags")
         width = max(lengths)
-        texts, flags = [], []
-        for text, scored in examples:
-            if len(scored) != len(text):
-                raise ValueError(f"a text of {len(text)} characters has {len(scored)} scored flags")
-            texts.append(text.ljust(width, self.vocab[0]))
-            flags.append(bytes(scored) + bytes(width - len(text)))
-        codes = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
-        ids = np.take(self._ids, codes, mode="clip")
-        if ids.size and ids.min() < 0:
-            unknown = sorted({chr(c) for c in codes[ids < 0].tolist()})
+        pad = self.vocab[0]  # id 0
+        if min(lengths) < width:
+            # a row's last id is a target, never an input: its inputs are padded from there
+            inputs = [text[:-1].ljust(width, pad) for text in texts]
+            texts = [text.ljust(width, pad) for text in texts]
+            flags = [scored + [False] * (width - len(scored)) for scored in flags]
+        else:
+            inputs = texts
+        joined = "".join(inputs) + "".join(texts)
+        try:
+            ids = joined.encode("latin-1").translate(self._ids)
+        except UnicodeEncodeError:
+            ids = b"\xff"
+        if 255 in ids:
+            unknown = sorted(set(joined) - set(self.vocab))
             raise ValueError(f"{self!r} rendered characters outside its vocabulary: {unknown}")
-        scored = np.frombuffer(b"".join(flags), dtype=np.bool_)
-        return _teacher_forced(ids.reshape(-1, width), scored.reshape(-1, width), lengths)
+        rows = np.frombuffer(ids + bytes(itertools.chain.from_iterable(flags)), dtype=np.uint8)
+        inputs, ids, scored = rows.reshape(3, len(examples), width)
+        return _time_major(inputs[:, :-1], ids[:, 1:], scored[:, 1:])
 
     def train_batches(self, batch_size: int, *, seed: int) -> Iterator[Batch]:
         rng = random.Random(seed)
