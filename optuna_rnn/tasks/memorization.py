@@ -6,7 +6,7 @@ import random
 import string
 
 from optuna_rnn.tasks.draws import word
-from optuna_rnn.tasks.synthetic import SplitName, SyntheticTask
+from optuna_rnn.tasks.synthetic import SyntheticTask
 
 __all__ = ["Memorization"]
 
@@ -56,27 +56,13 @@ class Memorization(SyntheticTask):
     def sample_problem(self, rng: random.Random) -> str:
         return word(rng, self.letters, self.length)
 
-    def examples(
-        self, split: SplitName, rng: random.Random, count: int
-    ) -> list[tuple[str, list[bool]]]:
-        """``count`` calls of :meth:`example`, drawn as one word per round: rendering draws
-        nothing, so their problems are the first ``count`` of ``split`` among consecutive
-        ``length``-letter slices of the stream. A round draws a problem for each one
-        missing, never one past the last problem taken."""
-        found: list[tuple[str, list[bool]]] = []
-        misses = 0
-        while len(found) < count:
-            letters = word(rng, self.letters, self.length * (count - len(found)))
-            for start in range(0, len(letters), self.length):
-                problem = letters[start : start + self.length]
-                if self.split_of(problem) == split:
-                    found.append(self.render(problem, rng))
-                    misses = 0
-                else:
-                    misses += 1
-                    if misses == self.max_rejections:
-                        raise self._no_problem(split)
-        return found
+    def sample_problems(self, rng: random.Random, count: int) -> list[str]:
+        """``count`` problems at once (rendering draws nothing): the ``length``-letter
+        slices of one word."""
+        letters = word(rng, self.letters, self.length * count)
+        return [
+            letters[start : start + self.length] for start in range(0, len(letters), self.length)
+        ]
 
     def render(self, problem: str, rng: random.Random) -> tuple[str, list[bool]]:
         text = problem + SEPARATOR + problem

@@ -183,20 +183,39 @@ class SyntheticTask(Task):
                 self._splits[text] = split
         return split
 
+    def sample_problems(self, rng: random.Random, count: int) -> Sequence[Hashable]:
+        """Problems drawn one after another as :meth:`sample_problem` draws them: at least
+        one, at most ``count``.
+
+        This draws one, as it must where :meth:`render` draws from ``rng`` too (its draws
+        come between two problems'); a task whose rendering draws nothing may draw all
+        ``count`` at once, in fewer steps.
+        """
+        return (self.sample_problem(rng),)
+
     def example(self, split: SplitName, rng: random.Random) -> tuple[str, list[bool]]:
         """One rendered problem of ``split``."""
-        for _ in range(self.max_rejections):
-            problem = self.sample_problem(rng)
-            if self.split_of(problem) == split:
-                return self.render(problem, rng)
-        raise self._no_problem(split)
+        return self.examples(split, rng, 1)[0]
 
     def examples(
         self, split: SplitName, rng: random.Random, count: int
     ) -> list[tuple[str, list[bool]]]:
-        """``count`` rendered problems of ``split``, drawn as ``count`` calls of
-        :meth:`example` draw them (subclasses may draw them in fewer steps)."""
-        return [self.example(split, rng) for _ in range(count)]
+        """``count`` rendered problems of ``split``: the problems of ``split`` among those
+        drawn one after another, each rendered as it comes up. ``max_rejections`` misses
+        in a row give the split up as empty."""
+        split_of, render = self.split_of, self.render
+        found: list[tuple[str, list[bool]]] = []
+        misses = 0
+        while len(found) < count:
+            for problem in self.sample_problems(rng, count - len(found)):
+                if split_of(problem) == split:
+                    found.append(render(problem, rng))
+                    misses = 0
+                else:
+                    misses += 1
+                    if misses == self.max_rejections:
+                        raise self._no_problem(split)
+        return found
 
     def _no_problem(self, split: SplitName) -> ValueError:
         """The error for a split that ``max_rejections`` draws in a row missed."""
