@@ -56,6 +56,9 @@ class Memorization(SyntheticTask):
     def sample_problem(self, rng: random.Random) -> str:
         return word(rng, self.letters, self.length)
 
+    def problem_count(self) -> int:
+        return len(self.letters) ** self.length
+
     def sample_problems(self, rng: random.Random, count: int) -> list[str]:
         """``count`` problems at once (rendering draws nothing): the ``length``-letter
         slices of one word."""

@@ -30,8 +30,8 @@ from optuna_rnn.tasks.vocab import Vocabulary
 __all__ = ["SyntheticTask", "pad_batch", "resolve_preset"]
 
 SplitName = Literal["train", "valid", "test"]
-# Splits remembered per task, by the problem's repr: all of a small problem space's
-# (arithmetic's "small" preset has 20,000 problems), a few MB at most.
+# The most problems whose splits a task remembers (arithmetic's "small" preset has
+# 20,000): a few MB at most.
 _SPLITS_REMEMBERED = 2**15
 
 
@@ -149,7 +149,12 @@ class SyntheticTask(Task):
         self._split_key = f"{self.name}:{seed}".encode()
         self._valid_bound = _fraction_bound(valid_fraction)
         self._test_bound = _fraction_bound(valid_fraction + test_fraction)
-        self._splits: dict[str, SplitName] = {}
+        # Each problem's split, where there are few: sample_problem's problems are
+        # canonical (equal problems have equal reprs), so they can key it.
+        count = self.problem_count()
+        self._splits: dict[Hashable, SplitName] | None = (
+            {} if count is not None and count <= _SPLITS_REMEMBERED else None
+        )
         self._eval_sets: dict[str, list[tuple[str, list[bool]]]] = {}
         # Padded validation and test batches by (split, batch size): a trial validates
         # the same sequences every ``eval_every`` steps.
@@ -167,21 +172,19 @@ class SyntheticTask(Task):
         """The split that owns ``problem``: ``u = int.from_bytes(d, "big") / 2**64`` of the
         8-byte keyed BLAKE2b ``d`` of its ``repr`` is in ``[0, valid_fraction)`` for
         validation, in ``[valid_fraction, valid_fraction + test_fraction)`` for testing."""
-        text = repr(problem)
-        split = self._splits.get(text)
-        if split is None:
-            hasher = _keyed_hash(self._split_key).copy()
-            hasher.update(text.encode())
-            digest = hasher.digest()
-            if digest < self._valid_bound:
-                split = "valid"
-            elif digest < self._test_bound:
-                split = "test"
-            else:
-                split = "train"
-            if len(self._splits) < _SPLITS_REMEMBERED:
-                self._splits[text] = split
-        return split
+        hasher = _keyed_hash(self._split_key).copy()
+        hasher.update(repr(problem).encode())
+        digest = hasher.digest()
+        if digest < self._valid_bound:
+            return "valid"
+        if digest < self._test_bound:
+            return "test"
+        return "train"
+
+    def problem_count(self) -> int | None:
+        """How many problems :meth:`sample_problem` can draw, at most (``None``: not known).
+        Where there are at most 32,768 (``2**15``), the draws remember each one's split."""
+        return None
 
     def sample_problems(self, rng: random.Random, count: int) -> Sequence[Hashable]:
         """Problems drawn one after another as :meth:`sample_problem` draws them: at least
@@ -203,12 +206,16 @@ class SyntheticTask(Task):
         """``count`` rendered problems of ``split``: the problems of ``split`` among those
         drawn one after another, each rendered as it comes up. ``max_rejections`` misses
         in a row give the split up as empty."""
-        split_of, render = self.split_of, self.render
+        split_of, render, splits = self.split_of, self.render, self._splits
         found: list[tuple[str, list[bool]]] = []
         misses = 0
         while len(found) < count:
             for problem in self.sample_problems(rng, count - len(found)):
-                if split_of(problem) == split:
+                if splits is None:
+                    owner = split_of(problem)
+                elif (owner := splits.get(problem)) is None:
+                    owner = splits[problem] = split_of(problem)
+                if owner == split:
                     found.append(render(problem, rng))
                     misses = 0
                 else:
