@@ -18,7 +18,7 @@ import functools
 import hashlib
 import itertools
 import random
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +40,19 @@ def _keyed_hash(key: bytes) -> Any:
     """An empty keyed BLAKE2b of the split hash, to copy: a copy costs a third of keying
     a new one (kept out of the task, which stays picklable)."""
     return hashlib.blake2b(digest_size=8, key=key)
+
+
+class _Splits(dict[Hashable, SplitName]):
+    """Each drawn problem's split, found by ``split_of`` the first time it is asked for.
+    Drawn problems are canonical (equal problems have equal reprs), so they can key it."""
+
+    def __init__(self, split_of: Callable[[Hashable], SplitName]) -> None:
+        super().__init__()
+        self.split_of = split_of
+
+    def __missing__(self, problem: Hashable) -> SplitName:
+        split = self[problem] = self.split_of(problem)
+        return split
 
 
 def resolve_preset(
@@ -149,11 +162,9 @@ class SyntheticTask(Task):
         self._split_key = f"{self.name}:{seed}".encode()
         self._valid_bound = _fraction_bound(valid_fraction)
         self._test_bound = _fraction_bound(valid_fraction + test_fraction)
-        # Each problem's split, where there are few: sample_problem's problems are
-        # canonical (equal problems have equal reprs), so they can key it.
         count = self.problem_count()
-        self._splits: dict[Hashable, SplitName] | None = (
-            {} if count is not None and count <= _SPLITS_REMEMBERED else None
+        self._splits = (
+            _Splits(self.split_of) if count is not None and count <= _SPLITS_REMEMBERED else None
         )
         self._eval_sets: dict[str, list[tuple[str, list[bool]]]] = {}
         # Padded validation and test batches by (split, batch size): a trial validates
@@ -186,16 +197,6 @@ class SyntheticTask(Task):
         Where there are at most 32,768 (``2**15``), the draws remember each one's split."""
         return None
 
-    def sample_problems(self, rng: random.Random, count: int) -> Sequence[Hashable]:
-        """Problems drawn one after another as :meth:`sample_problem` draws them: at least
-        one, at most ``count``.
-
-        This draws one, as it must where :meth:`render` draws from ``rng`` too (its draws
-        come between two problems'); a task whose rendering draws nothing may draw all
-        ``count`` at once, in fewer steps.
-        """
-        return (self.sample_problem(rng),)
-
     def example(self, split: SplitName, rng: random.Random) -> tuple[str, list[bool]]:
         """One rendered problem of ``split``."""
         return self.examples(split, rng, 1)[0]
@@ -206,23 +207,23 @@ class SyntheticTask(Task):
         """``count`` rendered problems of ``split``: the problems of ``split`` among those
         drawn one after another, each rendered as it comes up. ``max_rejections`` misses
         in a row give the split up as empty."""
-        split_of, render, splits = self.split_of, self.render, self._splits
+        sample, render, owner = self.sample_problem, self.render, self._owner()
         found: list[tuple[str, list[bool]]] = []
         misses = 0
         while len(found) < count:
-            for problem in self.sample_problems(rng, count - len(found)):
-                if splits is None:
-                    owner = split_of(problem)
-                elif (owner := splits.get(problem)) is None:
-                    owner = splits[problem] = split_of(problem)
-                if owner == split:
-                    found.append(render(problem, rng))
-                    misses = 0
-                else:
-                    misses += 1
-                    if misses == self.max_rejections:
-                        raise self._no_problem(split)
+            problem = sample(rng)
+            if owner(problem) == split:
+                found.append(render(problem, rng))
+                misses = 0
+            else:
+                misses += 1
+                if misses == self.max_rejections:
+                    raise self._no_problem(split)
         return found
+
+    def _owner(self) -> Callable[[Hashable], SplitName]:
+        """:meth:`split_of`, remembered for each problem where there are few of them."""
+        return self.split_of if self._splits is None else self._splits.__getitem__
 
     def _no_problem(self, split: SplitName) -> ValueError:
         """The error for a split that ``max_rejections`` draws in a row missed."""
