@@ -7,7 +7,7 @@ versions with the same seed, ``--batches`` at a time, alternating for ``--rounds
 rounds. Both versions must draw identical batches (checked on every batch); it prints
 the microseconds per batch, median and range over the rounds, and new/base.
 
-    python benchmarks/batch_draws.py --base main [--rounds 15] [--batches 200]
+    python benchmarks/batch_draws.py --base main [--rounds 40] [--batches 25]
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="the git revision to compare against")
     parser.add_argument("--tasks", default="memorization,arithmetic,xml")
     parser.add_argument("--batch-size", type=int, default=20)
-    parser.add_argument("--batches", type=int, default=200, help="batches per timed block")
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--batches", type=int, default=25, help="batches per timed block")
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(
