@@ -255,9 +255,9 @@ class SyntheticTask(Task):
             inputs = [text[:-1].ljust(width, pad) for text in texts]
             texts = [text.ljust(width, pad) for text in texts]
             flags = [scored + [False] * (width - len(scored)) for scored in flags]
+            joined = "".join(inputs) + "".join(texts)
         else:
-            inputs = texts
-        joined = "".join(inputs) + "".join(texts)
+            joined = "".join(texts)
         try:
             ids = joined.encode("latin-1").translate(self._ids)
         except UnicodeEncodeError:
@@ -266,8 +266,8 @@ class SyntheticTask(Task):
             unknown = sorted(set(joined) - set(self.vocab))
             raise ValueError(f"{self!r} rendered characters outside its vocabulary: {unknown}")
         rows = np.frombuffer(ids + bytes(itertools.chain.from_iterable(flags)), dtype=np.uint8)
-        inputs, ids, scored = rows.reshape(3, len(examples), width)
-        return _time_major(inputs[:, :-1], ids[:, 1:], scored[:, 1:])
+        rows = rows.reshape(-1, len(examples), width)  # [inputs,] ids, scored
+        return _time_major(rows[0, :, :-1], rows[-2, :, 1:], rows[-1, :, 1:])
 
     def train_batches(self, batch_size: int, *, seed: int) -> Iterator[Batch]:
         rng = random.Random(seed)
