@@ -45,6 +45,7 @@ class Memorization(SyntheticTask):
             raise ValueError(f"alphabet must be between 2 and 26 letters, got {alphabet}")
         self.length = length
         self.letters = string.ascii_lowercase[:alphabet]
+        self._scored = [False] * (length + 1) + [True] * length  # render copies it
         super().__init__(
             symbols=self.letters + SEPARATOR,
             eval_size=eval_size,
@@ -82,5 +83,4 @@ class Memorization(SyntheticTask):
         return found
 
     def render(self, problem: str, rng: random.Random) -> tuple[str, list[bool]]:
-        text = problem + SEPARATOR + problem
-        return text, [False] * (self.length + 1) + [True] * self.length
+        return problem + SEPARATOR + problem, self._scored.copy()
