@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import functools
 import hashlib
+import itertools
 import random
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -242,19 +243,21 @@ class SyntheticTask(Task):
         """:func:`pad_batch` of the encoded ``examples``, encoded and padded as whole byte
         strings: per character and per sequence, that took two fifths of drawing a batch."""
         texts = [text for text, _ in examples]
+        flags = [scored for _, scored in examples]
         lengths = list(map(len, texts))
+        if list(map(len, flags)) != lengths:
+            text, scored = next(e for e in examples if len(e[0]) != len(e[1]))
+            raise ValueError(f"a text of {len(text)} characters has {len(scored)} scored flags")
         width = max(lengths)
-        falses = [False] * width
-        flags: list[bool] = []
-        for (_, scored), length in zip(examples, lengths, strict=True):
-            if len(scored) != length:
-                raise ValueError(f"a text of {length} characters has {len(scored)} scored flags")
-            flags += scored
-            flags += falses[length:]
-        short = min(lengths) < width
-        if short:
-            texts = [text.ljust(width, self.vocab[0]) for text in texts]  # pad: id 0
-        joined = "".join(texts)
+        pad = self.vocab[0]  # id 0
+        if min(lengths) < width:
+            # a row's last id is a target, never an input: its inputs are padded from there
+            inputs = [text[:-1].ljust(width, pad) for text in texts]
+            texts = [text.ljust(width, pad) for text in texts]
+            flags = [scored + [False] * (width - len(scored)) for scored in flags]
+            joined = "".join(inputs) + "".join(texts)
+        else:
+            joined = "".join(texts)
         try:
             ids = joined.encode("latin-1").translate(self._ids)
         except UnicodeEncodeError:
@@ -262,13 +265,9 @@ class SyntheticTask(Task):
         if 255 in ids:
             unknown = sorted(set(joined) - set(self.vocab))
             raise ValueError(f"{self!r} rendered characters outside its vocabulary: {unknown}")
-        inputs = bytearray(ids) if short else ids
-        if short:  # a row's last id is a target, never an input: pad from there
-            for row, length in enumerate(lengths):
-                inputs[row * width + length - 1] = 0
-        rows = np.frombuffer(inputs + ids + bytes(flags), dtype=np.uint8)
-        inputs, ids, scored = rows.reshape(3, len(examples), width)
-        return _time_major(inputs[:, :-1], ids[:, 1:], scored[:, 1:])
+        rows = np.frombuffer(ids + bytes(itertools.chain.from_iterable(flags)), dtype=np.uint8)
+        rows = rows.reshape(-1, len(examples), width)  # [inputs,] ids, scored
+        return _time_major(rows[0, :, :-1], rows[-2, :, 1:], rows[-1, :, 1:])
 
     def train_batches(self, batch_size: int, *, seed: int) -> Iterator[Batch]:
         rng = random.Random(seed)
