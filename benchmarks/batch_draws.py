@@ -80,9 +80,11 @@ def main() -> None:
                 for _ in range(args.warmup):
                     next(stream)
             times: dict[str, list[float]] = {"new": [], "base": []}
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
                 drawn = {}
-                for who, stream in streams.items():
+                order = ("new", "base") if round_ % 2 == 0 else ("base", "new")
+                for who in order:  # each goes first in every other round
+                    stream = streams[who]
                     seconds, drawn[who] = timed(stream, args.batches)
                     times[who].append(seconds * 1e6)
                 for new, old in zip(drawn["new"], drawn["base"]):
