@@ -113,7 +113,11 @@ def _fraction_bound(fraction: float) -> bytes:
 class SyntheticTask(Task):
     """Base for generated character tasks scored by accuracy on flagged characters.
 
-    Subclasses implement :meth:`sample_problem` and :meth:`render`.
+    Subclasses implement :meth:`sample_problem` and :meth:`render`. They may give
+    :meth:`problem_count`, so that the draws remember the splits of a small problem space,
+    and override :meth:`examples` to draw several problems at once where rendering draws
+    nothing (as :class:`~optuna_rnn.tasks.Memorization` does): a seed must give the same
+    examples, and leave ``rng`` in the same state, as drawing one problem at a time.
 
     Args:
         symbols: the characters of the vocabulary (the id of a character is its index).
@@ -194,7 +198,8 @@ class SyntheticTask(Task):
 
     def problem_count(self) -> int | None:
         """How many problems :meth:`sample_problem` can draw, at most (``None``: not known).
-        Where there are at most 32,768 (``2**15``), the draws remember each one's split."""
+        Where there are at most 32,768 (``2**15``), the draws remember each one's split.
+        Asked once, at construction: set what it reads before ``super().__init__``."""
         return None
 
     def example(self, split: SplitName, rng: random.Random) -> tuple[str, list[bool]]:

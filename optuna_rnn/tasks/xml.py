@@ -117,7 +117,7 @@ class XML(SyntheticTask):
                 extra = getrandbits(len_bits)
             name = ""
             while len(name) <= extra:
-                letter = getrandbits(5)
+                letter = getrandbits(5)  # draws.below(rng, 26): 5 bits a draw
                 if letter < 26:
                     name += LETTERS[letter]
             open_tags.append(name)
