@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Callable
 from typing import Any
 
 from optuna_rnn.tasks.draws import below
@@ -81,6 +82,14 @@ class Arithmetic(SyntheticTask):
         self.negatives: bool = settings["negatives"]
         self.distractor_prob: float = settings["distractor_prob"]
         self.score_end = score_end
+        # (lowest, count, bits to draw one) of the operands with 1, 2, ... digits
+        self._digit_bits = self.max_digits.bit_length()
+        self._operand_ranges = [
+            (low, 10**digits - low, (10**digits - low).bit_length())
+            for digits, low in (
+                (d, 0 if d == 1 else 10 ** (d - 1)) for d in range(1, self.max_digits + 1)
+            )
+        ]
         super().__init__(
             symbols=string.digits + "+-=" + END + string.ascii_lowercase,
             eval_size=settings["eval_size"],
@@ -89,26 +98,41 @@ class Arithmetic(SyntheticTask):
             test_fraction=test_fraction,
         )
 
-    def _operand(self, rng: random.Random) -> int:
-        digits = 1 + below(rng, self.max_digits)
-        low = 0 if digits == 1 else 10 ** (digits - 1)
-        return low + below(rng, 10**digits - low)
+    def problem_count(self) -> int:
+        return 2 * 10 ** (2 * self.max_digits)  # two operands below 10**max_digits, two ops
+
+    def _operand(self, getrandbits: Callable[[int], int]) -> int:
+        # draws.below inline (half the cost): the digit count, then a number of that many
+        max_digits, digit_bits = self.max_digits, self._digit_bits
+        digits = getrandbits(digit_bits)
+        while digits >= max_digits:
+            digits = getrandbits(digit_bits)
+        low, span, bits = self._operand_ranges[digits]
+        offset = getrandbits(bits)
+        while offset >= span:
+            offset = getrandbits(bits)
+        return low + offset
 
     def sample_problem(self, rng: random.Random) -> tuple[int, str, int]:
-        a, op, b = self._operand(rng), "+-"[below(rng, 2)], self._operand(rng)
-        if op == "-" and not self.negatives and a < b:
+        getrandbits = rng.getrandbits
+        a = self._operand(getrandbits)
+        minus = getrandbits(2)  # draws.below(rng, 2)
+        while minus >= 2:
+            minus = getrandbits(2)
+        b = self._operand(getrandbits)
+        if minus and not self.negatives and a < b:
             a, b = b, a
-        return a, op, b
+        return a, "+-"[minus], b
 
     def render(self, problem: tuple[int, str, int], rng: random.Random) -> tuple[str, list[bool]]:
         a, op, b = problem
-        question = f"{a}{op}{b}"
-        parts = []
-        for char in question:
-            parts.append(char)
-            while rng.random() < self.distractor_prob:
-                parts.append(string.ascii_lowercase[below(rng, 26)])
+        uniform, p = rng.random, self.distractor_prob
+        question = ""
+        for char in f"{a}{op}{b}":
+            question += char
+            while uniform() < p:
+                question += string.ascii_lowercase[below(rng, 26)]
         answer = str(a + b if op == "+" else a - b)
-        text = "".join(parts) + "=" + answer + END
-        scored = [False] * (len(text) - len(answer) - 1) + [True] * len(answer)
-        return text, scored + [self.score_end]
+        scored = [False] * (len(question) + 1) + [True] * len(answer)
+        scored.append(self.score_end)
+        return f"{question}={answer}{END}", scored

@@ -9,6 +9,7 @@ before; ``tests/test_task_draws.py`` holds it to the standard library's stream.
 
 from __future__ import annotations
 
+import functools
 import random
 
 __all__ = ["below", "word"]
@@ -28,4 +29,41 @@ def word(rng: random.Random, symbols: str, length: int) -> str:
     """``length`` symbols of ``symbols``: ``"".join(rng.choice(symbols) for ...)``, drawn
     the same way from the same stream."""
     n = len(symbols)
-    return "".join([symbols[below(rng, n)] for _ in range(length)])
+    if n == 0:
+        raise ValueError("word needs at least one symbol to draw from")
+    table = _top_byte_symbols(symbols) if length >= _LONG_WORD else None
+    if table is not None:
+        # A round draws a 32-bit word for each symbol missing (each takes one at least):
+        # getrandbits(32 * m) holds m of them, the first in the lowest bits, and the top
+        # byte of each holds the k <= 8 bits that getrandbits(k) would return.
+        drawn = b""
+        while len(drawn) < length:
+            missing = length - len(drawn)
+            top = rng.getrandbits(32 * missing).to_bytes(4 * missing, "little")[3::4]
+            drawn += top.translate(table).replace(b"\0", b"")
+        return drawn.decode("latin-1")
+    # below's loop, inline: half the cost of a call per symbol
+    k = n.bit_length()
+    getrandbits = rng.getrandbits
+    chars: list[str] = []
+    while len(chars) < length:
+        r = getrandbits(k)
+        if r < n:
+            chars.append(symbols[r])
+    return "".join(chars)
+
+
+# From this length on, word draws a round's symbols as bytes, each in a few C calls.
+_LONG_WORD = 16
+
+
+@functools.lru_cache(maxsize=64)
+def _top_byte_symbols(symbols: str) -> bytes | None:
+    """For each top byte of a 32-bit draw, the symbol (a Latin-1 byte) that its top
+    ``len(symbols).bit_length()`` bits pick, or NUL where they pick none; ``None`` where
+    that cannot be: more than 255 symbols, or any not Latin-1 or NUL."""
+    n = len(symbols)
+    shift = 8 - n.bit_length()
+    if shift < 0 or not all(0 < ord(c) < 256 for c in symbols):
+        return None
+    return bytes(ord(symbols[b >> shift]) if b >> shift < n else 0 for b in range(256))

@@ -6,7 +6,7 @@ import random
 import string
 
 from optuna_rnn.tasks.draws import word
-from optuna_rnn.tasks.synthetic import SyntheticTask
+from optuna_rnn.tasks.synthetic import SplitName, SyntheticTask
 
 __all__ = ["Memorization"]
 
@@ -45,6 +45,7 @@ class Memorization(SyntheticTask):
             raise ValueError(f"alphabet must be between 2 and 26 letters, got {alphabet}")
         self.length = length
         self.letters = string.ascii_lowercase[:alphabet]
+        self._scored = [False] * (length + 1) + [True] * length  # render copies it
         super().__init__(
             symbols=self.letters + SEPARATOR,
             eval_size=eval_size,
@@ -56,6 +57,30 @@ class Memorization(SyntheticTask):
     def sample_problem(self, rng: random.Random) -> str:
         return word(rng, self.letters, self.length)
 
+    def problem_count(self) -> int:
+        return len(self.letters) ** self.length
+
+    def examples(
+        self, split: SplitName, rng: random.Random, count: int
+    ) -> list[tuple[str, list[bool]]]:
+        # Rendering draws nothing, so the problems are the first ``count`` of ``split``
+        # among consecutive ``length``-letter slices of the stream: a round draws them
+        # as one word, a problem for each one missing (never one past the last taken).
+        owner = self._owner()
+        found: list[tuple[str, list[bool]]] = []
+        misses = 0
+        while len(found) < count:
+            letters = word(rng, self.letters, self.length * (count - len(found)))
+            for start in range(0, len(letters), self.length):
+                problem = letters[start : start + self.length]
+                if owner(problem) == split:
+                    found.append(self.render(problem, rng))
+                    misses = 0
+                else:
+                    misses += 1
+                    if misses == self.max_rejections:
+                        raise self._no_problem(split)
+        return found
+
     def render(self, problem: str, rng: random.Random) -> tuple[str, list[bool]]:
-        text = problem + SEPARATOR + problem
-        return text, [False] * (self.length + 1) + [True] * self.length
+        return problem + SEPARATOR + problem, self._scored.copy()
