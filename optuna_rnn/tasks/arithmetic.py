@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Callable
 from typing import Any
 
 from optuna_rnn.tasks.draws import below
@@ -82,14 +81,9 @@ class Arithmetic(SyntheticTask):
         self.negatives: bool = settings["negatives"]
         self.distractor_prob: float = settings["distractor_prob"]
         self.score_end = score_end
-        # (lowest, count, bits to draw one) of the operands with 1, 2, ... digits
-        self._digit_bits = self.max_digits.bit_length()
-        self._operand_ranges = [
-            (low, 10**digits - low, (10**digits - low).bit_length())
-            for digits, low in (
-                (d, 0 if d == 1 else 10 ** (d - 1)) for d in range(1, self.max_digits + 1)
-            )
-        ]
+        # (lowest, count) of the operands with 1, 2, ... digits
+        lows = [0, *(10 ** (d - 1) for d in range(2, self.max_digits + 1))]
+        self._operand_ranges = [(low, 10**d - low) for d, low in enumerate(lows, start=1)]
         super().__init__(
             symbols=string.digits + "+-=" + END + string.ascii_lowercase,
             eval_size=settings["eval_size"],
@@ -101,25 +95,12 @@ class Arithmetic(SyntheticTask):
     def problem_count(self) -> int:
         return 2 * 10 ** (2 * self.max_digits)  # two operands below 10**max_digits, two ops
 
-    def _operand(self, getrandbits: Callable[[int], int]) -> int:
-        # draws.below inline (half the cost): the digit count, then a number of that many
-        max_digits, digit_bits = self.max_digits, self._digit_bits
-        digits = getrandbits(digit_bits)
-        while digits >= max_digits:
-            digits = getrandbits(digit_bits)
-        low, span, bits = self._operand_ranges[digits]
-        offset = getrandbits(bits)
-        while offset >= span:
-            offset = getrandbits(bits)
-        return low + offset
+    def _operand(self, rng: random.Random) -> int:
+        low, span = self._operand_ranges[below(rng, self.max_digits)]
+        return low + below(rng, span)
 
     def sample_problem(self, rng: random.Random) -> tuple[int, str, int]:
-        getrandbits = rng.getrandbits
-        a = self._operand(getrandbits)
-        minus = getrandbits(2)  # draws.below(rng, 2)
-        while minus >= 2:
-            minus = getrandbits(2)
-        b = self._operand(getrandbits)
+        a, minus, b = self._operand(rng), below(rng, 2), self._operand(rng)
         if minus and not self.negatives and a < b:
             a, b = b, a
         return a, "+-"[minus], b

@@ -6,6 +6,7 @@ import random
 import string
 from typing import Any, Literal
 
+from optuna_rnn.tasks.draws import below, word
 from optuna_rnn.tasks.synthetic import SyntheticTask, resolve_preset
 
 __all__ = ["XML"]
@@ -102,26 +103,15 @@ class XML(SyntheticTask):
         )
 
     def sample_problem(self, rng: random.Random) -> str:
-        # draws.below and draws.word, inline: the calls were a third of the cost
-        getrandbits, uniform = rng.getrandbits, rng.random
-        max_tag_len, max_depth, length = self.max_tag_len, self.max_depth, self.length
-        len_bits = max_tag_len.bit_length()
+        uniform, max_depth, length = rng.random, self.max_depth, self.length
         text = ""
         open_tags: list[str] = []
         while len(text) < length:
             if open_tags and (len(open_tags) >= max_depth or uniform() < 0.5):
                 text += f"</{open_tags.pop()}>"
                 continue
-            extra = getrandbits(len_bits)  # the name's length, less one
-            while extra >= max_tag_len:
-                extra = getrandbits(len_bits)
-            name = ""
-            while len(name) <= extra:
-                letter = getrandbits(5)  # draws.below(rng, 26): 5 bits a draw
-                if letter < 26:
-                    name += LETTERS[letter]
-            open_tags.append(name)
-            text += f"<{name}>"
+            open_tags.append(word(rng, LETTERS, 1 + below(rng, self.max_tag_len)))
+            text += f"<{open_tags[-1]}>"
         return text[:length]
 
     def render(self, problem: str, rng: random.Random) -> tuple[str, list[bool]]:
