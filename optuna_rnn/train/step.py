@@ -179,9 +179,8 @@ class _Layer:
 
 class TrainStep:
     """One training step of the plan's model, its gradients written into ``optimizer``'s
-    flat gradient: ``loss = step(batch, state)`` returns the loss (a float) and keeps
-    the next state in :attr:`state` (the model's format, as ``model(batch, state)``
-    returns it)."""
+    flat gradient: ``loss, state = step(batch, state)`` gives the loss (a float) and the
+    next state (the model's format, as ``model(batch, state)`` returns it)."""
 
     #: Batch shapes whose layers' buffers are kept at once (a synthetic task's batches
     #: come in a few lengths).
