@@ -6,7 +6,7 @@ import random
 import string
 
 from optuna_rnn.tasks.draws import word
-from optuna_rnn.tasks.synthetic import SplitName, SyntheticTask
+from optuna_rnn.tasks.synthetic import SyntheticTask
 
 __all__ = ["Memorization"]
 
@@ -60,27 +60,13 @@ class Memorization(SyntheticTask):
     def problem_count(self) -> int:
         return len(self.letters) ** self.length
 
-    def examples(
-        self, split: SplitName, rng: random.Random, count: int
-    ) -> list[tuple[str, list[bool]]]:
-        # Rendering draws nothing, so the problems are the first ``count`` of ``split``
-        # among consecutive ``length``-letter slices of the stream: a round draws them
-        # as one word, a problem for each one missing (never one past the last taken).
-        owner = self._owner()
-        found: list[tuple[str, list[bool]]] = []
-        misses = 0
-        while len(found) < count:
-            letters = word(rng, self.letters, self.length * (count - len(found)))
-            for start in range(0, len(letters), self.length):
-                problem = letters[start : start + self.length]
-                if owner(problem) == split:
-                    found.append(self.render(problem, rng))
-                    misses = 0
-                else:
-                    misses += 1
-                    if misses == self.max_rejections:
-                        raise self._no_problem(split)
-        return found
+    def sample_problems(self, rng: random.Random, most: int) -> list[str]:
+        # Rendering draws nothing, so ``most`` problems are consecutive ``length``-letter
+        # slices of one word drawn at once.
+        letters = word(rng, self.letters, self.length * most)
+        return [
+            letters[start : start + self.length] for start in range(0, len(letters), self.length)
+        ]
 
     def render(self, problem: str, rng: random.Random) -> tuple[str, list[bool]]:
         return problem + SEPARATOR + problem, self._scored.copy()

@@ -115,7 +115,7 @@ class SyntheticTask(Task):
 
     Subclasses implement :meth:`sample_problem` and :meth:`render`. They may give
     :meth:`problem_count`, so that the draws remember the splits of a small problem space,
-    and override :meth:`examples` to draw several problems at once where rendering draws
+    and :meth:`sample_problems`, to draw several problems at once where rendering draws
     nothing (as :class:`~optuna_rnn.tasks.Memorization` does): a seed must give the same
     examples, and leave ``rng`` in the same state, as drawing one problem at a time.
 
@@ -210,21 +210,28 @@ class SyntheticTask(Task):
         self, split: SplitName, rng: random.Random, count: int
     ) -> list[tuple[str, list[bool]]]:
         """``count`` rendered problems of ``split``: the problems of ``split`` among those
-        drawn one after another, each rendered as it comes up. ``max_rejections`` misses
-        in a row give the split up as empty."""
-        sample, render, owner = self.sample_problem, self.render, self._owner()
+        drawn one after another (:meth:`sample_problems`), each rendered as it comes up.
+        ``max_rejections`` misses in a row give the split up as empty."""
+        sample, render, owner = self.sample_problems, self.render, self._owner()
         found: list[tuple[str, list[bool]]] = []
         misses = 0
         while len(found) < count:
-            problem = sample(rng)
-            if owner(problem) == split:
-                found.append(render(problem, rng))
-                misses = 0
-            else:
-                misses += 1
-                if misses == self.max_rejections:
-                    raise self._no_problem(split)
+            for problem in sample(rng, count - len(found)):
+                if owner(problem) == split:
+                    found.append(render(problem, rng))
+                    misses = 0
+                else:
+                    misses += 1
+                    if misses == self.max_rejections:
+                        raise self._no_problem(split)
         return found
+
+    def sample_problems(self, rng: random.Random, most: int) -> Sequence[Hashable]:
+        """The next problems of the stream, at least one and at most ``most`` (each is
+        rendered before the next is asked for): :meth:`sample_problem`'s one. A task
+        whose :meth:`render` draws nothing may draw several at once, as long as they
+        are the problems :meth:`sample_problem` would draw one after another."""
+        return (self.sample_problem(rng),)
 
     def _owner(self) -> Callable[[Hashable], SplitName]:
         """:meth:`split_of`, remembered for each problem where there are few of them."""
