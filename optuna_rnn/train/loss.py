@@ -90,16 +90,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         buffer: LogitBuffer,
         grad_enabled: bool,
     ) -> torch.Tensor:
-        rows = hidden.shape[0]
-        inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
-        weights = torch.cat([weight, bias[:, None]], dim=1)
+        rows, (classes, width) = hidden.shape[0], weight.shape
         wants_hidden = grad_enabled and ctx.needs_input_grad[0]
         wants_weights = grad_enabled and any(ctx.needs_input_grad[1:3])
         # Transposed, (H + 1) x V: MKL adds a block's product into it faster than into V x (H + 1).
-        weights_grad = weights.new_empty(weights.shape[::-1]) if wants_weights else None
+        weights_grad = weight.new_empty(width + 1, classes) if wants_weights else None
         hidden_grad = hidden.new_empty(hidden.shape) if wants_hidden else None
         losses = decode_blocks(
-            inputs, weights, weight, targets, buffer, CHUNK_ROWS, hidden_grad, weights_grad
+            hidden, weight, bias, targets, buffer, CHUNK_ROWS, hidden_grad, weights_grad
         )
         ctx.grads, ctx.rows = (hidden_grad, weights_grad), rows
         return losses.sum() / rows
@@ -121,25 +119,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def decode_blocks(
-    inputs: torch.Tensor,
-    weights: torch.Tensor,
+    hidden: torch.Tensor,
     weight: torch.Tensor,
+    bias: torch.Tensor,
     targets: torch.Tensor,
     buffer: LogitBuffer,
     block_rows: int,
     hidden_grad: torch.Tensor | None,
     weights_grad: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Each row's cross-entropy of ``inputs @ weights.T`` (``rows x V``) against
+    """Each row's cross-entropy of ``hidden @ weight.T + bias`` (``rows x V``) against
     ``targets``, ``block_rows`` rows at a time (see :class:`_LinearCrossEntropy`).
 
-    ``inputs`` ends in a column of ones and ``weights`` in the bias column; ``weight`` is
-    ``weights`` less that column. As for an upstream gradient of one per row, the
-    hidden rows' gradient is written into ``hidden_grad`` and the weights' into
-    ``weights_grad`` (transposed: ``(H + 1) x V``; the first block's product sets it, so
-    it needs no zero fill); ``None``: not wanted.
+    As for an upstream gradient of one per row, the hidden rows' gradient is written
+    into ``hidden_grad`` and the weight's and bias's into ``weights_grad`` (transposed,
+    the bias's last: ``(H + 1) x V``; the first block's product sets it, so it needs no
+    zero fill); ``None``: not wanted.
     """
-    rows, classes = inputs.shape[0], weights.shape[0]
+    rows, classes = hidden.shape[0], weight.shape[0]
+    # The bias as a last column of the weights, against a column of ones.
+    inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
+    weights = torch.cat([weight, bias[:, None]], dim=1)
     block = buffer.take(min(rows, block_rows), classes, inputs)
     losses = inputs.new_empty(rows)
     # Transposed, H x rows: MKL takes W^T probs^T a sixth faster than probs W here.

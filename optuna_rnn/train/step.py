@@ -44,7 +44,6 @@ shared categorical loss reads dense inputs). Elsewhere
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +63,10 @@ from optuna_rnn.train.flat import FlatOptimizer
 from optuna_rnn.train.loss import (
     CHUNK_ROWS,
     FUSED_MIN_CLASSES,
-    IGNORED,
     LogitBuffer,
     _shared_categorical_loss,
     decode_blocks,
+    masked_cross_entropy,
 )
 from optuna_rnn.train.model import SequenceModel
 
@@ -80,10 +79,6 @@ __all__ = ["FUSED_LSTM", "StepPlan", "TrainStep", "plan_step"]
 #: PTB; a layer's autograd step alone (``benchmarks/lstm_backends.py``) is 0.89-1.15x
 #: oneDNN's at those shapes.
 FUSED_LSTM = True
-
-#: The kernels of ``F.cross_entropy``'s negative log-likelihood and its gradient.
-_NLL = torch.ops.aten.nll_loss_forward.default
-_NLL_BACKWARD = torch.ops.aten.nll_loss_backward.default
 
 
 def fused_core(model: SequenceModel, like: torch.Tensor) -> FusedCell | None:
@@ -207,7 +202,6 @@ class TrainStep:
             (model.decoder.in_features + 1, model.decoder.out_features) if not self.small else 0
         )
         self.logits = LogitBuffer()
-        self._one = model.decoder.weight.new_ones(())
         self.loss_in_c = softmax.available(model.decoder.weight)
         self._bound: dict[tuple[int, int, bool], list[BoundLayer]] = {}
         wx = self.layers[0].stacks[0]
@@ -222,7 +216,7 @@ class TrainStep:
         stacks, out = [], {}
         for j, (a, b) in enumerate(core.stack_spans):
             span = flat.span(maps[a:b])
-            shape = (sum(m.shape[0] for m in maps[a:b]), maps[a].shape[1])
+            shape = core.stack_shape(j, maps)
             stacks.append(flat.data[span].view(shape))
             out[f"dstack{j}"] = flat.grad[span].view(shape)
         biases = [layer.bias[n] for n in core.biases]
@@ -403,10 +397,10 @@ class TrainStep:
                 return self._nothing_scored(out)
             grad = logits
             value = float(losses.sum()) / scored
+        elif not bool(mask.any()):
+            return self._nothing_scored(out)
         else:
             value, grad = self._small_loss_torch(logits, targets, mask)
-            if math.isnan(value) and not bool(mask.any()):
-                return self._nothing_scored(out)
         torch.mm(grad.t(), hidden, out=weight.grad)
         torch.sum(grad, 0, out=bias.grad)
         torch.mm(grad, weight, out=out)
@@ -415,12 +409,13 @@ class TrainStep:
     def _small_loss_torch(
         self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
     ) -> tuple[float, torch.Tensor]:
-        """The loss and the logits' gradient by the kernels autograd runs (no C compiler)."""
-        labels = torch.where(mask, targets, IGNORED)
-        log_probs = torch._log_softmax(logits, 1, False, out=logits)
-        loss, total = _NLL(log_probs, labels, None, 1, IGNORED)
-        grad = _NLL_BACKWARD(self._one, log_probs, labels, None, 1, IGNORED, total)
-        return float(loss), torch._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype)
+        """The loss and the logits' gradient through autograd (no C compiler): the loss
+        the autograd step takes, ``masked_cross_entropy``."""
+        with torch.enable_grad():
+            logits.requires_grad_()
+            loss = masked_cross_entropy(logits, targets, mask)
+            (grad,) = torch.autograd.grad(loss, logits)
+        return float(loss), grad
 
     def _blockwise_loss(
         self, hidden: torch.Tensor, targets: torch.Tensor, rows: int, out: torch.Tensor
@@ -430,11 +425,9 @@ class TrainStep:
         hidden rows' gradient written into ``out``."""
         weight, bias = self.decoder_weight, self.decoder_bias
         scale = 1.0 / rows
-        inputs = torch.cat([hidden, hidden.new_ones(rows, 1)], dim=1)
-        weights = torch.cat([weight, bias[:, None]], dim=1)
         weights_grad = self.decoder_grad
         losses = decode_blocks(
-            inputs, weights, weight, targets, self.logits, CHUNK_ROWS, out, weights_grad
+            hidden, weight, bias, targets, self.logits, CHUNK_ROWS, out, weights_grad
         )
         torch.mul(weights_grad[:-1].t(), scale, out=weight.grad)
         torch.mul(weights_grad[-1], scale, out=bias.grad)
