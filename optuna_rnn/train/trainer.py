@@ -276,13 +276,12 @@ def train(
             carried = _detach(state) if batch.carry_state else None
             if fast is not None:
                 value, next_state = fast(batch, carried)
-                watch.train(step, value)
-                losses.append(value)
             else:
                 loss, next_state = training_loss(model, task, batch, carried, logits)
                 value = loss.item()
-                watch.train(step, value)
-                losses.append(value)
+            watch.train(step, value)
+            losses.append(value)
+            if fast is None:
                 optimizer.zero_grad()
                 loss.backward()
             optimizer.step(config.max_grad_norm)
