@@ -233,7 +233,7 @@ def test_a_time_loop_binds_only_the_buffers_it_uses():
     stacks = core.stacks([layer.weight[n].detach() for n in core.map_names])
     biases = [layer.bias[n].detach() for n in core.biases]
     x, taken = torch.randn(T, B, H), []
-    given = passes._given(core, stacks[1], (), biases)
+    given = passes.given_buffers(core, stacks[1], (), biases)
     kept = passes._forward(core, x, stacks[0], [torch.zeros(B, H)], given, taken)
     kept = {n: b for n, b in kept.items() if n in core.kept or n in core.saved}
     kept["not read by any step"] = torch.zeros(3)
@@ -489,3 +489,27 @@ def test_frozen_weights_get_no_gradient_and_the_others_match_the_reference(name,
     for key, g in grads[0].items():
         if key.rsplit(".", 1)[-1] not in picked:
             torch.testing.assert_close(g, grads[1][key], rtol=1e-10, atol=1e-10)
+
+
+def test_a_bound_layer_refuses_a_cell_with_pre_leaves():
+    """Its loop reads the prologue's values, which a call computes from the weights: a
+    layer bound once cannot hold them (the trainer's step leaves such cells to autograd)."""
+    from optuna_rnn.kernels.bound import BoundLayer
+    from optuna_rnn.kernels.layer import fused_backend
+
+    cell = optuna_rnn.Cell.parse("h' = relu(W b1 + U h + V x)")
+    core, H = fused_backend(cell).core, 4
+    stacks = core.stacks([torch.zeros(H, H) for _ in core.map_names])
+    with pytest.raises(ValueError, match="pre leaves"):
+        BoundLayer(
+            core,
+            T=2,
+            B=1,
+            H=H,
+            x_width=H,
+            stacks=stacks,
+            biases=[torch.zeros(H)],
+            needs=(True,) * 8,
+            out={},
+            like=torch.zeros(1),
+        )

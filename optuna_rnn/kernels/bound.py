@@ -4,13 +4,14 @@ same shape step after step (the trainer's autograd-free step).
 A call of :func:`~optuna_rnn.kernels.passes.forward` and
 :func:`~optuna_rnn.kernels.passes.gradients` works out its buffers' names and shapes,
 takes them from the workspace, builds their views and the C loop's argument table, and
-gives the buffers back: at a small task's shapes (T=10, B=20, H=52) that bookkeeping
-cost as much as the time loops themselves. A :class:`BoundLayer` does it once for one
-``(T, B)``: every buffer of both passes is its own, the views and the loops' arguments
-are made in its constructor, and the buffers that start each backward at zero are views
-of one block, zeroed by one fill. A run writes only in place: the caller puts the
-layer's input into :attr:`BoundLayer.x_maps` (or hands ``x`` to have its product made)
-and the output's gradient into :attr:`BoundLayer.out_grad`.
+gives the buffers back, every call: at a small task's shapes (T=10, B=20, H=52), a good
+part of a training step (``benchmarks/RESULTS.md``). A :class:`BoundLayer` does it once
+for one ``(T, B)``: every buffer of both passes is its own, the views and the loops'
+arguments are made in its constructor, and the buffers that start each backward at zero
+are views of one block, zeroed by one fill. A run writes only in place: the caller puts
+the layer's input into :attr:`BoundLayer.x_maps` (or hands ``x`` to have its product
+made) and the output's gradient into :attr:`BoundLayer.out_grad`. Cells with ``pre``
+leaves are not bound: their loop reads values each call computes from the weights.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from optuna_rnn.kernels.passes import (
     Stacks,
     folded_views,
     forward_shapes,
+    given_buffers,
     gradient_shapes,
     weight_gradients,
 )
@@ -60,12 +62,15 @@ class BoundLayer:
         self.core, self.T, self.stacks, self.out = core, T, stacks, out
         self.wanted = core.gradient_outputs(needs)
         plan = core.plan
+        if plan.pre:
+            raise ValueError(
+                "BoundLayer runs cells without pre leaves (their values come per call)"
+            )
         wx, weights = stacks
         wx_rows = None if wx is None else wx.shape[0]
         # The forward: its inputs (biases, transposed weights), every buffer it makes,
         # state 0's, the x maps' (always its own: the caller writes them), raw x.
-        fwd: dict[str, torch.Tensor] = {names.bias(n): b for n, b in zip(core.biases, biases)}
-        fwd |= {names.weight(p): w.t() for p, w in enumerate(weights)}
+        fwd = given_buffers(core, weights, (), biases)
         shapes = {names.state(0): (T + 1, B, H), **forward_shapes(core, T, B, H, wx_rows)}
         if plan.reads_x:
             shapes[X] = (T, B, x_width)

@@ -41,6 +41,7 @@ __all__ = [
     "forward",
     "forward_call",
     "forward_shapes",
+    "given_buffers",
     "gradient_shapes",
     "gradients",
     "stack",
@@ -70,7 +71,7 @@ def _scratch_all(
     return bufs
 
 
-def _given(
+def given_buffers(
     core: FusedCell,
     weights: Sequence[torch.Tensor],
     pres: Sequence[torch.Tensor],
@@ -149,7 +150,7 @@ def _run_forward(
     the other buffers the backward reads (``core.saved``) and the stacks of more than one
     map (``stack{j}``)."""
     wx, weights = stacks
-    buffers = _forward(core, x, wx, states, _given(core, weights, pres, biases), taken)
+    buffers = _forward(core, x, wx, states, given_buffers(core, weights, pres, biases), taken)
     T = x.shape[0]
     result = {names.state(0): buffers[names.state(0)]}
     for i in range(len(states)):
