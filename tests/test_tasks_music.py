@@ -146,3 +146,13 @@ def test_jsb_full_parse(tmp_path: Path) -> None:
     assert [len(task.rolls[s]) for s in ("train", "valid", "test")] == [210, 70, 70]
     lengths = [len(r) for rolls in task.rolls.values() for r in rolls]
     assert min(lengths) >= 8 and max(lengths) <= 400
+
+
+def test_a_music_task_made_from_pieces_has_a_name_and_a_repr() -> None:
+    """A ``MusicTask`` given its pieces directly (no subclass) names itself."""
+    from optuna_rnn.tasks.music import MusicTask
+
+    task = MusicTask(
+        {split: [[[60], [64, 67]]] for split in ("train", "valid", "test")}, source="x"
+    )
+    assert task.name == "music" and repr(task) == "MusicTask(name='music')"

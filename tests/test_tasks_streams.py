@@ -118,3 +118,13 @@ def test_textfile_bad_files_are_named(tmp_path: Path, content, error, message) -
     with pytest.raises(error, match=message) as info:
         TextFile(path)
     assert "corpus.txt" in str(info.value)
+
+
+def test_a_stream_task_made_from_streams_has_a_name_and_a_repr() -> None:
+    """A ``StreamTask`` given its streams directly (no subclass) names itself."""
+    from optuna_rnn.tasks.stream import StreamTask
+    from optuna_rnn.tasks.vocab import Vocabulary
+
+    streams = {split: torch.arange(12) % 3 for split in ("train", "valid", "test")}
+    task = StreamTask(Vocabulary(["a", "b", "c"]), streams, bptt=4)
+    assert task.name == "stream" and repr(task) == "StreamTask(name='stream')"

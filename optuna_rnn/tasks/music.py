@@ -73,6 +73,7 @@ class MusicTask(Task):
         source: names the data in error messages.
     """
 
+    name = "music"
     input_kind = "dense"
     input_size = KEYS
     output_kind = "bernoulli"

@@ -52,6 +52,7 @@ class StreamTask(Task):
         bptt: window length (truncated backpropagation through time).
     """
 
+    name = "stream"
     input_kind = "tokens"
     output_kind = "categorical"
     score_name = "perplexity"
