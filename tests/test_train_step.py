@@ -19,7 +19,7 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from torch import nn
 
 from optuna_rnn.cell import Cell, zoo
@@ -73,14 +73,19 @@ def _as_tuple(state: Any) -> tuple[torch.Tensor, ...]:
 
 
 def _compare_steps(
-    task: Task, cell: str | Cell, batches: list[Any], **kwargs: Any
+    task: Task, cell: str | Cell, batches: list[Any], *, within: float | None = None, **kwargs: Any
 ) -> list[tuple[float, float, float]]:
     """Both steps over ``batches`` (state carried where the batch says), the weights
     left as they are: per batch, the two losses and the worst parameter gradient's
-    relative difference; asserts the next states agree."""
+    relative difference; asserts the next states agree. ``within``: for any cell a search
+    may propose, where the step may not apply (then no batch is compared) and where a
+    cell's values may grow without bound: the comparison stops at the first batch whose
+    reference loss or next states leave ``[-within, within]``, where float32 rounding,
+    amplified step after step, is all that is left to compare."""
     fast_model, reference = _model(cell, task, **kwargs), _model(cell, task, **kwargs)
     plan = plan_step(fast_model, task)
-    assume(plan is not None)
+    if plan is None and within is not None:
+        return []
     assert plan is not None
     out = []
     with (
@@ -99,6 +104,10 @@ def _compare_steps(
             other.zero_grad()
             loss.backward()
             state = tuple(s.detach() for s in _as_tuple(state))
+            if within is not None and not (
+                abs(loss.item()) <= within and all(s.abs().max() <= within for s in state)
+            ):
+                return out
             for a, b in zip(_as_tuple(fast_state), state, strict=True):
                 assert _relative(a, b) <= 1e-5
             worst = max(
@@ -194,6 +203,7 @@ def test_any_width_batch_and_depth_gives_the_autograd_gradients(
     layers=st.integers(1, 2),
     dropout=st.sampled_from([0.0, 0.25]),
 )
+@example(space=GraphSpace(), seed=266, layers=1, dropout=0.0)  # explodes on the stream
 def test_any_cell_of_the_spaces_gives_the_autograd_gradients(
     memorization: Memorization,
     words: StreamTask,
@@ -204,15 +214,20 @@ def test_any_cell_of_the_spaces_gives_the_autograd_gradients(
 ) -> None:
     """Whatever a search proposes: cells with no recurrent product, cells that read raw
     x, that feed x through a diagonal only, that export nodes; two batch lengths, so
-    a second shape's buffers are made beside the first's."""
+    a second shape's buffers are made beside the first's. Cells whose values explode
+    (GraphSpace draws polynomial recurrences, ``h' = c (W c - c (h + 1))``, whose loss
+    reaches 1e35 in a batch) are compared only while they stay within 1e4."""
     cell, _ = space.sample(np.random.default_rng(seed))
+    compared = 0
     for task in (memorization, words):
         batches = [next(task.train_batches(b, seed=seed % 7)) for b in (5, 6, 5)]
         for value, reference, worst in _compare_steps(
-            task, cell, batches, num_layers=layers, dropout=dropout
+            task, cell, batches, within=1e4, num_layers=layers, dropout=dropout
         ):
             assert value == pytest.approx(reference, rel=1e-5, abs=1e-6)
             assert worst <= 1e-5
+            compared += 1
+    assume(compared > 0)
 
 
 def test_a_batch_with_nothing_scored_has_zero_loss_and_gradients(
